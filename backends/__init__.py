@@ -1,0 +1,79 @@
+"""Backend registry: name -> class, availability, and resolving --backend values.
+
+Backend modules are imported lazily (each imports its framework). Extra modules that define
+``BACKENDS = (cls, ...)`` can be added with SSMBENCH_PLUGINS=module[,module] (the tests use
+this for fake backends that raise OOM, crash or hang); worker processes inherit it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import lru_cache
+
+from ssmbench.interface import Availability, Backend
+
+BUILTIN_MODULES = ("ssmbench.backends.torch_backend",)
+# Every name SPEC knows, with the module that will provide it; names whose module does not
+# exist yet are reported as unavailable ("not implemented in this version") rather than unknown.
+KNOWN_NAMES = ("torch-cpu", "torch-cuda", "torch-mps", "jax-cpu", "jax-cuda", "jax-metal", "tf-cpu", "tf-gpu")
+
+
+@lru_cache(maxsize=None)
+def classes() -> dict[str, type[Backend]]:
+    mods = list(BUILTIN_MODULES) + [m.strip() for m in os.environ.get("SSMBENCH_PLUGINS", "").split(",") if m.strip()]
+    found: dict[str, type[Backend]] = {}
+    for mod in mods:
+        for cls in importlib.import_module(mod).BACKENDS:
+            found[cls.name] = cls
+    return found
+
+
+def names() -> list[str]:
+    """Every backend name ssmbench knows, implemented or not, in a stable order."""
+    impl = classes()
+    return list(dict.fromkeys([*KNOWN_NAMES, *impl]))
+
+
+def availability(name: str) -> Availability:
+    cls = classes().get(name)
+    if cls is None:
+        fw = name.split("-")[0]
+        return Availability(False, f"the {fw} backend is not part of this ssmbench version yet", "upgrade ssmbench")
+    try:
+        return cls.availability()
+    except Exception as e:  # a broken framework install must not crash `ssmbench backends`
+        return Availability(False, f"{type(e).__name__}: {e}".splitlines()[0], cls.install_hint)
+
+
+def available() -> list[str]:
+    """Available backends, fastest first (GPU backends before CPU ones)."""
+    impl = classes()
+    ok = [n for n in impl if availability(n).available]
+    return sorted(ok, key=lambda n: -impl[n].priority)
+
+
+def get(name: str) -> Backend:
+    return classes()[name]()
+
+
+def resolve(values: list[str]) -> list[str]:
+    """--backend values (repeatable, comma lists, 'all', 'auto') -> backend names, in order.
+
+    Raises ValueError naming an unknown value and the allowed ones."""
+    allowed = names()
+    out: list[str] = []
+    for v in values or ["auto"]:
+        for part in (p.strip() for p in v.split(",")):
+            if not part:
+                continue
+            if part == "all":
+                out += available()
+            elif part == "auto":
+                av = available()
+                out += av[:1]
+            elif part in allowed:
+                out.append(part)
+            else:
+                raise ValueError(f"unknown backend {part!r}; allowed: {', '.join(allowed)}, all, auto")
+    return list(dict.fromkeys(out))

@@ -1,0 +1,514 @@
+"""PyTorch backend: torch-cpu, torch-cuda, torch-mps.
+
+The model math is ssmbench.reference's, written with torch ops; module names reproduce
+mamba-ssm's state dict so ``load_state_dict`` takes a real checkpoint. Mixed precision runs
+through autocast (bf16/fp16 matmuls, fp32 residual stream, norms and SSM state).
+
+Scans (the Mamba parallel path; decode always uses the recurrent step):
+    sequential  a Python loop over time, h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t
+    chunked     seed 004's log-space scan: inside a chunk of T steps
+                h_t = exp(c_t) * (h_0 + Σ_{s<=t} exp(-c_s) Δ_s B_s x_s),  c_t = Σ_{s<=t} Δ_s A,
+                with T chosen from the data so |c| <= CHUNK_LOG_BUDGET: exp(±c) never leaves fp32
+    parallel    a work-efficient associative (odd/even, Blelloch-style) scan over the operator
+                (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2): O(L) work, O(log L) depth, any L
+                without padding to a power of two
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ssmbench.config import ModelConfig, TransformerConfig
+from ssmbench.interface import Availability, Backend
+
+try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+except ImportError:  # availability() reports it; nothing below runs without torch
+    torch = None
+
+CHUNK_LOG_BUDGET = 40.0  # max |Σ Δ A| inside one chunk: exp(40) = 2.4e17, far from fp32's 3.4e38
+SCANS = ("chunked", "parallel", "sequential")
+TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+# ============================================================================ scans
+# Every scan: dt (B, L, E), A (E, N), Bm, Cm (B, L, N), x (B, L, E), h0 (B, E, N) | None
+# -> y (B, L, E) without the D skip, and the last state (B, E, N). Inputs are fp32.
+def scan_sequential(x, dt, A, Bm, Cm, h0=None):
+    Bt, L, E = x.shape
+    h = x.new_zeros(Bt, E, A.shape[1]) if h0 is None else h0
+    ys = []
+    for t in range(L):
+        dA = torch.exp(dt[:, t, :, None] * A)
+        h = dA * h + (dt[:, t] * x[:, t])[:, :, None] * Bm[:, t, None, :]
+        ys.append(torch.einsum("ben,bn->be", h, Cm[:, t]))
+    return torch.stack(ys, 1), h
+
+
+def chunk_length(dt, A, L: int) -> int:
+    """Largest T with T * max|Δ A| <= CHUNK_LOG_BUDGET (one host read of the max step)."""
+    max_step = min(float(dt.detach().amax()) * float((-A).detach().amax()), CHUNK_LOG_BUDGET)
+    if not math.isfinite(max_step):
+        raise FloatingPointError("non-finite dt in chunked scan")
+    return max(1, min(L, int(CHUNK_LOG_BUDGET / max_step) if max_step > 0 else L))
+
+
+def scan_chunked(x, dt, A, Bm, Cm, h0=None):
+    """Each step's log-decay Δ A is clamped at -CHUNK_LOG_BUDGET: a decay of exp(-40) = 4e-18
+    is below fp32 resolution, so the result is unchanged to rounding, and a single huge step can
+    no longer make exp(c) * exp(-c) = 0 * inf."""
+    Bt, L, E = x.shape
+    T = chunk_length(dt, A, L)
+    h = x.new_zeros(Bt, E, A.shape[1]) if h0 is None else h0
+    ys = []
+    for s in range(0, L, T):
+        dts, xs = dt[:, s : s + T], x[:, s : s + T]
+        c = torch.cumsum((dts[..., None] * A).clamp(min=-CHUNK_LOG_BUDGET), dim=1)  # (B, T, E, N) in [-budget, 0]
+        u = (dts * xs)[..., None] * Bm[:, s : s + T, None, :]  # Δ B x
+        hs = torch.exp(c) * (torch.cumsum(u * torch.exp(-c), dim=1) + h[:, None])
+        ys.append(torch.einsum("bten,btn->bte", hs, Cm[:, s : s + T]))
+        h = hs[:, -1]
+    return torch.cat(ys, 1), h
+
+
+def _assoc_scan(a, b):
+    """h_t = a_t h_{t-1} + b_t along dim 1 with h_{-1} = 0, for any length (odd/even recursion)."""
+    L = a.shape[1]
+    if L == 1:
+        return b
+    m = L // 2
+    a_ev, a_od = a[:, 0 : 2 * m : 2], a[:, 1 : 2 * m : 2]
+    b_ev, b_od = b[:, 0 : 2 * m : 2], b[:, 1 : 2 * m : 2]
+    h_od = _assoc_scan(a_od * a_ev, a_od * b_ev + b_od)  # h at positions 1, 3, ..., 2m-1
+    rest = a[:, 2::2] * h_od[:, : (L - 1) // 2] + b[:, 2::2]  # h at positions 2, 4, ...
+    h_ev = torch.cat([b[:, :1], rest], 1)
+    out = torch.stack([h_ev[:, :m], h_od], 2).flatten(1, 2)
+    return torch.cat([out, h_ev[:, m:]], 1) if L % 2 else out
+
+
+def scan_parallel(x, dt, A, Bm, Cm, h0=None):
+    a = torch.exp(dt[..., None] * A)  # (B, L, E, N)
+    b = (dt * x)[..., None] * Bm[:, :, None, :]
+    if h0 is not None:
+        b = torch.cat([b[:, :1] + a[:, :1] * h0[:, None], b[:, 1:]], 1)
+    hs = _assoc_scan(a, b)
+    return torch.einsum("blen,bln->ble", hs, Cm), hs[:, -1]
+
+
+SCAN_FNS = {"sequential": scan_sequential, "chunked": scan_chunked, "parallel": scan_parallel}
+
+
+# ============================================================================ models
+def _rmsnorm(x, w, eps=1e-5):
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w.float()
+
+
+if torch is not None:
+
+    class RMSNorm(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(d))
+
+        def forward(self, x):
+            return _rmsnorm(x, self.weight)
+
+    class MambaMixer(nn.Module):
+        def __init__(self, c: ModelConfig, scan: str):
+            super().__init__()
+            D, E, N, K, R = c.d_model, c.d_inner, c.d_state, c.d_conv, c.dt_rank
+            self.E, self.N, self.R, self.K, self.scan = E, N, R, K, scan
+            self.in_proj = nn.Linear(D, 2 * E, bias=False)
+            self.conv1d = nn.Conv1d(E, E, K, groups=E, padding=K - 1, bias=True)
+            self.x_proj = nn.Linear(E, R + 2 * N, bias=False)
+            self.dt_proj = nn.Linear(R, E, bias=True)
+            self.A_log = nn.Parameter(torch.zeros(E, N))
+            self.D = nn.Parameter(torch.ones(E))
+            self.out_proj = nn.Linear(E, D, bias=False)
+
+        def _ssm_inputs(self, x):
+            """x (..., E) after conv+silu -> dt (..., E), Bm, Cm (..., N) in fp32."""
+            dt, Bm, Cm = self.x_proj(x).split([self.R, self.N, self.N], dim=-1)
+            return F.softplus(self.dt_proj(dt).float()), Bm.float(), Cm.float()
+
+        def forward(self, h, return_state=False):
+            """h (B, L, D) -> (B, L, D) [, (conv_state (B, E, K), ssm_state (B, E, N))]."""
+            L = h.shape[1]
+            x, z = self.in_proj(h).chunk(2, dim=-1)
+            xt = x.transpose(1, 2)  # (B, E, L)
+            xc = F.silu(self.conv1d(xt)[..., :L]).transpose(1, 2)
+            dt, Bm, Cm = self._ssm_inputs(xc)
+            A = -torch.exp(self.A_log.float())
+            xf = xc.float()
+            y, h_last = SCAN_FNS[self.scan](xf, dt, A, Bm, Cm)
+            y = (y + xf * self.D.float()) * F.silu(z.float())
+            out = self.out_proj(y.to(x.dtype))
+            if not return_state:
+                return out
+            conv_state = F.pad(xt, (max(0, self.K - L), 0))[..., -self.K :]
+            return out, (conv_state, h_last)
+
+        def step(self, h, state):
+            """h (B, D), state (conv (B, E, K), ssm (B, E, N)) -> (B, D), new state."""
+            conv, ssm = state
+            x, z = self.in_proj(h).chunk(2, dim=-1)
+            conv = torch.cat([conv[..., 1:], x[..., None].to(conv.dtype)], -1)
+            xc = F.silu((conv * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
+            dt, Bm, Cm = self._ssm_inputs(xc)
+            A = -torch.exp(self.A_log.float())
+            xf = xc.float()
+            ssm = torch.exp(dt[..., None] * A) * ssm + (dt * xf)[..., None] * Bm[:, None, :]
+            y = torch.einsum("ben,bn->be", ssm, Cm) + xf * self.D.float()
+            return self.out_proj((y * F.silu(z.float())).to(x.dtype)), (conv, ssm)
+
+    class MambaBlock(nn.Module):
+        def __init__(self, c, scan):
+            super().__init__()
+            self.norm = RMSNorm(c.d_model)
+            self.mixer = MambaMixer(c, scan)
+
+    class Backbone(nn.Module):
+        def __init__(self, c, scan):
+            super().__init__()
+            self.embedding = nn.Embedding(c.vocab, c.d_model)
+            self.layers = nn.ModuleList(MambaBlock(c, scan) for _ in range(c.n_layers))
+            self.norm_f = RMSNorm(c.d_model)
+
+    class MambaLM(nn.Module):
+        """mamba-ssm's MambaLMHeadModel: the residual stream is kept in fp32."""
+
+        def __init__(self, c: ModelConfig, scan: str):
+            super().__init__()
+            self.cfg = c
+            self.backbone = Backbone(c, scan)
+
+        def _head(self, hidden, residual):
+            x = _rmsnorm(hidden.float() + residual, self.backbone.norm_f.weight)
+            return x.to(hidden.dtype) @ self.backbone.embedding.weight.T.to(hidden.dtype)
+
+        def forward(self, tokens, return_state=False):
+            hidden, residual, states = self.backbone.embedding(tokens), None, []
+            for layer in self.backbone.layers:
+                residual = hidden.float() if residual is None else hidden.float() + residual
+                out = layer.mixer(layer.norm(residual), return_state=return_state)
+                hidden = out[0] if return_state else out
+                if return_state:
+                    states.append(out[1])
+            logits = self._head(hidden, residual)
+            return (logits, states) if return_state else logits
+
+        def init_state(self, batch, capacity, device, dtype):
+            c = self.cfg  # the SSM state stays fp32 whatever the compute dtype
+            return [
+                (torch.zeros(batch, c.d_inner, c.d_conv, device=device), torch.zeros(batch, c.d_inner, c.d_state, device=device))
+                for _ in range(c.n_layers)
+            ]
+
+        def prefill(self, tokens, capacity, dtype):
+            return self.forward(tokens, return_state=True)[1]
+
+        def step(self, token, state):
+            hidden, residual, new = self.backbone.embedding(token), None, []
+            for layer, s in zip(self.backbone.layers, state):
+                residual = hidden.float() if residual is None else hidden.float() + residual
+                hidden, s = layer.mixer.step(layer.norm(residual), s)
+                new.append(s)
+            return self._head(hidden, residual), new
+
+    def sinusoidal(L, D, offset, device):
+        half = D // 2
+        freqs = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float64) / max(half, 1))
+        ang = torch.arange(offset, offset + L, device=device, dtype=torch.float64)[:, None] * freqs
+        pe = torch.cat([torch.sin(ang), torch.cos(ang)], 1)
+        return F.pad(pe, (0, D - 2 * half)).float()
+
+    class Attention(nn.Module):
+        def __init__(self, t: TransformerConfig):
+            super().__init__()
+            self.H = t.n_head
+            self.c_attn = nn.Linear(t.d_model, 3 * t.d_model)
+            self.c_proj = nn.Linear(t.d_model, t.d_model)
+
+        def forward(self, x, cache=None, pos=0):
+            """x (B, L, D). With a cache (k, v each (B, H, cap, hd)) the L new keys go to
+            positions pos..pos+L-1 and the queries attend to everything up to them."""
+            Bt, L, D = x.shape
+            q, k, v = (t.view(Bt, L, self.H, D // self.H).transpose(1, 2) for t in self.c_attn(x).split(D, -1))
+            if cache is None:
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                kc, vc = cache
+                kc[:, :, pos : pos + L] = k.to(kc.dtype)
+                vc[:, :, pos : pos + L] = v.to(vc.dtype)
+                k, v = kc[:, :, : pos + L].to(q.dtype), vc[:, :, : pos + L].to(q.dtype)
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=L > 1)
+            return self.c_proj(o.transpose(1, 2).reshape(Bt, L, D))
+
+    class MLP(nn.Module):
+        def __init__(self, t):
+            super().__init__()
+            self.c_fc = nn.Linear(t.d_model, t.mlp_ratio * t.d_model)
+            self.c_proj = nn.Linear(t.mlp_ratio * t.d_model, t.d_model)
+
+        def forward(self, x):
+            return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+
+    class GPTBlock(nn.Module):
+        def __init__(self, t):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(t.d_model, eps=1e-5)
+            self.attn = Attention(t)
+            self.ln_2 = nn.LayerNorm(t.d_model, eps=1e-5)
+            self.mlp = MLP(t)
+
+        def forward(self, x, cache=None, pos=0):
+            x = x + self.attn(self.ln_1(x), cache, pos)
+            return x + self.mlp(self.ln_2(x))
+
+    class GPTBody(nn.Module):
+        def __init__(self, t):
+            super().__init__()
+            self.wte = nn.Embedding(t.vocab, t.d_model)
+            self.h = nn.ModuleList(GPTBlock(t) for _ in range(t.n_layers))
+            self.ln_f = nn.LayerNorm(t.d_model, eps=1e-5)
+
+    class GPT(nn.Module):
+        def __init__(self, t: TransformerConfig):
+            super().__init__()
+            self.cfg = t
+            self.transformer = GPTBody(t)
+
+        def _run(self, tokens, caches=None, pos=0):
+            tr = self.transformer
+            x = tr.wte(tokens) + sinusoidal(tokens.shape[1], self.cfg.d_model, pos, tokens.device)
+            for i, block in enumerate(tr.h):
+                x = block(x, None if caches is None else caches[i], pos)
+            x = tr.ln_f(x)
+            return x @ tr.wte.weight.T.to(x.dtype)
+
+        def forward(self, tokens):
+            return self._run(tokens)
+
+        def init_state(self, batch, capacity, device, dtype):
+            t = self.cfg  # the KV cache is kept in the compute dtype
+            shape = (batch, t.n_head, capacity, t.d_model // t.n_head)
+            caches = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)) for _ in range(t.n_layers)]
+            return (caches, 0)
+
+        def prefill(self, tokens, capacity, dtype):
+            caches, _ = self.init_state(tokens.shape[0], capacity, tokens.device, dtype)
+            self._run(tokens, caches, 0)
+            return (caches, tokens.shape[1])
+
+        def step(self, token, state):
+            caches, pos = state
+            if pos >= caches[0][0].shape[2]:
+                raise ValueError(f"KV cache full at position {pos}")
+            return self._run(token[:, None], caches, pos)[:, 0], (caches, pos + 1)
+
+
+# ============================================================================ backend
+class _Model:
+    """What build() returns: the module, its optimiser, autocast settings."""
+
+    def __init__(self, module, opt, device_type, amp_dtype):
+        self.module, self.opt, self.device_type, self.amp_dtype = module, opt, device_type, amp_dtype
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return torch.autocast(self.device_type, enabled=False)
+        return torch.autocast(self.device_type, dtype=self.amp_dtype)
+
+
+class TorchBackend(Backend):
+    framework = "torch"
+    scans = SCANS
+    default_scan = "chunked"
+    dtypes = ("float32", "bfloat16", "float16")
+    device_type = "cpu"
+    install_hint = "pip install torch==2.13.0  (CPU build; on a CUDA machine: pip install torch)"
+
+    def __init__(self):
+        ok = self.availability()
+        if not ok.available:
+            from ssmbench.interface import BackendUnavailable
+
+            raise BackendUnavailable(ok.reason)
+        self.device = torch.device(self.device_type)
+
+    @classmethod
+    def _torch_missing(cls):
+        if torch is None:
+            return Availability(False, "torch is not installed", cls.install_hint)
+        return None
+
+    def versions(self) -> dict:
+        v = {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+        if torch.version.cuda:
+            v["cuda"] = torch.version.cuda
+        if torch.backends.cudnn.is_available():
+            v["cudnn"] = torch.backends.cudnn.version()
+        return v
+
+    # ---------------------------------------------------------------- model
+    def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
+        if arch == "mamba":
+            module = MambaLM(cfg, scan or self.default_scan)
+        else:
+            module = GPT(cfg)
+        sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items() if k != "lm_head.weight"}
+        module.load_state_dict(sd, strict=True)
+        module.to(self.device)
+        opt = torch.optim.AdamW(module.parameters(), lr=1e-3, **self._adamw_kwargs())
+        amp = None if dtype == "float32" else getattr(torch, TORCH_DTYPES[dtype])
+        return _Model(module, opt, self.device_type, amp)
+
+    def _adamw_kwargs(self) -> dict:
+        return {"foreach": True}
+
+    def tokens(self, array):
+        return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.device)
+
+    def forward(self, model, tokens):
+        with torch.no_grad(), model.autocast():
+            return model.module(tokens)
+
+    def train_step(self, model, tokens, targets):
+        with model.autocast():
+            logits = model.module(tokens)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss.backward()
+        model.opt.step()
+        model.opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def init_state(self, model, batch, capacity):
+        return model.module.init_state(batch, capacity, self.device, model.amp_dtype or torch.float32)
+
+    def prefill(self, model, tokens, capacity):
+        with torch.no_grad(), model.autocast():
+            return model.module.prefill(tokens, capacity, model.amp_dtype or torch.float32)
+
+    def decode_step(self, model, token, state):
+        with torch.no_grad(), model.autocast():
+            return model.module.step(token, state)
+
+    # ---------------------------------------------------------------- measurement
+    def synchronize(self, out=None):
+        pass  # eager CPU ops are synchronous
+
+    def to_numpy(self, x):
+        return x.detach().float().cpu().numpy()
+
+    def all_finite(self, x):
+        return bool(torch.isfinite(x).all())
+
+    def peak_memory(self):
+        from ssmbench.envinfo import peak_rss_bytes
+
+        return peak_rss_bytes(), "process peak RSS (getrusage; includes framework libraries)"
+
+    def is_oom(self, exc):
+        if isinstance(exc, MemoryError):
+            return True
+        oom = getattr(torch, "OutOfMemoryError", None)
+        if oom is not None and isinstance(exc, oom):
+            return True
+        msg = str(exc).lower()
+        return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg or "failed to allocate" in msg)
+
+
+class TorchCPU(TorchBackend):
+    name = "torch-cpu"
+    device_type = "cpu"
+    priority = 10
+
+    @classmethod
+    def availability(cls):
+        return cls._torch_missing() or Availability(True, f"torch {torch.__version__}, {torch.get_num_threads()} threads", cls.install_hint)
+
+    def device_info(self):
+        from ssmbench.envinfo import cpu_model, total_ram
+
+        return {"device": cpu_model(), "memory_bytes": total_ram()}
+
+
+class TorchCUDA(TorchBackend):
+    name = "torch-cuda"
+    device_type = "cuda"
+    priority = 100
+    install_hint = "pip install torch  (a CUDA build, on a machine with an NVIDIA GPU and driver)"
+
+    @classmethod
+    def availability(cls):
+        missing = cls._torch_missing()
+        if missing:
+            return missing
+        if not torch.backends.cuda.is_built():
+            return Availability(False, f"torch {torch.__version__} is a CPU-only build", cls.install_hint)
+        if not torch.cuda.is_available():
+            return Availability(False, "no CUDA device visible (torch.cuda.is_available() is False)", cls.install_hint)
+        n = torch.cuda.device_count()
+        return Availability(True, f"CUDA {torch.version.cuda}, {n} x {torch.cuda.get_device_name(0)}", cls.install_hint)
+
+    def device_info(self):
+        p = torch.cuda.get_device_properties(0)
+        return {"device": p.name, "memory_bytes": p.total_memory, "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count}
+
+    def _adamw_kwargs(self):
+        return {"fused": True}
+
+    def synchronize(self, out=None):
+        torch.cuda.synchronize()
+
+    def reset_peak_memory(self):
+        torch.cuda.reset_peak_memory_stats()
+
+    def apply_memory_limit(self, limit_bytes):
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_bytes / total))
+        return True
+
+    def peak_memory(self):
+        return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+
+
+class TorchMPS(TorchBackend):
+    name = "torch-mps"
+    device_type = "mps"
+    priority = 50
+    install_hint = "pip install torch  (macOS 12.3+ on Apple silicon)"
+
+    @classmethod
+    def availability(cls):
+        missing = cls._torch_missing()
+        if missing:
+            return missing
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_built():
+            return Availability(False, "this torch build has no MPS support (needs macOS on Apple silicon)", cls.install_hint)
+        if not mps.is_available():
+            return Availability(False, "MPS not available (needs macOS 12.3+ on Apple silicon)", cls.install_hint)
+        return Availability(True, f"torch {torch.__version__} MPS", cls.install_hint)
+
+    def device_info(self):
+        from ssmbench.envinfo import cpu_model, total_ram
+
+        return {"device": f"Apple MPS ({cpu_model()})", "memory_bytes": total_ram()}
+
+    def synchronize(self, out=None):
+        torch.mps.synchronize()
+
+    def peak_memory(self):
+        return int(torch.mps.driver_allocated_memory()), "torch.mps.driver_allocated_memory (at end of point)"
+
+    def is_oom(self, exc):
+        return super().is_oom(exc) or "mps backend out of memory" in str(exc).lower()
+
+
+BACKENDS = (TorchCPU, TorchCUDA, TorchMPS)

@@ -1,0 +1,69 @@
+"""ssmbench: benchmark Mamba selective state-space models the same way on every framework.
+
+Public API (SPEC "Python API")::
+
+    ssmbench.load_weights(path) -> dict[str, numpy.ndarray]
+    ssmbench.logits(backend, weights, tokens, *, scan=None, dtype="float32") -> numpy (B, L, V)
+    ssmbench.decode_logits(backend, weights, tokens, *, dtype="float32") -> numpy (B, L, V)
+
+``weights`` is a dict of arrays (mamba-ssm names) or a path; the config is inferred from the
+shapes. ``backend`` is a name such as "torch-cpu", or "reference" for the float64 NumPy model.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import numpy as np
+
+from .weights import infer_config, load_weights
+
+__all__ = ["__version__", "load_weights", "logits", "decode_logits"]
+
+
+def _prepare(weights, tokens):
+    if not isinstance(weights, dict):
+        weights = load_weights(weights)
+    arch, cfg = infer_config(weights)
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (batch, length), got shape {tokens.shape}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= cfg.vocab):
+        raise ValueError(f"token ids must lie in [0, {cfg.vocab})")
+    return weights, arch, cfg, tokens
+
+
+def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str = "float32") -> np.ndarray:
+    """Logits of the parallel (training / prefill) path. tokens (B, L) -> (B, L, V)."""
+    from . import reference
+
+    weights, arch, cfg, tokens = _prepare(weights, tokens)
+    if backend == "reference":
+        return reference.logits(arch, weights, tokens, cfg)
+    from . import backends as registry
+
+    b = registry.get(backend)
+    model = b.build(arch, weights, cfg, scan=scan, dtype=dtype)
+    out = b.forward(model, b.tokens(tokens))
+    b.synchronize(out)
+    return b.to_numpy(out)
+
+
+def decode_logits(backend: str, weights, tokens, *, dtype: str = "float32") -> np.ndarray:
+    """The same tokens fed one at a time through the recurrent step with its O(1) state
+    (a KV cache for the Transformer). tokens (B, L) -> (B, L, V)."""
+    from . import reference
+
+    weights, arch, cfg, tokens = _prepare(weights, tokens)
+    if backend == "reference":
+        return reference.decode_logits(arch, weights, tokens, cfg)
+    from . import backends as registry
+
+    b = registry.get(backend)
+    model = b.build(arch, weights, cfg, scan=None, dtype=dtype)
+    state = b.init_state(model, tokens.shape[0], tokens.shape[1])
+    out = []
+    for t in range(tokens.shape[1]):
+        step_logits, state = b.decode_step(model, b.tokens(tokens[:, t]), state)
+        out.append(b.to_numpy(step_logits))
+    return np.stack(out, axis=1)

@@ -1,0 +1,344 @@
+"""The ssmbench command line (SPEC "CLI").
+
+Every argument is checked before anything runs or is written; a bad one ends the command
+with one line on stderr naming the value and what is allowed, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.exceptions import Abort, Exit, TyperException
+
+from . import backends as registry
+from . import suites as suite_registry
+from .config import ModelConfig
+from .interface import DTYPES, MODES
+from .plan import QUICK_MODEL, QUICK_RUN, RunOptions
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark Mamba selective state-space models the same way on every framework and device.")
+_WIDTH = None if sys.stdout.isatty() else 200  # pipes and CI logs get the whole table, not 80 columns
+out = Console(width=_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class BadInput(Exception):
+    """Bad usage or input: one line, exit 2, nothing written."""
+
+
+def fail(msg: str):
+    raise BadInput(msg)
+
+
+# ---------------------------------------------------------------------------- parsing helpers
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
+_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+          "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'12.7GB' (1e9), '16GiB' (2**30), '512MiB', '1e9' -> bytes."""
+    m = _SIZE.match(text or "")
+    if not m:
+        fail(f"--memory-limit {text!r} is not a size; use a number with an optional unit, e.g. 12.7GB, 16GiB, 512MiB")
+    n = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
+    if n <= 0:
+        fail(f"--memory-limit {text!r} must be positive")
+    return int(n)
+
+
+def split_list(values) -> list[str]:
+    out_ = []
+    for v in values or []:
+        out_ += [p.strip() for p in str(v).split(",") if p.strip()]
+    return out_
+
+
+def check_choice(flag: str, values: list[str], allowed) -> list[str]:
+    for v in values:
+        if v not in allowed:
+            fail(f"{flag} {v!r} is not allowed; choose from: {', '.join(allowed)}")
+    return values
+
+
+def positive(flag: str, value, minimum=1):
+    if value is not None and value < minimum:
+        fail(f"{flag} {value} must be >= {minimum}")
+    return value
+
+
+def all_scans() -> list[str]:
+    names = []
+    for cls in registry.classes().values():
+        names += [s for s in cls.scans if s not in names]
+    return names
+
+
+# ---------------------------------------------------------------------------- options
+BackendOpt = Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="Backend name, comma list, 'all' or 'auto' (repeatable).")]
+ArchOpt = Annotated[str, typer.Option(help="mamba | transformer | both")]
+PresetOpt = Annotated[Optional[str], typer.Option(help="Named config (see `ssmbench presets`).")]
+IntOpt = Optional[int]
+
+
+def build_options(*, backend, arch, preset, d_model, layers, d_state, d_conv, expand, vocab, batch, seq_len, dtype, scan, mode,
+                  warmup, min_iters, min_time, repeats, quick, timeout, memory_limit, seed) -> RunOptions:
+    """Validate every flag and combine defaults < --quick < --preset < explicit flags."""
+    from .presets import PRESETS
+
+    try:
+        backends = registry.resolve(backend or ["auto"])
+    except ValueError as e:
+        fail(str(e))
+    if not backends:
+        fail("no backend is available on this machine; see `ssmbench backends` for what is missing and how to install it")
+    archs = {"mamba": ["mamba"], "transformer": ["transformer"], "both": ["mamba", "transformer"]}.get(arch)
+    if archs is None:
+        fail(f"--arch {arch!r} is not allowed; choose from: mamba, transformer, both")
+    check_choice("--dtype", [dtype], DTYPES)
+    scans = split_list(scan) or None
+    if scans and scans != ["all"]:
+        check_choice("--scan", scans, all_scans() + ["all"])
+        if "all" in scans:
+            fail("--scan 'all' cannot be combined with other scan names")
+    modes = split_list(mode) or None
+    if modes:
+        check_choice("--mode", modes, MODES)
+    for flag, v in (("--d-model", d_model), ("--layers", layers), ("--d-state", d_state), ("--d-conv", d_conv), ("--expand", expand),
+                    ("--vocab", vocab), ("--batch", batch), ("--seq-len", seq_len), ("--min-iters", min_iters), ("--repeats", repeats)):
+        positive(flag, v)
+    positive("--warmup", warmup, 0)
+    positive("--seed", seed, 0)
+    if min_time is not None and min_time < 0:
+        fail(f"--min-time {min_time} must be >= 0 seconds")
+    if timeout is not None and timeout <= 0:
+        fail(f"--timeout {timeout} must be > 0 seconds")
+    mem = parse_size(memory_limit) if memory_limit is not None else None
+
+    model, run = ModelConfig(), {}
+    if quick:
+        model, run = ModelConfig(**QUICK_MODEL), dict(QUICK_RUN)
+    if preset is not None:
+        if preset not in PRESETS:
+            fail(f"--preset {preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+        model, run = PRESETS[preset].model, {**run, **PRESETS[preset].run}
+    model = model.with_(vocab=vocab, d_model=d_model, n_layers=layers, d_state=d_state, d_conv=d_conv, expand=expand)
+    explicit = dict(batch=batch, seq_len=seq_len, warmup=warmup, min_iters=min_iters, min_time=min_time, repeats=repeats, timeout=timeout)
+    run.update({k: v for k, v in explicit.items() if v is not None})
+    return RunOptions(backends=backends, archs=archs, model=model, dtype=dtype, scans=scans, modes=modes, memory_limit=mem,
+                      seed=seed, preset=preset, **run)
+
+
+# ---------------------------------------------------------------------------- commands
+@app.command()
+def backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """List every backend with whether it runs here, why (not), and how to install it."""
+    rows = []
+    for name in registry.names():
+        a = registry.availability(name)
+        cls = registry.classes().get(name)
+        rows.append({"name": name, "available": a.available, "reason": a.reason, "install": a.install,
+                     "scans": list(cls.scans) if cls else [], "default_scan": cls.default_scan if cls else None})
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    t = Table("backend", "available", "reason", "install", "scans")
+    for r in rows:
+        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["reason"], "" if r["available"] else r["install"],
+                  ", ".join(r["scans"]))
+    out.print(t)
+
+
+@app.command()
+def env(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False):
+    """Print the environment fingerprint stored with every result."""
+    from .envinfo import fingerprint
+
+    fp = fingerprint()
+    if as_json:
+        print(json.dumps(fp, indent=1))
+        return
+    t = Table("field", "value", show_header=False)
+    for k, v in fp.items():
+        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+    out.print(t)
+
+
+@app.command()
+def presets():
+    """List the named configurations --preset accepts."""
+    from .presets import PRESETS
+    from .config import mamba_params
+
+    t = Table("preset", "vocab", "d_model", "layers", "d_state", "batch", "seq", "params", "source")
+    for p in PRESETS.values():
+        m = p.model
+        t.add_row(p.name, str(m.vocab), str(m.d_model), str(m.n_layers), str(m.d_state), str(p.run.get("batch", "")),
+                  str(p.run.get("seq_len", "")), f"{mamba_params(m):,}", p.source + (f" ({p.note})" if p.note else ""))
+    out.print(t)
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Argument(help="throughput | latency")],
+    backend: BackendOpt = None,
+    arch: ArchOpt = "mamba",
+    preset: PresetOpt = None,
+    d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
+    layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
+    d_state: Annotated[IntOpt, typer.Option(help="SSM state size N.")] = None,
+    d_conv: Annotated[IntOpt, typer.Option(help="Causal conv width K.")] = None,
+    expand: Annotated[IntOpt, typer.Option(help="Inner width E = expand * D.")] = None,
+    vocab: Annotated[IntOpt, typer.Option(help="Vocabulary size.")] = None,
+    batch: Annotated[IntOpt, typer.Option(help="Batch size (default 32; latency decodes at 1).")] = None,
+    seq_len: Annotated[IntOpt, typer.Option(help="Sequence length (decode: context length).")] = None,
+    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (half precision through autocast).")] = "float32",
+    scan: Annotated[Optional[list[str]], typer.Option(help="Mamba scan(s), comma list, or 'all' (default: the backend's).")] = None,
+    mode: Annotated[Optional[list[str]], typer.Option(help="train | forward | decode, comma list (default: the suite's).")] = None,
+    warmup: Annotated[IntOpt, typer.Option(help="Untimed steps after the first call (default 2).")] = None,
+    min_iters: Annotated[IntOpt, typer.Option(help="At least this many timed steps (default 10).")] = None,
+    min_time: Annotated[Optional[float], typer.Option(help="And at least this many seconds of timed steps (default 1).")] = None,
+    repeats: Annotated[IntOpt, typer.Option(help="Fresh processes per point; samples pooled (default 1).")] = None,
+    quick: Annotated[bool, typer.Option(help="Tiny sizes for smoke runs.")] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for results (.jsonl).")] = Path("reports/results"),
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds per point before it is killed (default 900).")] = None,
+    memory_limit: Annotated[Optional[str], typer.Option(help="Emulate a smaller device, e.g. 12.7GB, 16GiB.")] = None,
+    resume: Annotated[bool, typer.Option(help="Append to the latest results file of this suite; skip points already recorded.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for weights and tokens.")] = 0,
+):
+    """Run a benchmark suite; each point in a fresh process, each result saved as it ends."""
+    try:
+        suite_mod = suite_registry.get(suite)
+    except KeyError:
+        later = f" ({', '.join(suite_registry.PLANNED)} arrive in a later version)" if suite in suite_registry.PLANNED else ""
+        fail(f"suite {suite!r} is not available{later}; choose from: {', '.join(suite_registry.SUITES)}")
+    opts = build_options(backend=backend, arch=arch, preset=preset, d_model=d_model, layers=layers, d_state=d_state, d_conv=d_conv,
+                         expand=expand, vocab=vocab, batch=batch, seq_len=seq_len, dtype=dtype, scan=scan, mode=mode, warmup=warmup,
+                         min_iters=min_iters, min_time=min_time, repeats=repeats, quick=quick, timeout=timeout,
+                         memory_limit=memory_limit, seed=seed)
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"--out {str(out_dir)!r} exists and is not a directory")
+    points = suite_mod.plan(opts)
+    raise Exit(execute(suite, points, out_dir, resume))
+
+
+def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
+    """Run planned points with a progress bar, print the table, return the exit status."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .envinfo import fingerprint
+    from .results import latest_result_file, new_run_id, read_records, result_path
+    from .runner import run_points
+
+    path, run_id = None, new_run_id()
+    if resume:
+        path = latest_result_file(out_dir, suite)
+        if path is not None:
+            prior = read_records(path)
+            run_id = prior[0]["run_id"] if prior else run_id
+    path = path or result_path(out_dir, suite, run_id)
+    env = fingerprint()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as prog:
+        task = prog.add_task(suite, total=len(points))
+
+        def on_start(p):
+            prog.update(task, description=f"{suite}: {p.label()}")
+
+        def on_done(p, rec):
+            prog.advance(task)
+            if rec is not None and rec["status"] not in ("ok",):
+                prog.console.print(f"  [yellow]{p.label()}: {rec['status']}[/] {rec.get('error') or ''}")
+
+        summary = run_points(points, path, run_id, env, resume=resume, on_start=on_start, on_done=on_done)
+        prog.update(task, description=f"{suite}: done")
+    if summary.skipped_existing:
+        err.print(f"resume: {summary.skipped_existing} point(s) already recorded in {path}")
+    if summary.records:
+        out.print(results_table(suite, summary.records))
+    err.print(f"results: {path}")
+    unavailable = {r["backend"]: r["error"] for r in summary.records if r["status"] == "unavailable"}
+    for b, why in unavailable.items():
+        err.print(f"[yellow]{b} is unavailable here:[/] {why}")
+    return 1 if summary.failed else 0
+
+
+def results_table(title: str, records: list[dict]) -> Table:
+    from .report import fmt_bytes, fmt_ms, fmt_num, model_label
+
+    t = Table(title=title)
+    for col in ("backend", "model", "mode", "scan", "dtype", "B x L", "params", "tok/s", "ms/step median (IQR)", "p99 ms",
+                "compile s", "peak mem", "status"):
+        t.add_column(col, justify="right" if col in ("tok/s", "params", "p99 ms", "compile s", "peak mem") else "left")
+    for r in records:
+        m = r.get("metrics") or {}
+        step = m.get("step_ms")
+        t.add_row(r["backend"], f"{r['arch']} {model_label(r)}", r["mode"], r["scan"], r["dtype"], f"{r['batch']} x {r['seq_len']}",
+                  f"{r['params']:,}" if r.get("params") else "-", fmt_num(m.get("tokens_per_s")), fmt_ms(step) if step else "-",
+                  fmt_num(step["p99"]) if step else "-", f"{m['compile_s']:.2f}" if "compile_s" in m else "-",
+                  fmt_bytes(m.get("peak_mem_bytes")), r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]")
+    return t
+
+
+@app.command()
+def report(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Result files or directories (default reports/results).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="markdown | csv | json")] = "markdown",
+    output: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+):
+    """Merge result files (from any machines) into side-by-side tables."""
+    from .report import FORMATS, render
+    from .results import collect_files, read_records
+
+    check_choice("--format", [fmt], list(FORMATS))
+    paths = paths or [Path("reports/results")]
+    try:
+        files = collect_files(paths)
+    except FileNotFoundError as e:
+        fail(f"no such result file or directory: {e}")
+    records = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for f in files:
+            records += read_records(f)
+    for w in caught:
+        err.print(f"[yellow]warning:[/] {w.message}")
+    if not records:
+        fail(f"no ssmbench results found in {', '.join(map(str, paths))}")
+    text = render(records, fmt, [str(f) for f in files])
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        err.print(f"report: {output} ({len(records)} records from {len(files)} file(s))")
+    else:
+        print(text)
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> None:
+    """Console entry: every usage error is one line on stderr and exit 2."""
+    cmd = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        rc = cmd.main(args, prog_name="ssmbench", standalone_mode=False)
+    except BadInput as e:
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except TyperException as e:
+        err.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2) or 2)
+    except Exit as e:
+        sys.exit(e.exit_code)
+    except (Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)

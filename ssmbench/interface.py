@@ -1,0 +1,121 @@
+"""The Backend interface every framework implements the same way.
+
+A backend is one framework on one device (``torch-cpu``, ``jax-cuda``, ...). It builds a model
+from shared NumPy weights and exposes the three paths ssmbench measures:
+
+    forward(model, tokens)             parallel (prefill) logits      tokens (B, L) -> (B, L, V)
+    train_step(model, tokens, targets) forward + cross-entropy + backward + AdamW update -> loss
+    decode_step(model, token, state)   one token through the recurrent path (Mamba: O(1) conv
+                                       and SSM state; Transformer: KV cache) -> (logits (B, V), state)
+
+Handles (model, tensors, state) are opaque to the rest of ssmbench: it only passes them back,
+synchronises on them, and converts outputs with ``to_numpy``. Dependencies point one way:
+suites -> runner -> backends; a backend never imports the runner.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DTYPES = ("float32", "bfloat16", "float16")
+MODES = ("train", "forward", "decode")
+
+
+class BackendUnavailable(RuntimeError):
+    """Raised when a backend cannot run on this machine (the message says why)."""
+
+
+@dataclass
+class Availability:
+    available: bool
+    reason: str  # why not, or what was found ("CUDA 13.0, 1 x NVIDIA H100")
+    install: str  # the command that would make it available
+
+
+class Backend(ABC):
+    name: str = ""  # FRAMEWORK-DEVICE, e.g. "torch-cpu"
+    framework: str = ""  # "torch", "jax", "tf"
+    scans: tuple = ()  # Mamba parallel-path scans this backend offers
+    default_scan: str = ""
+    dtypes: tuple = ("float32",)
+    install_hint: str = ""
+    priority: int = 0  # higher runs first for --backend auto (GPUs above CPUs)
+
+    # ------------------------------------------------------------------ availability, device
+    @classmethod
+    @abstractmethod
+    def availability(cls) -> Availability: ...
+
+    @abstractmethod
+    def device_info(self) -> dict:
+        """{"device": name as the framework reports it, "memory_bytes": int | None, ...}."""
+
+    @abstractmethod
+    def versions(self) -> dict:
+        """Framework and library versions for the environment fingerprint."""
+
+    # ------------------------------------------------------------------ model
+    @abstractmethod
+    def build(self, arch: str, weights: dict, cfg, *, scan: str | None, dtype: str) -> Any:
+        """A model handle from NumPy weights (mamba-ssm names for Mamba)."""
+
+    @abstractmethod
+    def tokens(self, array: np.ndarray) -> Any:
+        """An int token array on this backend's device."""
+
+    @abstractmethod
+    def forward(self, model, tokens) -> Any: ...
+
+    @abstractmethod
+    def train_step(self, model, tokens, targets) -> Any: ...
+
+    @abstractmethod
+    def init_state(self, model, batch: int, capacity: int) -> Any:
+        """Empty decode state for ``batch`` streams of up to ``capacity`` tokens."""
+
+    @abstractmethod
+    def prefill(self, model, tokens, capacity: int) -> Any:
+        """Decode state after consuming ``tokens`` (B, L) through the parallel path."""
+
+    @abstractmethod
+    def decode_step(self, model, token, state) -> tuple[Any, Any]: ...
+
+    # ------------------------------------------------------------------ measurement support
+    @abstractmethod
+    def synchronize(self, out=None) -> None:
+        """Block until all work producing ``out`` (and everything queued before) is done."""
+
+    @abstractmethod
+    def to_numpy(self, x) -> np.ndarray: ...
+
+    def all_finite(self, x) -> bool:
+        """Whether an output (logits or loss) holds no NaN or inf."""
+        return bool(np.isfinite(self.to_numpy(x)).all())
+
+    def apply_memory_limit(self, limit_bytes: int) -> bool:
+        """Cap this process's device memory natively; False means the runner's resident-memory
+        watchdog should enforce it instead (CPU backends)."""
+        return False
+
+    def reset_peak_memory(self) -> None:
+        """Start a new peak-memory window (no-op where the source cannot be reset)."""
+
+    @abstractmethod
+    def peak_memory(self) -> tuple[int | None, str]:
+        """(peak bytes or None, where the figure came from)."""
+
+    @abstractmethod
+    def is_oom(self, exc: BaseException) -> bool: ...
+
+    def resolve_scan(self, arch: str, mode: str, scan: str | None) -> str:
+        """The scan name recorded for a point: the parallel-path scan for Mamba train/forward,
+        ``recurrent`` for Mamba decode, ``attention`` for the Transformer."""
+        if arch == "transformer":
+            return "attention"
+        if mode == "decode":
+            return "recurrent"
+        return scan or self.default_scan

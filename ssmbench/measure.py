@@ -1,0 +1,53 @@
+"""The one timing path every backend, suite and mode goes through.
+
+    first call   trace / compile / autotune, timed apart as compile_s
+    warm-up      ``warmup`` untimed steps (caches, allocator pools, clocks)
+    timed        at least ``min_iters`` steps AND at least ``min_time`` seconds, every sample kept
+
+Each sample is host wall time around one step, synchronised before the clock is read
+(``sync`` is the backend's: torch.cuda.synchronize, block_until_ready, a host copy...), so
+asynchronous devices are timed for the work they did, not for the launch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+MAX_SAMPLES = 10_000  # bounds a result's size when a step is tiny and min_time is long
+
+
+@dataclass
+class Timing:
+    compile_s: float
+    samples_s: list
+    first_output: Any
+
+
+def time_steps(step: Callable[[], Any], sync: Callable[[Any], None], *, warmup: int, min_iters: int, min_time: float) -> Timing:
+    clock = time.perf_counter
+    sync(None)
+    t0 = clock()
+    first = step()
+    sync(first)
+    compile_s = clock() - t0
+    for _ in range(warmup):
+        sync(step())
+    samples = []
+    start = clock()
+    while len(samples) < MAX_SAMPLES and (len(samples) < min_iters or clock() - start < min_time):
+        t = clock()
+        out = step()
+        sync(out)
+        samples.append(clock() - t)
+    return Timing(compile_s, samples, first)
+
+
+def harness_overhead(n: int = 20_000) -> dict:
+    """Per-step cost of the timing loop itself, against a step that does nothing."""
+    from .stats import summarize
+
+    t = time_steps(lambda: None, lambda _: None, warmup=100, min_iters=min(n, MAX_SAMPLES), min_time=0.0)
+    s = summarize(t.samples_s)
+    return {"median_us": s["median"] * 1e3, "p99_us": s["p99"] * 1e3, "n": s["n"]}

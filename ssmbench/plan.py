@@ -1,0 +1,119 @@
+"""What to measure: run options (validated CLI input) and the points a suite plans from them.
+
+A Point is one measurement: one backend, model, mode, dtype, shape. It is self-contained and
+JSON-serialisable so a fresh worker process can run it and --resume can recognise it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .config import ModelConfig, matched_transformer
+
+QUICK_MODEL = dict(vocab=65, d_model=64, n_layers=2, d_state=8, d_conv=4, expand=2)
+QUICK_RUN = dict(batch=2, seq_len=64, warmup=1, min_iters=5, min_time=0.1)
+
+
+@dataclass
+class RunOptions:
+    """Everything a suite needs to plan; built and validated by the CLI."""
+
+    backends: list  # resolved backend names, in order
+    archs: list = field(default_factory=lambda: ["mamba"])  # "mamba" and/or "transformer"
+    model: ModelConfig = field(default_factory=ModelConfig)  # Mamba config; the baseline is matched to it
+    dtype: str = "float32"
+    scans: list | None = None  # None: each backend's default; ["all"]: every scan it offers
+    modes: list | None = None  # None: the suite's default modes
+    batch: int | None = None  # None: the suite's default (32; latency decodes at 1)
+    seq_len: int = 128
+    warmup: int = 2
+    min_iters: int = 10
+    min_time: float = 1.0
+    repeats: int = 1  # fresh processes per point, samples pooled
+    timeout: float = 900.0  # seconds per point (each repeat)
+    memory_limit: int | None = None  # bytes; emulates a smaller device
+    seed: int = 0
+    preset: str | None = None
+
+
+@dataclass
+class Point:
+    suite: str
+    backend: str
+    arch: str
+    mode: str
+    scan: str
+    dtype: str
+    config: dict  # the model's own config (a TransformerConfig dict for the baseline)
+    batch: int
+    seq_len: int
+    seed: int = 0
+    warmup: int = 2
+    min_iters: int = 10
+    min_time: float = 1.0
+    repeats: int = 1
+    timeout: float = 900.0
+    memory_limit: int | None = None
+    skip_reason: str | None = None  # planned as skipped (e.g. a scan the backend lacks)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Point":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def key(self) -> tuple:
+        """Identity of a measurement, for --resume and for report rows (measurement settings
+        such as warm-up or min-time are not part of it)."""
+        return point_key(self.suite, self.backend, self.arch, self.mode, self.scan, self.dtype, self.config, self.batch, self.seq_len)
+
+    def label(self) -> str:
+        return f"{self.backend} {self.arch} {self.mode} {self.scan} {self.dtype} B{self.batch} L{self.seq_len}"
+
+
+def point_key(suite, backend, arch, mode, scan, dtype, config, batch, seq_len) -> tuple:
+    cfg = tuple(sorted((k, v) for k, v in (config or {}).items() if not isinstance(v, (dict, list))))
+    return (suite, backend, arch, mode, scan, dtype, cfg, int(batch), int(seq_len))
+
+
+def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> list[Point]:
+    """The cross product backends x archs x modes x scans, with scans resolved per backend.
+
+    ``batch_for(mode)`` lets a suite choose a per-mode default batch when --batch is not given."""
+    from ssmbench import backends as registry
+
+    classes = registry.classes()
+    tcfg = matched_transformer(opts.model)
+    points = []
+    for backend in opts.backends:
+        cls = classes.get(backend)
+        for arch in opts.archs:
+            cfg = (opts.model.to_dict() if arch == "mamba" else tcfg.to_dict())
+            for mode in modes:
+                batch = opts.batch if opts.batch is not None else (batch_for(mode) if batch_for else 32)
+                for scan, skip in _scans_for(cls, arch, mode, opts.scans):
+                    points.append(
+                        Point(
+                            suite=suite, backend=backend, arch=arch, mode=mode, scan=scan, dtype=opts.dtype,
+                            config=cfg, batch=batch, seq_len=opts.seq_len, seed=opts.seed, warmup=opts.warmup,
+                            min_iters=opts.min_iters, min_time=opts.min_time, repeats=opts.repeats,
+                            timeout=opts.timeout, memory_limit=opts.memory_limit, skip_reason=skip,
+                        )
+                    )
+    return points
+
+
+def _scans_for(cls, arch: str, mode: str, scans: list | None):
+    """[(scan name, skip reason or None)] for one backend/arch/mode."""
+    if arch == "transformer":
+        return [("attention", None)]
+    if mode == "decode":
+        return [("recurrent", None)]
+    if cls is None:  # backend not implemented here: one point, recorded unavailable
+        return [((scans or ["default"])[0] if scans != ["all"] else "default", None)]
+    if not scans:
+        return [(cls.default_scan, None)]
+    if scans == ["all"]:
+        return [(s, None) for s in cls.scans]
+    return [(s, None if s in cls.scans else f"{cls.name} has no {s!r} scan (it has: {', '.join(cls.scans)})") for s in scans]

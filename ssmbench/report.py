@@ -1,0 +1,208 @@
+"""Reports: merge result records from any number of files (and machines) into tables.
+
+One table per suite; one row per configuration point (arch, mode, scan, dtype, model, batch,
+length); one column group per backend/device, so the same point on different machines or
+frameworks sits side by side. Where a point was measured more than once for a group, the
+latest record wins. Failed points show their status, with the messages listed below the table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import OrderedDict
+from datetime import datetime, timezone
+
+from .plan import point_key
+
+UNSTABLE_MARK = "⚠"
+
+
+# ---------------------------------------------------------------------------- formatting
+def fmt_bytes(n) -> str:
+    if not n:
+        return "-"
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def fmt_num(x, digits=3) -> str:
+    if x is None:
+        return "-"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_ms(step: dict) -> str:
+    s = f"{fmt_num(step['median'])} ({fmt_num(step['iqr'], 2)})"
+    return s + (f" {UNSTABLE_MARK}" if step.get("unstable") else "")
+
+
+def short_device(dev: str | None) -> str:
+    if not dev:
+        return "?"
+    d = re.sub(r"\((R|TM|tm|r)\)", "", dev)
+    d = re.sub(r"\s+CPU\s+@.*$", "", d)
+    d = re.sub(r"\b(Intel|AMD|NVIDIA|Processor|Core)\b", "", d)
+    return re.sub(r"\s+", " ", d).strip() or dev
+
+
+def model_label(rec: dict) -> str:
+    c = rec.get("config") or {}
+    if rec.get("arch") == "transformer":
+        return f"D{c.get('d_model')} L{c.get('n_layers')} H{c.get('n_head')}"
+    return f"D{c.get('d_model')} L{c.get('n_layers')} N{c.get('d_state')}"
+
+
+def group_of(rec: dict) -> str:
+    return f"{rec['backend']} · {short_device(rec.get('device'))}"
+
+
+# ---------------------------------------------------------------------------- merging
+def latest_by_point(records: list[dict]) -> "OrderedDict[tuple, dict]":
+    """(point key, group) -> the latest record, in first-seen order."""
+    out: OrderedDict = OrderedDict()
+    for r in sorted(records, key=lambda r: r.get("started_at") or ""):
+        k = (point_key(r["suite"], "*", r["arch"], r["mode"], r["scan"], r["dtype"], r["config"], r["batch"], r["seq_len"]), group_of(r))
+        out[k] = r
+    return out
+
+
+def tables(records: list[dict]) -> dict:
+    """{suite: {"groups": [...], "rows": [{"key": {...}, "cells": {group: record}}]}}."""
+    suites: dict = OrderedDict()
+    for (pk, group), rec in latest_by_point(records).items():
+        s = suites.setdefault(rec["suite"], {"groups": [], "rows": OrderedDict()})
+        if group not in s["groups"]:
+            s["groups"].append(group)
+        row = s["rows"].setdefault(pk, {"key": rec, "cells": {}})
+        row["cells"][group] = rec
+    for s in suites.values():
+        s["rows"] = list(s["rows"].values())
+    return suites
+
+
+def row_fields(rec: dict) -> list[str]:
+    return [rec["arch"], rec["mode"], rec["scan"], rec["dtype"], model_label(rec), str(rec["batch"]), str(rec["seq_len"])]
+
+
+ROW_HEAD = ["arch", "mode", "scan", "dtype", "model", "batch", "seq"]
+
+
+def cell_fields(rec: dict | None) -> list[str]:
+    """[tok/s, ms/step median (IQR), peak memory] for one group."""
+    if rec is None:
+        return ["", "", ""]
+    if rec["status"] != "ok":
+        return [rec["status"].upper() if rec["status"] in ("oom",) else rec["status"], "", ""]
+    m = rec.get("metrics") or {}
+    return [fmt_num(m.get("tokens_per_s")), fmt_ms(m["step_ms"]), fmt_bytes(m.get("peak_mem_bytes"))]
+
+
+def params_of(row) -> str:
+    ps = {r.get("params") for r in row["cells"].values() if r.get("params")}
+    return ", ".join(f"{p:,}" for p in sorted(ps)) or "-"
+
+
+# ---------------------------------------------------------------------------- markdown
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def markdown(records: list[dict], sources: list[str] | None = None) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    out = ["# ssmbench report", "", f"{len(records)} records" + (f" from {len(sources)} file(s)" if sources else "") + f", generated {now}.", ""]
+    out += [
+        "Cells per backend/device: **tok/s** (tokens per second at the median step), **ms/step** median (IQR),",
+        f"and **peak** memory (see Machines for its source). {UNSTABLE_MARK} marks an unstable point: IQR >= 10% of the median.",
+        "",
+    ]
+    failures = []
+    for suite, t in tables(records).items():
+        out += [f"## {suite}", ""]
+        head = ROW_HEAD + ["params"]
+        for g in t["groups"]:
+            head += [f"{g} tok/s", f"{g} ms/step", f"{g} peak"]
+        out += [_md_row(head), _md_row(["---"] * len(head))]
+        for row in t["rows"]:
+            cells = row_fields(row["key"]) + [params_of(row)]
+            for g in t["groups"]:
+                rec = row["cells"].get(g)
+                cells += cell_fields(rec)
+                if rec and rec["status"] != "ok":
+                    failures.append((suite, g, rec))
+            out.append(_md_row(cells))
+        out.append("")
+    if failures:
+        out += ["## Points that did not complete", "", _md_row(["suite", "group", "point", "status", "message"]), _md_row(["---"] * 5)]
+        for suite, g, r in failures:
+            point = " ".join(row_fields(r))
+            out.append(_md_row([suite, g, point, r["status"], (r.get("error") or "").splitlines()[0][:200] if r.get("error") else ""]))
+        out.append("")
+    out += machines_md(records)
+    return "\n".join(out)
+
+
+def machines_md(records: list[dict]) -> list[str]:
+    seen = OrderedDict()
+    for r in records:
+        seen.setdefault(group_of(r), r)
+    out = ["## Machines", "", _md_row(["group", "device", "host", "CPU", "RAM", "versions", "memory source", "ssmbench"]), _md_row(["---"] * 8)]
+    for g, r in seen.items():
+        env = r.get("env") or {}
+        vers = {**(env.get("versions") or {}), **{k: v for k, v in (r.get("env_backend") or {}).items() if k != "torch"}}
+        vtxt = ", ".join(f"{k} {v}" for k, v in vers.items() if k in ("torch", "jax", "jaxlib", "tensorflow", "cuda", "torch_threads", "numpy"))
+        cpu = env.get("cpu") or {}
+        ss = env.get("ssmbench") or {}
+        src = (r.get("metrics") or {}).get("mem_source", "-")
+        out.append(_md_row([g, r.get("device") or "-", env.get("host", "-"), f"{cpu.get('model', '-')} x{cpu.get('logical', '?')}",
+                            fmt_bytes(env.get("ram_bytes")), vtxt or "-", src, f"{ss.get('version', '?')} {ss.get('git') or ''}".strip()]))
+    out.append("")
+    return out
+
+
+# ---------------------------------------------------------------------------- flat rows (csv, json)
+def flat_rows(records: list[dict]) -> list[dict]:
+    rows = []
+    for rec in latest_by_point(records).values():
+        m = rec.get("metrics") or {}
+        step = m.get("step_ms") or {}
+        env = rec.get("env") or {}
+        row = {
+            "suite": rec["suite"], "backend": rec["backend"], "device": rec.get("device"), "host": env.get("host"),
+            "arch": rec["arch"], "mode": rec["mode"], "scan": rec["scan"], "dtype": rec["dtype"],
+            **{f"cfg_{k}": v for k, v in (rec.get("config") or {}).items() if not isinstance(v, (dict, list))},
+            "batch": rec["batch"], "seq_len": rec["seq_len"], "params": rec.get("params"), "status": rec["status"],
+            "error": rec.get("error"), "tokens_per_s": m.get("tokens_per_s"),
+            **{f"ms_{k}": step.get(k) for k in ("median", "iqr", "mean", "std", "p10", "p90", "p99", "min", "max", "n", "unstable")},
+            "compile_s": m.get("compile_s"), "peak_mem_bytes": m.get("peak_mem_bytes"), "mem_source": m.get("mem_source"),
+            "run_id": rec.get("run_id"), "started_at": rec.get("started_at"),
+        }
+        rows.append(row)
+    return rows
+
+
+def csv_text(records: list[dict]) -> str:
+    import pandas as pd
+
+    return pd.DataFrame(flat_rows(records)).to_csv(index=False)
+
+
+def json_text(records: list[dict], sources: list[str] | None = None) -> str:
+    return json.dumps({"schema": "ssmbench-report/1", "sources": sources or [], "rows": flat_rows(records)}, indent=1, default=str)
+
+
+FORMATS = {"markdown": "md", "csv": "csv", "json": "json"}
+
+
+def render(records: list[dict], fmt: str, sources: list[str] | None = None) -> str:
+    if fmt == "markdown":
+        return markdown(records, sources)
+    if fmt == "csv":
+        return csv_text(records)
+    if fmt == "json":
+        return json_text(records, sources)
+    raise ValueError(fmt)

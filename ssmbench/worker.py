@@ -1,0 +1,146 @@
+"""The worker: measures one point in a fresh process and writes its outcome as JSON.
+
+    python -m ssmbench.worker POINT.json RESULT.json
+
+Runs in its own process so that an out-of-memory, a segfault or a hang costs only this point;
+the runner records whatever happened (oom / crash / timeout) and goes on. The worker never
+raises: every failure it can see becomes a status in RESULT.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+import traceback
+
+import numpy as np
+
+from .config import ModelConfig, TransformerConfig
+from .interface import BackendUnavailable
+from .measure import time_steps
+from .plan import Point
+from .stats import summarize
+from .weights import count_params, init_weights
+
+
+def make_step(backend, model, point: Point, vocab: int):
+    """A zero-argument callable running one step of ``point.mode`` on seeded random tokens.
+
+    train:   tokens (B, L) -> next-token cross-entropy, backward, AdamW update
+    forward: tokens (B, L) -> logits (B, L, V) through the parallel path
+    decode:  one token per stream after a prefix of L tokens (per-token latency at context L);
+             every timed step starts from the same prefix state, so each one costs exactly that
+    """
+    rng = np.random.default_rng(point.seed + 1)
+    B, L = point.batch, point.seq_len
+    if point.mode == "train":
+        toks = rng.integers(0, vocab, (B, L + 1))
+        x, y = backend.tokens(toks[:, :-1]), backend.tokens(toks[:, 1:])
+        return lambda: backend.train_step(model, x, y)
+    if point.mode == "forward":
+        x = backend.tokens(rng.integers(0, vocab, (B, L)))
+        return lambda: backend.forward(model, x)
+    prompt = backend.tokens(rng.integers(0, vocab, (B, L)))
+    state = backend.prefill(model, prompt, L + 1)
+    tok = backend.tokens(rng.integers(0, vocab, (B,)))
+    return lambda: backend.decode_step(model, tok, state)[0]
+
+
+def tokens_per_step(point: Point) -> int:
+    return point.batch * (1 if point.mode == "decode" else point.seq_len)
+
+
+def _watch_rss(limit: int, out_path: str, poll_s: float = 0.01):
+    """Emulated memory limit on CPU: end the point as oom when resident memory passes it."""
+    import psutil
+
+    proc = psutil.Process()
+
+    def run():
+        while True:
+            rss = proc.memory_info().rss
+            if rss > limit:
+                _write(out_path, {"status": "oom", "error": f"resident memory {rss} B passed --memory-limit {limit} B (RSS watchdog)"})
+                os._exit(0)
+            time.sleep(poll_s)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def measure(point: Point, out_path: str | None = None) -> dict:
+    """Run one point in this process; returns the worker's part of the record."""
+    from ssmbench import backends as registry
+
+    try:
+        backend = registry.get(point.backend)
+    except BackendUnavailable as e:
+        return {"status": "unavailable", "error": str(e)}
+    res = {"device": None, "versions": {}}
+    try:
+        res["device"] = backend.device_info().get("device")
+        res["versions"] = backend.versions()
+        if point.dtype not in backend.dtypes:
+            return {**res, "status": "skipped", "error": f"{point.backend} does not run {point.dtype} (it runs: {', '.join(backend.dtypes)})"}
+        if point.memory_limit and not backend.apply_memory_limit(point.memory_limit) and out_path:
+            _watch_rss(point.memory_limit, out_path)
+        cfg = ModelConfig.from_dict(point.config) if point.arch == "mamba" else TransformerConfig.from_dict(point.config)
+        weights = init_weights(point.arch, cfg, point.seed)
+        res["params"] = count_params(weights)
+        backend.reset_peak_memory()
+        scan = point.scan if point.arch == "mamba" and point.mode != "decode" else None
+        model = backend.build(point.arch, weights, cfg, scan=scan, dtype=point.dtype)
+        del weights
+        step = make_step(backend, model, point, cfg.vocab)
+        t = time_steps(step, backend.synchronize, warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time)
+        if not backend.all_finite(t.first_output):
+            return {**res, "status": "error", "error": "non-finite output (NaN or inf) on the first step"}
+        peak, source = backend.peak_memory()
+        return {**res, "status": "ok", "error": None, "compile_s": t.compile_s, "samples_s": t.samples_s, "peak_mem_bytes": peak, "mem_source": source}
+    except BaseException as e:  # noqa: BLE001 - every failure becomes a status
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        msg = f"{type(e).__name__}: {e}".strip().splitlines()
+        msg = msg[0][:500] if msg else type(e).__name__
+        if backend.is_oom(e):
+            return {**res, "status": "oom", "error": msg}
+        return {**res, "status": "error", "error": msg, "traceback": traceback.format_exc()[-4000:]}
+
+
+def metrics_from(parts: list[dict], point: Point) -> dict:
+    """Pool the samples of every repeat (fresh process) of a point into its metrics."""
+    samples = [s for p in parts for s in p["samples_s"]]
+    step = summarize(samples)
+    m = {
+        "step_ms": step,
+        "tokens_per_step": tokens_per_step(point),
+        "tokens_per_s": tokens_per_step(point) / (step["median"] / 1e3) if step["median"] > 0 else None,
+        "compile_s": parts[0]["compile_s"],
+        "peak_mem_bytes": max((p["peak_mem_bytes"] or 0) for p in parts) or None,
+        "mem_source": parts[0]["mem_source"],
+    }
+    if len(parts) > 1:
+        m["repeats"] = [{"median_ms": float(np.median(p["samples_s"])) * 1e3, "compile_s": p["compile_s"], "n": len(p["samples_s"])} for p in parts]
+    return m
+
+
+def _write(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, default=str)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    point_path, out_path = argv
+    with open(point_path, encoding="utf-8") as f:
+        point = Point.from_dict(json.load(f))
+    _write(out_path, measure(point, out_path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

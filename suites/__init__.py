@@ -1,0 +1,17 @@
+"""Suites: small modules that each describe a plan of points for the runner.
+
+A suite module defines ``NAME``, ``DESCRIPTION`` and ``plan(opts) -> list[Point]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+SUITES = {"throughput": "throughput", "latency": "latency"}
+PLANNED = ("depth-scaling", "memory-ceiling", "seqlen", "parity")  # SPEC names arriving in later versions
+
+
+def get(name: str):
+    if name not in SUITES:
+        raise KeyError(name)
+    return importlib.import_module(f"ssmbench.suites.{SUITES[name]}")
