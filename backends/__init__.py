@@ -9,24 +9,32 @@ from __future__ import annotations
 
 import importlib
 import os
-from functools import lru_cache
+from functools import cache
 
 from ssmbench.interface import Availability, Backend
 
-BUILTIN_MODULES = ("ssmbench.backends.torch_backend",)
+FRAMEWORK_MODULES = {"torch": "ssmbench.backends.torch_backend"}  # framework prefix -> module
 # Every name SPEC knows, with the module that will provide it; names whose module does not
 # exist yet are reported as unavailable ("not implemented in this version") rather than unknown.
 KNOWN_NAMES = ("torch-cpu", "torch-cuda", "torch-mps", "jax-cpu", "jax-cuda", "jax-metal", "tf-cpu", "tf-gpu")
 
 
-@lru_cache(maxsize=None)
-def classes() -> dict[str, type[Backend]]:
-    mods = list(BUILTIN_MODULES) + [m.strip() for m in os.environ.get("SSMBENCH_PLUGINS", "").split(",") if m.strip()]
+def _plugins() -> list[str]:
+    return [m.strip() for m in os.environ.get("SSMBENCH_PLUGINS", "").split(",") if m.strip()]
+
+
+def _load(modules) -> dict[str, type[Backend]]:
     found: dict[str, type[Backend]] = {}
-    for mod in mods:
+    for mod in modules:
         for cls in importlib.import_module(mod).BACKENDS:
             found[cls.name] = cls
     return found
+
+
+@cache
+def classes() -> dict[str, type[Backend]]:
+    """Every implemented backend class (imports every framework module)."""
+    return _load([*FRAMEWORK_MODULES.values(), *_plugins()])
 
 
 def names() -> list[str]:
@@ -54,7 +62,12 @@ def available() -> list[str]:
 
 
 def get(name: str) -> Backend:
-    return classes()[name]()
+    """An instance of one backend, importing only its framework's module (workers use this)."""
+    mod = FRAMEWORK_MODULES.get(name.split("-")[0])
+    cls = _load([mod] if mod else []).get(name) or _load(_plugins()).get(name)
+    if cls is None:
+        raise KeyError(f"unknown backend {name!r}")
+    return cls()
 
 
 def resolve(values: list[str]) -> list[str]:

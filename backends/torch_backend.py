@@ -252,8 +252,8 @@ if torch is not None:
     class MLP(nn.Module):
         def __init__(self, t):
             super().__init__()
-            self.c_fc = nn.Linear(t.d_model, t.mlp_ratio * t.d_model)
-            self.c_proj = nn.Linear(t.mlp_ratio * t.d_model, t.d_model)
+            self.c_fc = nn.Linear(t.d_model, t.d_mlp)
+            self.c_proj = nn.Linear(t.d_mlp, t.d_model)
 
         def forward(self, x):
             return self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
@@ -297,7 +297,9 @@ if torch is not None:
         def init_state(self, batch, capacity, device, dtype):
             t = self.cfg  # the KV cache is kept in the compute dtype
             shape = (batch, t.n_head, capacity, t.d_model // t.n_head)
-            caches = [(torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)) for _ in range(t.n_layers)]
+            caches = [
+                (torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype)) for _ in range(t.n_layers)
+            ]
             return (caches, 0)
 
         def prefill(self, tokens, capacity, dtype):

@@ -11,11 +11,12 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from typer.exceptions import Abort, Exit, TyperException
 
 from . import backends as registry
@@ -24,11 +25,20 @@ from .config import ModelConfig
 from .interface import DTYPES, MODES
 from .plan import QUICK_MODEL, QUICK_RUN, RunOptions
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Benchmark Mamba selective state-space models the same way on every framework and device.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Benchmark Mamba selective state-space models the same way on every framework and device.",
+)
 _WIDTH = None if sys.stdout.isatty() else 200  # pipes and CI logs get the whole table, not 80 columns
 out = Console(width=_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+def say(label: str, style: str, msg: str, console: Console | None = None) -> None:
+    """One unwrapped line on stderr; ``msg`` is shown verbatim (never parsed as markup)."""
+    (console or err).print(Text.assemble((label, style), " ", str(msg)), soft_wrap=True, highlight=False)
 
 
 class BadInput(Exception):
@@ -41,8 +51,26 @@ def fail(msg: str):
 
 # ---------------------------------------------------------------------------- parsing helpers
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "ki": 2**10,
+    "kib": 2**10,
+    "mi": 2**20,
+    "mib": 2**20,
+    "gi": 2**30,
+    "gib": 2**30,
+    "ti": 2**40,
+    "tib": 2**40,
+}
 
 
 def parse_size(text: str) -> int:
@@ -84,14 +112,37 @@ def all_scans() -> list[str]:
 
 
 # ---------------------------------------------------------------------------- options
-BackendOpt = Annotated[Optional[list[str]], typer.Option("--backend", "-b", help="Backend name, comma list, 'all' or 'auto' (repeatable).")]
+BackendOpt = Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend name, comma list, 'all' or 'auto' (repeatable).")]
 ArchOpt = Annotated[str, typer.Option(help="mamba | transformer | both")]
-PresetOpt = Annotated[Optional[str], typer.Option(help="Named config (see `ssmbench presets`).")]
-IntOpt = Optional[int]
+PresetOpt = Annotated[str | None, typer.Option(help="Named config (see `ssmbench presets`).")]
+IntOpt = int | None
 
 
-def build_options(*, backend, arch, preset, d_model, layers, d_state, d_conv, expand, vocab, batch, seq_len, dtype, scan, mode,
-                  warmup, min_iters, min_time, repeats, quick, timeout, memory_limit, seed) -> RunOptions:
+def build_options(
+    *,
+    backend,
+    arch,
+    preset,
+    d_model,
+    layers,
+    d_state,
+    d_conv,
+    expand,
+    vocab,
+    batch,
+    seq_len,
+    dtype,
+    scan,
+    mode,
+    warmup,
+    min_iters,
+    min_time,
+    repeats,
+    quick,
+    timeout,
+    memory_limit,
+    seed,
+) -> RunOptions:
     """Validate every flag and combine defaults < --quick < --preset < explicit flags."""
     from .presets import PRESETS
 
@@ -113,8 +164,18 @@ def build_options(*, backend, arch, preset, d_model, layers, d_state, d_conv, ex
     modes = split_list(mode) or None
     if modes:
         check_choice("--mode", modes, MODES)
-    for flag, v in (("--d-model", d_model), ("--layers", layers), ("--d-state", d_state), ("--d-conv", d_conv), ("--expand", expand),
-                    ("--vocab", vocab), ("--batch", batch), ("--seq-len", seq_len), ("--min-iters", min_iters), ("--repeats", repeats)):
+    for flag, v in (
+        ("--d-model", d_model),
+        ("--layers", layers),
+        ("--d-state", d_state),
+        ("--d-conv", d_conv),
+        ("--expand", expand),
+        ("--vocab", vocab),
+        ("--batch", batch),
+        ("--seq-len", seq_len),
+        ("--min-iters", min_iters),
+        ("--repeats", repeats),
+    ):
         positive(flag, v)
     positive("--warmup", warmup, 0)
     positive("--seed", seed, 0)
@@ -134,8 +195,18 @@ def build_options(*, backend, arch, preset, d_model, layers, d_state, d_conv, ex
     model = model.with_(vocab=vocab, d_model=d_model, n_layers=layers, d_state=d_state, d_conv=d_conv, expand=expand)
     explicit = dict(batch=batch, seq_len=seq_len, warmup=warmup, min_iters=min_iters, min_time=min_time, repeats=repeats, timeout=timeout)
     run.update({k: v for k, v in explicit.items() if v is not None})
-    return RunOptions(backends=backends, archs=archs, model=model, dtype=dtype, scans=scans, modes=modes, memory_limit=mem,
-                      seed=seed, preset=preset, **run)
+    return RunOptions(
+        backends=backends,
+        archs=archs,
+        model=model,
+        dtype=dtype,
+        scans=scans,
+        modes=modes,
+        memory_limit=mem,
+        seed=seed,
+        preset=preset,
+        **run,
+    )
 
 
 # ---------------------------------------------------------------------------- commands
@@ -146,15 +217,28 @@ def backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
     for name in registry.names():
         a = registry.availability(name)
         cls = registry.classes().get(name)
-        rows.append({"name": name, "available": a.available, "reason": a.reason, "install": a.install,
-                     "scans": list(cls.scans) if cls else [], "default_scan": cls.default_scan if cls else None})
+        rows.append(
+            {
+                "name": name,
+                "available": a.available,
+                "reason": a.reason,
+                "install": a.install,
+                "scans": list(cls.scans) if cls else [],
+                "default_scan": cls.default_scan if cls else None,
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=1))
         return
     t = Table("backend", "available", "reason", "install", "scans")
     for r in rows:
-        t.add_row(r["name"], "[green]yes[/]" if r["available"] else "[red]no[/]", r["reason"], "" if r["available"] else r["install"],
-                  ", ".join(r["scans"]))
+        t.add_row(
+            r["name"],
+            "[green]yes[/]" if r["available"] else "[red]no[/]",
+            r["reason"],
+            "" if r["available"] else r["install"],
+            ", ".join(r["scans"]),
+        )
     out.print(t)
 
 
@@ -176,14 +260,23 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable o
 @app.command()
 def presets():
     """List the named configurations --preset accepts."""
-    from .presets import PRESETS
     from .config import mamba_params
+    from .presets import PRESETS
 
     t = Table("preset", "vocab", "d_model", "layers", "d_state", "batch", "seq", "params", "source")
     for p in PRESETS.values():
         m = p.model
-        t.add_row(p.name, str(m.vocab), str(m.d_model), str(m.n_layers), str(m.d_state), str(p.run.get("batch", "")),
-                  str(p.run.get("seq_len", "")), f"{mamba_params(m):,}", p.source + (f" ({p.note})" if p.note else ""))
+        t.add_row(
+            p.name,
+            str(m.vocab),
+            str(m.d_model),
+            str(m.n_layers),
+            str(m.d_state),
+            str(p.run.get("batch", "")),
+            str(p.run.get("seq_len", "")),
+            f"{mamba_params(m):,}",
+            p.source + (f" ({p.note})" if p.note else ""),
+        )
     out.print(t)
 
 
@@ -202,16 +295,16 @@ def run(
     batch: Annotated[IntOpt, typer.Option(help="Batch size (default 32; latency decodes at 1).")] = None,
     seq_len: Annotated[IntOpt, typer.Option(help="Sequence length (decode: context length).")] = None,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (half precision through autocast).")] = "float32",
-    scan: Annotated[Optional[list[str]], typer.Option(help="Mamba scan(s), comma list, or 'all' (default: the backend's).")] = None,
-    mode: Annotated[Optional[list[str]], typer.Option(help="train | forward | decode, comma list (default: the suite's).")] = None,
+    scan: Annotated[list[str] | None, typer.Option(help="Mamba scan(s), comma list, or 'all' (default: the backend's).")] = None,
+    mode: Annotated[list[str] | None, typer.Option(help="train | forward | decode, comma list (default: the suite's).")] = None,
     warmup: Annotated[IntOpt, typer.Option(help="Untimed steps after the first call (default 2).")] = None,
     min_iters: Annotated[IntOpt, typer.Option(help="At least this many timed steps (default 10).")] = None,
-    min_time: Annotated[Optional[float], typer.Option(help="And at least this many seconds of timed steps (default 1).")] = None,
+    min_time: Annotated[float | None, typer.Option(help="And at least this many seconds of timed steps (default 1).")] = None,
     repeats: Annotated[IntOpt, typer.Option(help="Fresh processes per point; samples pooled (default 1).")] = None,
     quick: Annotated[bool, typer.Option(help="Tiny sizes for smoke runs.")] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for results (.jsonl).")] = Path("reports/results"),
-    timeout: Annotated[Optional[float], typer.Option(help="Seconds per point before it is killed (default 900).")] = None,
-    memory_limit: Annotated[Optional[str], typer.Option(help="Emulate a smaller device, e.g. 12.7GB, 16GiB.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Seconds per point before it is killed (default 900).")] = None,
+    memory_limit: Annotated[str | None, typer.Option(help="Emulate a smaller device, e.g. 12.7GB, 16GiB.")] = None,
     resume: Annotated[bool, typer.Option(help="Append to the latest results file of this suite; skip points already recorded.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for weights and tokens.")] = 0,
 ):
@@ -221,10 +314,30 @@ def run(
     except KeyError:
         later = f" ({', '.join(suite_registry.PLANNED)} arrive in a later version)" if suite in suite_registry.PLANNED else ""
         fail(f"suite {suite!r} is not available{later}; choose from: {', '.join(suite_registry.SUITES)}")
-    opts = build_options(backend=backend, arch=arch, preset=preset, d_model=d_model, layers=layers, d_state=d_state, d_conv=d_conv,
-                         expand=expand, vocab=vocab, batch=batch, seq_len=seq_len, dtype=dtype, scan=scan, mode=mode, warmup=warmup,
-                         min_iters=min_iters, min_time=min_time, repeats=repeats, quick=quick, timeout=timeout,
-                         memory_limit=memory_limit, seed=seed)
+    opts = build_options(
+        backend=backend,
+        arch=arch,
+        preset=preset,
+        d_model=d_model,
+        layers=layers,
+        d_state=d_state,
+        d_conv=d_conv,
+        expand=expand,
+        vocab=vocab,
+        batch=batch,
+        seq_len=seq_len,
+        dtype=dtype,
+        scan=scan,
+        mode=mode,
+        warmup=warmup,
+        min_iters=min_iters,
+        min_time=min_time,
+        repeats=repeats,
+        quick=quick,
+        timeout=timeout,
+        memory_limit=memory_limit,
+        seed=seed,
+    )
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {str(out_dir)!r} exists and is not a directory")
     points = suite_mod.plan(opts)
@@ -247,8 +360,9 @@ def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
             run_id = prior[0]["run_id"] if prior else run_id
     path = path or result_path(out_dir, suite, run_id)
     env = fingerprint()
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=False) as prog:
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False
+    ) as prog:
         task = prog.add_task(suite, total=len(points))
 
         def on_start(p):
@@ -257,18 +371,18 @@ def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
         def on_done(p, rec):
             prog.advance(task)
             if rec is not None and rec["status"] not in ("ok",):
-                prog.console.print(f"  [yellow]{p.label()}: {rec['status']}[/] {rec.get('error') or ''}")
+                say(f"  {p.label()}: {rec['status']}", "yellow", rec.get("error") or "", prog.console)
 
         summary = run_points(points, path, run_id, env, resume=resume, on_start=on_start, on_done=on_done)
         prog.update(task, description=f"{suite}: done")
     if summary.skipped_existing:
-        err.print(f"resume: {summary.skipped_existing} point(s) already recorded in {path}")
+        say("resume:", "bold", f"{summary.skipped_existing} point(s) already recorded in {path}")
     if summary.records:
         out.print(results_table(suite, summary.records))
-    err.print(f"results: {path}")
+    say("results:", "bold", path)
     unavailable = {r["backend"]: r["error"] for r in summary.records if r["status"] == "unavailable"}
     for b, why in unavailable.items():
-        err.print(f"[yellow]{b} is unavailable here:[/] {why}")
+        say(f"{b} is unavailable here:", "yellow", why)
     return 1 if summary.failed else 0
 
 
@@ -276,54 +390,141 @@ def results_table(title: str, records: list[dict]) -> Table:
     from .report import fmt_bytes, fmt_ms, fmt_num, model_label
 
     t = Table(title=title)
-    for col in ("backend", "model", "mode", "scan", "dtype", "B x L", "params", "tok/s", "ms/step median (IQR)", "p99 ms",
-                "compile s", "peak mem", "status"):
+    for col in (
+        "backend",
+        "model",
+        "mode",
+        "scan",
+        "dtype",
+        "B x L",
+        "params",
+        "tok/s",
+        "ms/step median (IQR)",
+        "p99 ms",
+        "compile s",
+        "peak mem",
+        "status",
+    ):
         t.add_column(col, justify="right" if col in ("tok/s", "params", "p99 ms", "compile s", "peak mem") else "left")
     for r in records:
         m = r.get("metrics") or {}
         step = m.get("step_ms")
-        t.add_row(r["backend"], f"{r['arch']} {model_label(r)}", r["mode"], r["scan"], r["dtype"], f"{r['batch']} x {r['seq_len']}",
-                  f"{r['params']:,}" if r.get("params") else "-", fmt_num(m.get("tokens_per_s")), fmt_ms(step) if step else "-",
-                  fmt_num(step["p99"]) if step else "-", f"{m['compile_s']:.2f}" if "compile_s" in m else "-",
-                  fmt_bytes(m.get("peak_mem_bytes")), r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]")
+        t.add_row(
+            r["backend"],
+            f"{r['arch']} {model_label(r)}",
+            r["mode"],
+            r["scan"],
+            r["dtype"],
+            f"{r['batch']} x {r['seq_len']}",
+            f"{r['params']:,}" if r.get("params") else "-",
+            fmt_num(m.get("tokens_per_s")),
+            fmt_ms(step) if step else "-",
+            fmt_num(step["p99"]) if step else "-",
+            f"{m['compile_s']:.2f}" if "compile_s" in m else "-",
+            fmt_bytes(m.get("peak_mem_bytes")),
+            r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]",
+        )
     return t
 
 
 @app.command()
 def report(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Result files or directories (default reports/results).")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Result files or directories (default reports/results).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="markdown | csv | json")] = "markdown",
-    output: Annotated[Optional[Path], typer.Option(help="Write to this file instead of stdout.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
 ):
     """Merge result files (from any machines) into side-by-side tables."""
     from .report import FORMATS, render
-    from .results import collect_files, read_records
 
     check_choice("--format", [fmt], list(FORMATS))
     paths = paths or [Path("reports/results")]
+    records, files = _load_records(paths, "report")
+    text = render(records, fmt, [str(f) for f in files])
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+        say("report:", "bold", f"{output} ({len(records)} records from {len(files)} file(s))")
+    else:
+        print(text)
+
+
+def _load_records(paths: list[Path], what: str) -> tuple[list[dict], list[Path]]:
+    """Records from files/dirs; bad lines are warned about (file:line), missing paths are bad input."""
+    from .results import collect_files, read_records
+
     try:
         files = collect_files(paths)
     except FileNotFoundError as e:
-        fail(f"no such result file or directory: {e}")
+        fail(f"{what}: no such result file or directory: {e}")
     records = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for f in files:
             records += read_records(f)
     for w in caught:
-        err.print(f"[yellow]warning:[/] {w.message}")
+        say("warning:", "yellow", w.message)
     if not records:
-        fail(f"no ssmbench results found in {', '.join(map(str, paths))}")
-    text = render(records, fmt, [str(f) for f in files])
-    if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
-        err.print(f"report: {output} ({len(records)} records from {len(files)} file(s))")
-    else:
-        print(text)
+        fail(f"{what}: no ssmbench results found in {', '.join(map(str, paths))}")
+    return records, files
+
+
+@app.command()
+def compare(
+    baseline: Annotated[Path, typer.Argument(help="Baseline result file or directory.")],
+    candidate: Annotated[Path, typer.Argument(help="Candidate result file or directory.")],
+    threshold: Annotated[float, typer.Option(help="Smallest change (fraction) called faster/slower.")] = 0.05,
+    fail_slower: Annotated[bool, typer.Option("--fail-on-slower", help="Exit 1 if any point is significantly slower.")] = False,
+):
+    """Compare two sets of results point by point: change in median step time with a 95% CI."""
+    from .compare import compare as run_compare
+    from .report import fmt_num, model_label
+
+    if not 0 <= threshold < 1:
+        fail(f"--threshold {threshold} must be in [0, 1)")
+    changes = run_compare(_load_records([baseline], "baseline")[0], _load_records([candidate], "candidate")[0], threshold)
+    t = Table(title=Text(f"{candidate} vs {baseline}"))
+    for col in ("suite", "backend", "model", "mode", "scan", "dtype", "B x L", "base ms", "cand ms", "change", "95% CI", "verdict"):
+        t.add_column(col)
+    colours = {"faster": "green", "slower": "red", "same": "white"}
+    for c in changes:
+        k = c.key
+        change = f"{(c.ratio - 1) * 100:+.1f}%" if c.ratio is not None else "-"
+        ci = f"{(c.low - 1) * 100:+.1f}% .. {(c.high - 1) * 100:+.1f}%" if c.low is not None else "-"
+        t.add_row(
+            k["suite"],
+            k["backend"],
+            f"{k['arch']} {model_label(k)}",
+            k["mode"],
+            k["scan"],
+            k["dtype"],
+            f"{k['batch']} x {k['seq_len']}",
+            fmt_num(c.base_ms),
+            fmt_num(c.cand_ms),
+            change,
+            ci,
+            f"[{colours.get(c.verdict, 'yellow')}]{c.verdict}[/]",
+        )
+    out.print(t)
+    n = {v: sum(c.verdict == v for c in changes) for v in ("faster", "slower", "same")}
+    out.print(f"{n['faster']} faster, {n['slower']} slower, {n['same']} unchanged (threshold {threshold:.0%}, {len(changes)} points)")
+    raise Exit(1 if fail_slower and n["slower"] else 0)
 
 
 # ---------------------------------------------------------------------------- entry point
+def _with_value(msg: str, args: list[str]) -> str:
+    """Typer's "Invalid value for '--batch': ..." does not quote the value; add it from argv."""
+    m = re.match(r"Invalid value for '(--[\w-]+)'(?: / '[^']*')*: (.*)", msg)
+    if not m:
+        return msg
+    flag, why = m.groups()
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return f"{flag} {args[i + 1]!r} is not valid: {why}"
+        if a.startswith(flag + "="):
+            return f"{flag} {a.split('=', 1)[1]!r} is not valid: {why}"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry: every usage error is one line on stderr and exit 2."""
     cmd = typer.main.get_command(app)
@@ -331,10 +532,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rc = cmd.main(args, prog_name="ssmbench", standalone_mode=False)
     except BadInput as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        say("error:", "red", e)
         sys.exit(2)
     except TyperException as e:
-        err.print(f"[red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+        say("error:", "red", _with_value(e.format_message(), args))
         sys.exit(getattr(e, "exit_code", 2) or 2)
     except Exit as e:
         sys.exit(e.exit_code)

@@ -8,7 +8,7 @@ have about the same number of parameters, as in the Mamba paper's comparisons.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 ARCHS = ("mamba", "transformer")
 
@@ -35,11 +35,11 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def with_(self, **kw) -> "ModelConfig":
+    def with_(self, **kw) -> ModelConfig:
         kw = {k: v for k, v in kw.items() if v is not None}
         if "d_model" in kw and "dt_rank" not in kw:
             kw["dt_rank"] = 0  # keep "auto" following the new width
@@ -59,36 +59,36 @@ def mamba_params(c: ModelConfig) -> int:
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """GPT-2 style baseline: pre-LayerNorm, causal MHA, 4x GELU MLP, tied embeddings,
-    fixed sinusoidal positions (no position parameters, so any length runs)."""
+    """GPT-2 style baseline: pre-LayerNorm, causal MHA, GELU MLP (4x unless matching the
+    parameter count needs otherwise), tied embeddings, fixed sinusoidal positions (no position
+    parameters, so any length runs)."""
 
     vocab: int = 65  # V
     d_model: int = 256  # D
     n_layers: int = 2  # Transformer blocks
     n_head: int = 4  # attention heads; head size D / n_head
-    mlp_ratio: int = 4  # MLP hidden = mlp_ratio * D
+    d_mlp: int = 0  # MLP hidden width; 0 means 4 * D
     matched_mamba_layers: int = 0  # the Mamba depth whose parameter count this one matches
-    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.d_mlp == 0:
+            object.__setattr__(self, "d_mlp", 4 * self.d_model)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("extra")
-        return d
+        return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        names = set(cls.__dataclass_fields__) - {"extra"}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict) -> TransformerConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def transformer_layer_params(D: int, mlp_ratio: int = 4) -> int:
-    """qkv (3D*D + 3D) + proj (D*D + D) + fc (rD*D + rD) + fc2 (D*rD + D) + 2 LayerNorms (4D)."""
-    H = mlp_ratio * D
-    return 4 * D * D + 2 * D * H + 3 * D + D + H + D + 4 * D
+def transformer_layer_params(D: int, H: int) -> int:
+    """qkv (3D*D + 3D) + proj (D*D + D) + fc (H*D + H) + fc2 (D*H + D) + 2 LayerNorms (4D)."""
+    return 4 * D * D + 2 * D * H + 9 * D + H
 
 
 def transformer_params(t: TransformerConfig) -> int:
-    return t.vocab * t.d_model + t.n_layers * transformer_layer_params(t.d_model, t.mlp_ratio) + 2 * t.d_model
+    return t.vocab * t.d_model + t.n_layers * transformer_layer_params(t.d_model, t.d_mlp) + 2 * t.d_model
 
 
 def default_heads(d_model: int) -> int:
@@ -101,17 +101,22 @@ def default_heads(d_model: int) -> int:
     return 1
 
 
+MATCH_TOLERANCE = 0.10  # the baseline's parameter count is within 10% of Mamba's
+
+
 def matched_transformer(c: ModelConfig) -> TransformerConfig:
-    """The baseline at the same width with the depth whose parameter count is closest to Mamba's."""
+    """The baseline at the same width: the depth whose parameter count (with a 4x MLP) is closest
+    to Mamba's. Whole layers move the count in steps of ~12 D^2, so where the closest depth is
+    still more than 10% off, the MLP hidden width is set (a multiple of 8) to close the gap."""
+    D = c.d_model
     target = mamba_params(c)
-    fixed = c.vocab * c.d_model + 2 * c.d_model
-    per = transformer_layer_params(c.d_model)
+    fixed = c.vocab * D + 2 * D
+    per = transformer_layer_params(D, 4 * D)
     n = max(1, round((target - fixed) / per))
-    best = min({max(1, n - 1), n, n + 1}, key=lambda k: abs(fixed + k * per - target))
-    return TransformerConfig(
-        vocab=c.vocab,
-        d_model=c.d_model,
-        n_layers=best,
-        n_head=default_heads(c.d_model),
-        matched_mamba_layers=c.n_layers,
-    )
+    n = min({max(1, n - 1), n, n + 1}, key=lambda k: abs(fixed + k * per - target))
+    H = 4 * D
+    if abs((fixed + n * per) / target - 1) > MATCH_TOLERANCE:
+        # per-layer count is 4D^2 + 9D + H (2D + 1): solve for H
+        H = ((target - fixed) / n - 4 * D * D - 9 * D) / (2 * D + 1)
+        H = max(8, int(round(H / 8)) * 8)
+    return TransformerConfig(vocab=c.vocab, d_model=D, n_layers=n, n_head=default_heads(D), d_mlp=H, matched_mamba_layers=c.n_layers)

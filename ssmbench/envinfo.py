@@ -13,7 +13,7 @@ import resource
 import socket
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -21,10 +21,22 @@ import psutil
 
 LIBRARIES = ("numpy", "torch", "triton", "jax", "jaxlib", "jax-metal", "tensorflow", "tensorflow-cpu", "mlx", "safetensors")
 ENV_VARS = (
-    "CUDA_VISIBLE_DEVICES", "XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
-    "XLA_PYTHON_CLIENT_ALLOCATOR", "ENABLE_PJRT_COMPATIBILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-    "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ENABLE_MPS_FALLBACK", "TF_CPP_MIN_LOG_LEVEL", "TF_XLA_FLAGS",
-    "TF_GPU_ALLOCATOR", "TF_FORCE_GPU_ALLOW_GROWTH", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE",
+    "CUDA_VISIBLE_DEVICES",
+    "XLA_FLAGS",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+    "ENABLE_PJRT_COMPATIBILITY",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_ENABLE_MPS_FALLBACK",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_XLA_FLAGS",
+    "TF_GPU_ALLOCATOR",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
 )
 
 
@@ -34,7 +46,7 @@ def peak_rss_bytes() -> int:
     return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
-@lru_cache(maxsize=None)
+@cache
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,14 +76,16 @@ def _versions() -> dict:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def git_commit() -> str | None:
     here = Path(__file__).resolve().parent.parent
     try:
         r = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if r.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         return r.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -92,14 +106,16 @@ def accelerators() -> dict:
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(h)
-            devs.append({"name": name.decode() if isinstance(name, bytes) else name, "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total)})
+            devs.append(
+                {"name": name.decode() if isinstance(name, bytes) else name, "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total)}
+            )
         drv = pynvml.nvmlSystemGetDriverVersion()
         return {"count": len(devs), "devices": devs, "driver": drv.decode() if isinstance(drv, bytes) else drv}
     finally:
         pynvml.nvmlShutdown()
 
 
-@lru_cache(maxsize=None)
+@cache
 def fingerprint() -> dict:
     from . import __version__
 
@@ -108,7 +124,12 @@ def fingerprint() -> dict:
         "host": socket.gethostname(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "cpu": {"model": cpu_model(), "logical": psutil.cpu_count(logical=True), "physical": psutil.cpu_count(logical=False), "arch": platform.machine()},
+        "cpu": {
+            "model": cpu_model(),
+            "logical": psutil.cpu_count(logical=True),
+            "physical": psutil.cpu_count(logical=False),
+            "arch": platform.machine(),
+        },
         "ram_bytes": int(vm.total),
         "accelerators": accelerators(),
         "versions": _versions(),

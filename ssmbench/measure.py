@@ -12,8 +12,9 @@ asynchronous devices are timed for the work they did, not for the launch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 MAX_SAMPLES = 10_000  # bounds a result's size when a step is tiny and min_time is long
 

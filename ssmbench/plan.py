@@ -60,7 +60,7 @@ class Point:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Point":
+    def from_dict(cls, d: dict) -> Point:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def key(self) -> tuple:
@@ -89,16 +89,29 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
     for backend in opts.backends:
         cls = classes.get(backend)
         for arch in opts.archs:
-            cfg = (opts.model.to_dict() if arch == "mamba" else tcfg.to_dict())
+            cfg = opts.model.to_dict() if arch == "mamba" else tcfg.to_dict()
             for mode in modes:
                 batch = opts.batch if opts.batch is not None else (batch_for(mode) if batch_for else 32)
                 for scan, skip in _scans_for(cls, arch, mode, opts.scans):
                     points.append(
                         Point(
-                            suite=suite, backend=backend, arch=arch, mode=mode, scan=scan, dtype=opts.dtype,
-                            config=cfg, batch=batch, seq_len=opts.seq_len, seed=opts.seed, warmup=opts.warmup,
-                            min_iters=opts.min_iters, min_time=opts.min_time, repeats=opts.repeats,
-                            timeout=opts.timeout, memory_limit=opts.memory_limit, skip_reason=skip,
+                            suite=suite,
+                            backend=backend,
+                            arch=arch,
+                            mode=mode,
+                            scan=scan,
+                            dtype=opts.dtype,
+                            config=cfg,
+                            batch=batch,
+                            seq_len=opts.seq_len,
+                            seed=opts.seed,
+                            warmup=opts.warmup,
+                            min_iters=opts.min_iters,
+                            min_time=opts.min_time,
+                            repeats=opts.repeats,
+                            timeout=opts.timeout,
+                            memory_limit=opts.memory_limit,
+                            skip_reason=skip,
                         )
                     )
     return points

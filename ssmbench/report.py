@@ -62,7 +62,7 @@ def group_of(rec: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- merging
-def latest_by_point(records: list[dict]) -> "OrderedDict[tuple, dict]":
+def latest_by_point(records: list[dict]) -> OrderedDict[tuple, dict]:
     """(point key, group) -> the latest record, in first-seen order."""
     out: OrderedDict = OrderedDict()
     for r in sorted(records, key=lambda r: r.get("started_at") or ""):
@@ -114,7 +114,12 @@ def _md_row(cells) -> str:
 
 def markdown(records: list[dict], sources: list[str] | None = None) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = ["# ssmbench report", "", f"{len(records)} records" + (f" from {len(sources)} file(s)" if sources else "") + f", generated {now}.", ""]
+    out = [
+        "# ssmbench report",
+        "",
+        f"{len(records)} records" + (f" from {len(sources)} file(s)" if sources else "") + f", generated {now}.",
+        "",
+    ]
     out += [
         "Cells per backend/device: **tok/s** (tokens per second at the median step), **ms/step** median (IQR),",
         f"and **peak** memory (see Machines for its source). {UNSTABLE_MARK} marks an unstable point: IQR >= 10% of the median.",
@@ -147,19 +152,38 @@ def markdown(records: list[dict], sources: list[str] | None = None) -> str:
 
 
 def machines_md(records: list[dict]) -> list[str]:
-    seen = OrderedDict()
-    for r in records:
-        seen.setdefault(group_of(r), r)
-    out = ["## Machines", "", _md_row(["group", "device", "host", "CPU", "RAM", "versions", "memory source", "ssmbench"]), _md_row(["---"] * 8)]
+    seen = OrderedDict()  # group -> its latest record
+    for r in sorted(records, key=lambda r: r.get("started_at") or ""):
+        seen[group_of(r)] = r
+    out = [
+        "## Machines",
+        "",
+        _md_row(["group", "device", "host", "CPU", "RAM", "versions", "memory source", "ssmbench"]),
+        _md_row(["---"] * 8),
+    ]
     for g, r in seen.items():
         env = r.get("env") or {}
         vers = {**(env.get("versions") or {}), **{k: v for k, v in (r.get("env_backend") or {}).items() if k != "torch"}}
-        vtxt = ", ".join(f"{k} {v}" for k, v in vers.items() if k in ("torch", "jax", "jaxlib", "tensorflow", "cuda", "torch_threads", "numpy"))
+        vtxt = ", ".join(
+            f"{k} {v}" for k, v in vers.items() if k in ("torch", "jax", "jaxlib", "tensorflow", "cuda", "torch_threads", "numpy")
+        )
         cpu = env.get("cpu") or {}
         ss = env.get("ssmbench") or {}
         src = (r.get("metrics") or {}).get("mem_source", "-")
-        out.append(_md_row([g, r.get("device") or "-", env.get("host", "-"), f"{cpu.get('model', '-')} x{cpu.get('logical', '?')}",
-                            fmt_bytes(env.get("ram_bytes")), vtxt or "-", src, f"{ss.get('version', '?')} {ss.get('git') or ''}".strip()]))
+        out.append(
+            _md_row(
+                [
+                    g,
+                    r.get("device") or "-",
+                    env.get("host", "-"),
+                    f"{cpu.get('model', '-')} x{cpu.get('logical', '?')}",
+                    fmt_bytes(env.get("ram_bytes")),
+                    vtxt or "-",
+                    src,
+                    f"{ss.get('version', '?')} {ss.get('git') or ''}".strip(),
+                ]
+            )
+        )
     out.append("")
     return out
 
@@ -172,14 +196,27 @@ def flat_rows(records: list[dict]) -> list[dict]:
         step = m.get("step_ms") or {}
         env = rec.get("env") or {}
         row = {
-            "suite": rec["suite"], "backend": rec["backend"], "device": rec.get("device"), "host": env.get("host"),
-            "arch": rec["arch"], "mode": rec["mode"], "scan": rec["scan"], "dtype": rec["dtype"],
+            "suite": rec["suite"],
+            "backend": rec["backend"],
+            "device": rec.get("device"),
+            "host": env.get("host"),
+            "arch": rec["arch"],
+            "mode": rec["mode"],
+            "scan": rec["scan"],
+            "dtype": rec["dtype"],
             **{f"cfg_{k}": v for k, v in (rec.get("config") or {}).items() if not isinstance(v, (dict, list))},
-            "batch": rec["batch"], "seq_len": rec["seq_len"], "params": rec.get("params"), "status": rec["status"],
-            "error": rec.get("error"), "tokens_per_s": m.get("tokens_per_s"),
+            "batch": rec["batch"],
+            "seq_len": rec["seq_len"],
+            "params": rec.get("params"),
+            "status": rec["status"],
+            "error": rec.get("error"),
+            "tokens_per_s": m.get("tokens_per_s"),
             **{f"ms_{k}": step.get(k) for k in ("median", "iqr", "mean", "std", "p10", "p90", "p99", "min", "max", "n", "unstable")},
-            "compile_s": m.get("compile_s"), "peak_mem_bytes": m.get("peak_mem_bytes"), "mem_source": m.get("mem_source"),
-            "run_id": rec.get("run_id"), "started_at": rec.get("started_at"),
+            "compile_s": m.get("compile_s"),
+            "peak_mem_bytes": m.get("peak_mem_bytes"),
+            "mem_source": m.get("mem_source"),
+            "run_id": rec.get("run_id"),
+            "started_at": rec.get("started_at"),
         }
         rows.append(row)
     return rows

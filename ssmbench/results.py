@@ -32,9 +32,21 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def make_record(point: Point, run_id: str, env: dict, *, status: str, error: str | None = None, framework: str | None = None,
-                device: str | None = None, params: int | None = None, metrics: dict | None = None,
-                started_at: str | None = None, duration_s: float = 0.0, **extra) -> dict:
+def make_record(
+    point: Point,
+    run_id: str,
+    env: dict,
+    *,
+    status: str,
+    error: str | None = None,
+    framework: str | None = None,
+    device: str | None = None,
+    params: int | None = None,
+    metrics: dict | None = None,
+    started_at: str | None = None,
+    duration_s: float = 0.0,
+    **extra,
+) -> dict:
     assert status in STATUSES, status
     rec = {
         "schema": SCHEMA,
@@ -64,7 +76,9 @@ def make_record(point: Point, run_id: str, env: dict, *, status: str, error: str
 
 
 def record_key(rec: dict) -> tuple:
-    return point_key(rec["suite"], rec["backend"], rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec["config"], rec["batch"], rec["seq_len"])
+    return point_key(
+        rec["suite"], rec["backend"], rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec["config"], rec["batch"], rec["seq_len"]
+    )
 
 
 class ResultWriter:

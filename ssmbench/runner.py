@@ -14,9 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import backends as registry
 from .plan import Point
@@ -51,7 +51,11 @@ def run_worker(point: Point) -> WorkerOutcome:
         with open(log_file, "w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "ssmbench.worker", str(point_file), str(out_file)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
             )
             try:
                 rc = proc.wait(timeout=point.timeout)
@@ -76,7 +80,14 @@ def run_worker(point: Point) -> WorkerOutcome:
             hint = " (possibly the kernel's out-of-memory killer)" if sig == "SIGKILL" else ""
             return WorkerOutcome({"status": "crash", "error": f"worker died with {sig}{hint}", "log_tail": _tail(log_text)}, log_text)
         last = _last_line(log_text)
-        return WorkerOutcome({"status": "crash", "error": f"worker exited with code {rc} and no result" + (f": {last}" if last else ""), "log_tail": _tail(log_text)}, log_text)
+        return WorkerOutcome(
+            {
+                "status": "crash",
+                "error": f"worker exited with code {rc} and no result" + (f": {last}" if last else ""),
+                "log_tail": _tail(log_text),
+            },
+            log_text,
+        )
 
 
 def measure_point(point: Point, run_id: str, env: dict) -> dict:
@@ -96,11 +107,22 @@ def measure_point(point: Point, run_id: str, env: dict) -> dict:
         res = run_worker(point).result
         if res["status"] != "ok":
             extra = {k: res[k] for k in ("traceback", "log_tail") if res.get(k)}
-            return record(status=res["status"], error=res.get("error"), device=res.get("device"), params=res.get("params"),
-                          env_backend=res.get("versions", {}), **extra)
+            return record(
+                status=res["status"],
+                error=res.get("error"),
+                device=res.get("device"),
+                params=res.get("params"),
+                env_backend=res.get("versions", {}),
+                **extra,
+            )
         parts.append(res)
-    return record(status="ok", device=parts[0].get("device"), params=parts[0].get("params"), metrics=metrics_from(parts, point),
-                  env_backend=parts[0].get("versions", {}))
+    return record(
+        status="ok",
+        device=parts[0].get("device"),
+        params=parts[0].get("params"),
+        metrics=metrics_from(parts, point),
+        env_backend=parts[0].get("versions", {}),
+    )
 
 
 @dataclass
@@ -113,8 +135,16 @@ class RunSummary:
         return any(r["status"] in FAILED for r in self.records)
 
 
-def run_points(points: list[Point], out_file: Path, run_id: str, env: dict, *, resume: bool = False,
-               on_start: Callable[[Point], None] | None = None, on_done: Callable[[Point, dict], None] | None = None) -> RunSummary:
+def run_points(
+    points: list[Point],
+    out_file: Path,
+    run_id: str,
+    env: dict,
+    *,
+    resume: bool = False,
+    on_start: Callable[[Point], None] | None = None,
+    on_done: Callable[[Point, dict], None] | None = None,
+) -> RunSummary:
     """Measure ``points`` in order, appending each record to ``out_file`` as it ends."""
     writer = ResultWriter(out_file)
     done = set()

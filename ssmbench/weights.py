@@ -52,16 +52,14 @@ def init_mamba(cfg: ModelConfig, seed: int = 0, jitter: bool = False) -> Weights
         if jitter:
             w[p + "norm.weight"] = rng.uniform(0.5, 1.5, D).astype(np.float32)
             w[p + "mixer.D"] = rng.standard_normal(E).astype(np.float32)
-    w["backbone.norm_f.weight"] = (
-        rng.uniform(0.5, 1.5, D).astype(np.float32) if jitter else np.ones(D, np.float32)
-    )
+    w["backbone.norm_f.weight"] = rng.uniform(0.5, 1.5, D).astype(np.float32) if jitter else np.ones(D, np.float32)
     return w
 
 
 def init_transformer(cfg: TransformerConfig, seed: int = 0, jitter: bool = False) -> Weights:
     """GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layers)."""
     rng = np.random.default_rng(seed)
-    D, H = cfg.d_model, cfg.mlp_ratio * cfg.d_model
+    D, H = cfg.d_model, cfg.d_mlp
 
     def normal(shape, std=0.02):
         return (rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32)
@@ -169,4 +167,4 @@ def infer_config(weights: Weights):
         return arch, ModelConfig(vocab=V, d_model=D, n_layers=n_layers, d_state=N, d_conv=K, expand=E // D, dt_rank=R)
     V, D = weights["transformer.wte.weight"].shape
     H = weights["transformer.h.0.mlp.c_fc.weight"].shape[0] if n_layers else 4 * D
-    return arch, TransformerConfig(vocab=V, d_model=D, n_layers=n_layers, n_head=default_heads(D), mlp_ratio=H // D)
+    return arch, TransformerConfig(vocab=V, d_model=D, n_layers=n_layers, n_head=default_heads(D), d_mlp=H)

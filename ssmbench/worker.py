@@ -83,7 +83,11 @@ def measure(point: Point, out_path: str | None = None) -> dict:
         res["device"] = backend.device_info().get("device")
         res["versions"] = backend.versions()
         if point.dtype not in backend.dtypes:
-            return {**res, "status": "skipped", "error": f"{point.backend} does not run {point.dtype} (it runs: {', '.join(backend.dtypes)})"}
+            return {
+                **res,
+                "status": "skipped",
+                "error": f"{point.backend} does not run {point.dtype} (it runs: {', '.join(backend.dtypes)})",
+            }
         if point.memory_limit and not backend.apply_memory_limit(point.memory_limit) and out_path:
             _watch_rss(point.memory_limit, out_path)
         cfg = ModelConfig.from_dict(point.config) if point.arch == "mamba" else TransformerConfig.from_dict(point.config)
@@ -98,7 +102,15 @@ def measure(point: Point, out_path: str | None = None) -> dict:
         if not backend.all_finite(t.first_output):
             return {**res, "status": "error", "error": "non-finite output (NaN or inf) on the first step"}
         peak, source = backend.peak_memory()
-        return {**res, "status": "ok", "error": None, "compile_s": t.compile_s, "samples_s": t.samples_s, "peak_mem_bytes": peak, "mem_source": source}
+        return {
+            **res,
+            "status": "ok",
+            "error": None,
+            "compile_s": t.compile_s,
+            "samples_s": t.samples_s,
+            "peak_mem_bytes": peak,
+            "mem_source": source,
+        }
     except BaseException as e:  # noqa: BLE001 - every failure becomes a status
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -122,7 +134,9 @@ def metrics_from(parts: list[dict], point: Point) -> dict:
         "mem_source": parts[0]["mem_source"],
     }
     if len(parts) > 1:
-        m["repeats"] = [{"median_ms": float(np.median(p["samples_s"])) * 1e3, "compile_s": p["compile_s"], "n": len(p["samples_s"])} for p in parts]
+        m["repeats"] = [
+            {"median_ms": float(np.median(p["samples_s"])) * 1e3, "compile_s": p["compile_s"], "n": len(p["samples_s"])} for p in parts
+        ]
     return m
 
 

@@ -1,0 +1,45 @@
+# ssmbench: `make demo` on a fresh machine installs everything and runs the main benchmark.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SSM    := $(VENV)/bin/ssmbench
+STAMP  := $(VENV)/.installed
+# torch: the CPU build where there is no NVIDIA GPU (an unpinned torch pulls GBs of CUDA wheels)
+TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+SMOKE_OUT := reports/ci-smoke
+SMOKE  := --backend all --quick --arch both --out $(SMOKE_OUT)/results --timeout 300
+
+.PHONY: install demo test ci-smoke lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(SSM) backends
+	$(SSM) run throughput --backend auto --arch both --out reports/results
+	$(SSM) report reports/results --format markdown --output reports/demo.md
+
+test: install
+	$(PY) -m pytest -q
+
+ci-smoke: install
+	rm -rf $(SMOKE_OUT)
+	$(SSM) run throughput $(SMOKE) --scan all
+	$(SSM) run latency $(SMOKE)
+	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
+	@echo "ci-smoke report: $(SMOKE_OUT)/report.md"
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) reports/results reports/ci-smoke reports/demo.md *.egg-info

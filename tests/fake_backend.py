@@ -1,0 +1,82 @@
+"""Fake backends for runner tests, loaded through SSMBENCH_PLUGINS=fake_backend.
+
+fake-ok returns finite numbers; fake-oom raises MemoryError; fake-crash dies with SIGSEGV;
+fake-hang never returns; fake-nan returns NaN; fake-error raises ValueError. All fail (or not)
+on the first measured step, after the model was built, as a real backend would.
+"""
+
+import os
+import signal
+import time
+
+import numpy as np
+
+from ssmbench.interface import Availability, Backend
+
+
+class _Fake(Backend):
+    framework = "fake"
+    scans = ("chunked",)
+    default_scan = "chunked"
+    dtypes = ("float32",)
+    install_hint = "nothing to install"
+
+    @classmethod
+    def availability(cls):
+        return Availability(True, "fake", cls.install_hint)
+
+    def device_info(self):
+        return {"device": "Fake Device 9000", "memory_bytes": 1}
+
+    def versions(self):
+        return {"fake": "1.0"}
+
+    def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
+        return {"vocab": cfg.vocab}
+
+    def tokens(self, array):
+        return np.asarray(array)
+
+    def _step(self):
+        behaviour = self.name.split("-", 1)[1]
+        if behaviour == "oom":
+            raise MemoryError("fake allocation of 1 PiB failed")
+        if behaviour == "crash":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if behaviour == "hang":
+            time.sleep(3600)
+        if behaviour == "error":
+            raise ValueError("fake failure")
+        if behaviour == "nan":
+            return np.array([np.nan])
+        return np.array([1.0])
+
+    def forward(self, model, tokens):
+        return self._step()
+
+    def train_step(self, model, tokens, targets):
+        return self._step()
+
+    def init_state(self, model, batch, capacity):
+        return None
+
+    def prefill(self, model, tokens, capacity):
+        return None
+
+    def decode_step(self, model, token, state):
+        return self._step(), state
+
+    def synchronize(self, out=None):
+        pass
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def peak_memory(self):
+        return 1234, "fake"
+
+    def is_oom(self, exc):
+        return isinstance(exc, MemoryError)
+
+
+BACKENDS = tuple(type(f"Fake{b.title()}", (_Fake,), {"name": f"fake-{b}"}) for b in ("ok", "oom", "crash", "hang", "nan", "error"))
