@@ -458,6 +458,15 @@ class TorchCUDA(TorchBackend):
         n = torch.cuda.device_count()
         return Availability(True, f"CUDA {torch.version.cuda}, {n} x {torch.cuda.get_device_name(0)}", cls.install_hint)
 
+    def __init__(self):
+        super().__init__()
+        # float32 means IEEE fp32: cuDNN would otherwise run convolutions in TF32 (10-bit mantissa)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    def versions(self):
+        return {**super().versions(), "tf32": False, "device_count": torch.cuda.device_count()}
+
     def device_info(self):
         p = torch.cuda.get_device_properties(0)
         return {"device": p.name, "memory_bytes": p.total_memory, "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count}

@@ -16,6 +16,19 @@ ODD = ModelConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=
 SCANS = ("sequential", "chunked", "parallel")
 
 
+DEVICES = ("torch-cpu", "torch-cuda", "torch-mps")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each torch backend that runs here (the GPU ones on a GPU machine)."""
+    from ssmbench import backends as registry
+
+    if not registry.availability(request.param).available:
+        pytest.skip(f"{request.param} not available here")
+    return request.param
+
+
 def rel(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
@@ -114,14 +127,14 @@ def test_scan_gradients_match_sequential(scan, rng):
 
 # ---------------------------------------------------------------------------- whole model, fp32
 @pytest.mark.parametrize("scan", SCANS)
-def test_mamba_logits_fp32(scan, odd_mamba):
+def test_mamba_logits_fp32(scan, odd_mamba, device):
     w, toks, R = odd_mamba
-    assert rel(ssmbench.logits("torch-cpu", w, toks, scan=scan), R) < 1e-5
+    assert rel(ssmbench.logits(device, w, toks, scan=scan), R) < 1e-5
 
 
-def test_mamba_decode_fp32(odd_mamba):
+def test_mamba_decode_fp32(odd_mamba, device):
     w, toks, R = odd_mamba
-    assert rel(ssmbench.decode_logits("torch-cpu", w, toks), R) < 1e-5
+    assert rel(ssmbench.decode_logits(device, w, toks), R) < 1e-5
 
 
 def test_reference_decode_equals_reference_parallel(odd_mamba):
@@ -129,10 +142,10 @@ def test_reference_decode_equals_reference_parallel(odd_mamba):
     assert rel(ref.mamba_decode_logits(w, toks), R) < 1e-12
 
 
-def test_prefill_state_continues_like_decode(odd_mamba):
+def test_prefill_state_continues_like_decode(odd_mamba, device):
     """prefill(prompt) then decode steps == decoding the whole sequence token by token."""
     w, toks, R = odd_mamba
-    b = ssmbench.backends.get("torch-cpu")
+    b = ssmbench.backends.get(device)
     model = b.build("mamba", w, ODD, scan="parallel", dtype="float32")
     state = b.prefill(model, b.tokens(toks[:, :30]), 37)
     outs = []
@@ -151,16 +164,16 @@ def odd_gpt():
     return w, toks, ref.transformer_logits(w, toks, t), t
 
 
-def test_transformer_logits_and_decode_fp32(odd_gpt):
+def test_transformer_logits_and_decode_fp32(odd_gpt, device):
     w, toks, R, t = odd_gpt
     assert rel(ref.transformer_decode_logits(w, toks, t), R) < 1e-12
-    assert rel(ssmbench.logits("torch-cpu", w, toks), R) < 1e-5
-    assert rel(ssmbench.decode_logits("torch-cpu", w, toks), R) < 1e-5
+    assert rel(ssmbench.logits(device, w, toks), R) < 1e-5
+    assert rel(ssmbench.decode_logits(device, w, toks), R) < 1e-5
 
 
-def test_transformer_prefill_then_decode(odd_gpt):
+def test_transformer_prefill_then_decode(odd_gpt, device):
     w, toks, R, t = odd_gpt
-    b = ssmbench.backends.get("torch-cpu")
+    b = ssmbench.backends.get(device)
     model = b.build("transformer", w, t, dtype="float32")
     state = b.prefill(model, b.tokens(toks[:, :11]), 19)
     outs = []
@@ -171,11 +184,11 @@ def test_transformer_prefill_then_decode(odd_gpt):
 
 
 @pytest.mark.parametrize("arch", ["mamba", "transformer"])
-def test_train_step_loss_is_reference_cross_entropy(arch, rng):
+def test_train_step_loss_is_reference_cross_entropy(arch, rng, device):
     cfg = ODD if arch == "mamba" else matched_transformer(ODD)
     w = init_weights(arch, cfg, seed=9, jitter=True)
     toks = rng.integers(0, cfg.vocab, (3, 30))
-    b = ssmbench.backends.get("torch-cpu")
+    b = ssmbench.backends.get(device)
     model = b.build(arch, w, cfg, dtype="float32")
     loss = float(b.train_step(model, b.tokens(toks[:, :-1]), b.tokens(toks[:, 1:])))
     expect = ref.cross_entropy(ref.logits(arch, w, toks[:, :-1], cfg), toks[:, 1:])
@@ -187,10 +200,10 @@ def test_train_step_loss_is_reference_cross_entropy(arch, rng):
 
 # ---------------------------------------------------------------------------- half precision
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_half_precision_close_to_reference(dtype, odd_mamba):
+def test_half_precision_close_to_reference(dtype, odd_mamba, device):
     """autocast matmuls in half precision, fp32 scan state: within mamba-ssm's bf16 tolerance."""
     w, toks, R = odd_mamba
-    err = rel(ssmbench.logits("torch-cpu", w, toks, scan="chunked", dtype=dtype), R)
+    err = rel(ssmbench.logits(device, w, toks, scan="chunked", dtype=dtype), R)
     assert err < (3e-2 if dtype == "bfloat16" else 5e-3)
     assert err > 1e-7  # it really ran in half precision
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run on a lent GPU machine (no internet): install ssmbench from carried wheels, check the CUDA
+# numerics against the float64 reference, then benchmark torch-cuda. Results land in $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/ssmbench-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1
+SSM="python3 -m ssmbench"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
+$SSM backends
+python3 -m pytest tests/test_torch_numerics.py -q -p no:cacheprovider 2>&1 | tail -5
+R="$OUT/results"
+for STEP in "$@"; do
+  case $STEP in
+    small) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R
+           $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --dtype bfloat16 --out $R ;;
+    decode) $SSM run latency -b torch-cuda --preset tinyshakespeare-m2 --arch both --mode decode --dtype bfloat16 --out $R ;;
+    130m) $SSM run throughput -b torch-cuda --preset mamba-130m --arch both --scan chunked,parallel --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
+  esac
+done
+$SSM report $R --format markdown --output "$OUT/report.md"
+cat "$OUT/report.md"
