@@ -6,11 +6,13 @@ OUT=${OUT:-/tmp/ssmbench-out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . || exit 1
+REPO=$PWD
+cd /tmp  # run the installed package, not the source tree (whose ssmbench/ has no backends/ inside)
 SSM="python3 -m ssmbench"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 $SSM backends
-python3 -m pytest tests/test_torch_numerics.py -q -p no:cacheprovider 2>&1 | tail -5
+python3 -m pytest "$REPO/tests/test_torch_numerics.py" -q -p no:cacheprovider -c /dev/null -rs 2>&1 | tail -8
 R="$OUT/results"
 for STEP in "$@"; do
   case $STEP in
