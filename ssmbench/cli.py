@@ -272,7 +272,7 @@ def presets():
             str(m.d_model),
             str(m.n_layers),
             str(m.d_state),
-            str(p.run.get("batch", "")),
+            str(p.run.get("default_batch", "")),
             str(p.run.get("seq_len", "")),
             f"{mamba_params(m):,}",
             p.source + (f" ({p.note})" if p.note else ""),

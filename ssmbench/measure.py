@@ -43,12 +43,3 @@ def time_steps(step: Callable[[], Any], sync: Callable[[Any], None], *, warmup: 
         sync(out)
         samples.append(clock() - t)
     return Timing(compile_s, samples, first)
-
-
-def harness_overhead(n: int = 20_000) -> dict:
-    """Per-step cost of the timing loop itself, against a step that does nothing."""
-    from .stats import summarize
-
-    t = time_steps(lambda: None, lambda _: None, warmup=100, min_iters=min(n, MAX_SAMPLES), min_time=0.0)
-    s = summarize(t.samples_s)
-    return {"median_us": s["median"] * 1e3, "p99_us": s["p99"] * 1e3, "n": s["n"]}

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from .config import ModelConfig, matched_transformer
 
 QUICK_MODEL = dict(vocab=65, d_model=64, n_layers=2, d_state=8, d_conv=4, expand=2)
-QUICK_RUN = dict(batch=2, seq_len=64, warmup=1, min_iters=5, min_time=0.1)
+QUICK_RUN = dict(default_batch=2, seq_len=64, warmup=1, min_iters=5, min_time=0.1)
 
 
 @dataclass
@@ -24,7 +24,8 @@ class RunOptions:
     dtype: str = "float32"
     scans: list | None = None  # None: each backend's default; ["all"]: every scan it offers
     modes: list | None = None  # None: the suite's default modes
-    batch: int | None = None  # None: the suite's default (32; latency decodes at 1)
+    batch: int | None = None  # an explicit --batch for every point; None lets the suite choose
+    default_batch: int = 32  # the batch from --preset / --quick / the default, where a suite has no own
     seq_len: int = 128
     warmup: int = 2
     min_iters: int = 10
@@ -80,7 +81,7 @@ def point_key(suite, backend, arch, mode, scan, dtype, config, batch, seq_len) -
 def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> list[Point]:
     """The cross product backends x archs x modes x scans, with scans resolved per backend.
 
-    ``batch_for(mode)`` lets a suite choose a per-mode default batch when --batch is not given."""
+    ``batch_for(mode)`` lets a suite choose a per-mode batch (or None) when --batch is not given."""
     from ssmbench import backends as registry
 
     classes = registry.classes()
@@ -91,7 +92,8 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
         for arch in opts.archs:
             cfg = opts.model.to_dict() if arch == "mamba" else tcfg.to_dict()
             for mode in modes:
-                batch = opts.batch if opts.batch is not None else (batch_for(mode) if batch_for else 32)
+                suite_batch = batch_for(mode) if batch_for else None
+                batch = opts.batch if opts.batch is not None else (suite_batch or opts.default_batch)
                 for scan, skip in _scans_for(cls, arch, mode, opts.scans):
                     points.append(
                         Point(

@@ -13,4 +13,4 @@ DEFAULT_MODES = ["train", "decode"]
 
 
 def plan(opts: RunOptions):
-    return expand_points(NAME, opts, opts.modes or DEFAULT_MODES, batch_for=lambda mode: 1 if mode == "decode" else 32)
+    return expand_points(NAME, opts, opts.modes or DEFAULT_MODES, batch_for=lambda mode: 1 if mode == "decode" else None)

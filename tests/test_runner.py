@@ -142,15 +142,54 @@ def test_time_steps_runs_until_min_time():
     assert sum(t.samples_s) > 0 and len(t.samples_s) > 1
 
 
+def test_batch_defaults_per_suite_and_explicit_batch(fake_backends):
+    """--preset/--quick batches apply to train/forward; latency decodes at batch 1 unless --batch."""
+    from ssmbench.suites import latency, throughput
+
+    from ssmbench.cli import build_options
+
+    def opts(**kw):
+        base = dict(
+            backend=["fake-ok"],
+            arch="mamba",
+            preset="tinyshakespeare-m2",
+            d_model=None,
+            layers=None,
+            d_state=None,
+            d_conv=None,
+            expand=None,
+            vocab=None,
+            batch=None,
+            seq_len=None,
+            dtype="float32",
+            scan=None,
+            mode=None,
+            warmup=None,
+            min_iters=None,
+            min_time=None,
+            repeats=None,
+            quick=False,
+            timeout=None,
+            memory_limit=None,
+            seed=0,
+        )
+        return build_options(**{**base, **kw})
+
+    assert [(p.mode, p.batch) for p in latency.plan(opts())] == [("train", 32), ("decode", 1)]
+    assert [(p.mode, p.batch) for p in latency.plan(opts(batch=4))] == [("train", 4), ("decode", 4)]
+    assert [(p.mode, p.batch, p.seq_len) for p in throughput.plan(opts(quick=True, preset=None))] == [("train", 2, 64), ("forward", 2, 64)]
+    assert [p.batch for p in throughput.plan(opts(preset="mamba-130m"))] == [8, 8]
+
+
 def test_real_torch_point_end_to_end(tmp_path):
     r = _cli("run", "latency", "--backend", "torch-cpu", "--quick", "--arch", "both", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     recs = read_records(next(tmp_path.glob("*.jsonl")))
     assert [(x["arch"], x["mode"], x["scan"], x["batch"]) for x in recs] == [
-        ("mamba", "train", "chunked", 2),
-        ("mamba", "decode", "recurrent", 2),
+        ("mamba", "train", "sequential", 2),
+        ("mamba", "decode", "recurrent", 1),
         ("transformer", "train", "attention", 2),
-        ("transformer", "decode", "attention", 2),
+        ("transformer", "decode", "attention", 1),
     ]
     for x in recs:
         assert x["status"] == "ok" and x["schema"] == "ssmbench/1"
@@ -158,5 +197,5 @@ def test_real_torch_point_end_to_end(tmp_path):
         assert m["step_ms"]["n"] >= 5 and len(m["step_ms"]["samples"]) == m["step_ms"]["n"]
         assert m["tokens_per_s"] > 0 and m["peak_mem_bytes"] > 0 and m["compile_s"] > 0
         assert x["env"]["python"] and x["env_backend"]["torch"]
-    assert recs[1]["metrics"]["tokens_per_step"] == 2  # decode: one token per stream
+    assert recs[1]["metrics"]["tokens_per_step"] == 1  # decode: one token per stream, batch 1
     json.dumps(recs)  # records are plain JSON
