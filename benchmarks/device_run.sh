@@ -12,15 +12,18 @@ cd /tmp  # run the installed package, not the source tree (whose ssmbench/ has n
 SSM="python3 -m ssmbench"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 $SSM backends
-python3 -m pytest "$REPO/tests/test_torch_numerics.py" -q -p no:cacheprovider -c /dev/null -rs 2>&1 | tail -8
+python3 -m pytest "$REPO/tests/test_torch_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
 R="$OUT/results"
 for STEP in "$@"; do
   case $STEP in
     small) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R
            $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --dtype bfloat16 --out $R ;;
-    decode) $SSM run latency -b torch-cuda --preset tinyshakespeare-m2 --arch both --mode decode --dtype bfloat16 --out $R ;;
+    latency) $SSM run latency -b torch-cuda --preset tinyshakespeare-m2 --arch both --mode decode --dtype bfloat16 --out $R
+             $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
+    overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     130m) $SSM run throughput -b torch-cuda --preset mamba-130m --arch both --scan chunked,parallel --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
   esac
 done
 $SSM report $R --format markdown --output "$OUT/report.md"
 cat "$OUT/report.md"
+tail -4 "$OUT/pytest.txt"

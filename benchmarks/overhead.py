@@ -5,19 +5,28 @@ Times a step that does nothing through the same path every benchmark uses
   in-sample  the median of the recorded samples: what the loop adds *inside* each measured
              sample (one Python call, the sync call, two clock reads) - the bias on every step_ms
   per-iter   total loop wall time / steps: the in-sample cost plus the loop's bookkeeping
-Run: .venv/bin/python benchmarks/overhead.py   (or: make bench)
+With a backend name, its real synchronize() is used (torch-cuda: torch.cuda.synchronize on an
+idle device), which every GPU sample pays.
+Run: .venv/bin/python benchmarks/overhead.py [BACKEND]   (or: make bench)
 """
 
+import sys
 import time
 
 from ssmbench.measure import MAX_SAMPLES, time_steps
 from ssmbench.stats import summarize
 
 
-def main(rounds: int = 5) -> None:
+def main(backend: str | None = None, rounds: int = 5) -> None:
+    sync = lambda _: None
+    if backend:
+        from ssmbench import backends
+
+        sync = backends.get(backend).synchronize
+    print(f"sync: {backend or 'none'}")
     for r in range(rounds):
         t0 = time.perf_counter()
-        t = time_steps(lambda: None, lambda _: None, warmup=1000, min_iters=MAX_SAMPLES, min_time=0.0)
+        t = time_steps(lambda: None, sync, warmup=1000, min_iters=MAX_SAMPLES, min_time=0.0)
         wall = time.perf_counter() - t0
         s = summarize(t.samples_s)
         print(
@@ -27,4 +36,4 @@ def main(rounds: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -31,7 +31,7 @@ def fmt_bytes(n) -> str:
 def fmt_num(x, digits=3) -> str:
     if x is None:
         return "-"
-    if x >= 1000:
+    if abs(x) >= 100:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
