@@ -4,19 +4,11 @@ The model math is ssmbench.reference's, written with torch ops; module names rep
 mamba-ssm's state dict so ``load_state_dict`` takes a real checkpoint. Mixed precision runs
 through autocast (bf16/fp16 matmuls, fp32 residual stream, norms and SSM state).
 
-Scans (the Mamba parallel path; decode always uses the recurrent step):
-    sequential  a Python loop over time, h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t x_t
-    chunked     seed 004's log-space scan: inside a chunk of T steps
-                h_t = exp(c_t) * (h_0 + Σ_{s<=t} exp(-c_s) Δ_s B_s x_s),  c_t = Σ_{s<=t} Δ_s A,
-                with T chosen from the data so |c| <= CHUNK_LOG_BUDGET: exp(±c) never leaves fp32
-    parallel    a work-efficient associative (odd/even, Blelloch-style) scan over the operator
-                (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2): O(L) work, O(log L) depth, any L
-                without padding to a power of two
+Scans (sequential, chunked, parallel) live in torch_scans.py; decode always uses the
+recurrent step.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -27,79 +19,12 @@ try:
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+
+    from .torch_scans import SCAN_FNS
 except ImportError:  # availability() reports it; nothing below runs without torch
     torch = None
 
-CHUNK_LOG_BUDGET = 40.0  # max |Σ Δ A| inside one chunk: exp(40) = 2.4e17, far from fp32's 3.4e38
-SCANS = ("chunked", "parallel", "sequential")
-TORCH_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
-
-
-# ============================================================================ scans
-# Every scan: dt (B, L, E), A (E, N), Bm, Cm (B, L, N), x (B, L, E), h0 (B, E, N) | None
-# -> y (B, L, E) without the D skip, and the last state (B, E, N). Inputs are fp32.
-def scan_sequential(x, dt, A, Bm, Cm, h0=None):
-    Bt, L, E = x.shape
-    h = x.new_zeros(Bt, E, A.shape[1]) if h0 is None else h0
-    ys = []
-    for t in range(L):
-        dA = torch.exp(dt[:, t, :, None] * A)
-        h = dA * h + (dt[:, t] * x[:, t])[:, :, None] * Bm[:, t, None, :]
-        ys.append(torch.einsum("ben,bn->be", h, Cm[:, t]))
-    return torch.stack(ys, 1), h
-
-
-def chunk_length(dt, A, L: int) -> int:
-    """Largest T with T * max|Δ A| <= CHUNK_LOG_BUDGET (one host read of the max step)."""
-    max_step = min(float(dt.detach().amax()) * float((-A).detach().amax()), CHUNK_LOG_BUDGET)
-    if not math.isfinite(max_step):
-        raise FloatingPointError("non-finite dt in chunked scan")
-    return max(1, min(L, int(CHUNK_LOG_BUDGET / max_step) if max_step > 0 else L))
-
-
-def scan_chunked(x, dt, A, Bm, Cm, h0=None):
-    """Each step's log-decay Δ A is clamped at -CHUNK_LOG_BUDGET: a decay of exp(-40) = 4e-18
-    is below fp32 resolution, so the result is unchanged to rounding, and a single huge step can
-    no longer make exp(c) * exp(-c) = 0 * inf."""
-    Bt, L, E = x.shape
-    T = chunk_length(dt, A, L)
-    h = x.new_zeros(Bt, E, A.shape[1]) if h0 is None else h0
-    ys = []
-    for s in range(0, L, T):
-        dts, xs = dt[:, s : s + T], x[:, s : s + T]
-        c = torch.cumsum((dts[..., None] * A).clamp(min=-CHUNK_LOG_BUDGET), dim=1)  # (B, T, E, N) in [-budget, 0]
-        u = (dts * xs)[..., None] * Bm[:, s : s + T, None, :]  # Δ B x
-        hs = torch.exp(c) * (torch.cumsum(u * torch.exp(-c), dim=1) + h[:, None])
-        ys.append(torch.einsum("bten,btn->bte", hs, Cm[:, s : s + T]))
-        h = hs[:, -1]
-    return torch.cat(ys, 1), h
-
-
-def _assoc_scan(a, b):
-    """h_t = a_t h_{t-1} + b_t along dim 1 with h_{-1} = 0, for any length (odd/even recursion)."""
-    L = a.shape[1]
-    if L == 1:
-        return b
-    m = L // 2
-    a_ev, a_od = a[:, 0 : 2 * m : 2], a[:, 1 : 2 * m : 2]
-    b_ev, b_od = b[:, 0 : 2 * m : 2], b[:, 1 : 2 * m : 2]
-    h_od = _assoc_scan(a_od * a_ev, a_od * b_ev + b_od)  # h at positions 1, 3, ..., 2m-1
-    rest = a[:, 2::2] * h_od[:, : (L - 1) // 2] + b[:, 2::2]  # h at positions 2, 4, ...
-    h_ev = torch.cat([b[:, :1], rest], 1)
-    out = torch.stack([h_ev[:, :m], h_od], 2).flatten(1, 2)
-    return torch.cat([out, h_ev[:, m:]], 1) if L % 2 else out
-
-
-def scan_parallel(x, dt, A, Bm, Cm, h0=None):
-    a = torch.exp(dt[..., None] * A)  # (B, L, E, N)
-    b = (dt * x)[..., None] * Bm[:, :, None, :]
-    if h0 is not None:
-        b = torch.cat([b[:, :1] + a[:, :1] * h0[:, None], b[:, 1:]], 1)
-    hs = _assoc_scan(a, b)
-    return torch.einsum("blen,bln->ble", hs, Cm), hs[:, -1]
-
-
-SCAN_FNS = {"sequential": scan_sequential, "chunked": scan_chunked, "parallel": scan_parallel}
+SCANS = ("chunked", "parallel", "sequential")  # the keys of torch_scans.SCAN_FNS
 
 
 # ============================================================================ models
@@ -367,7 +292,7 @@ class TorchBackend(Backend):
         module.load_state_dict(sd, strict=True)
         module.to(self.device)
         opt = torch.optim.AdamW(module.parameters(), lr=1e-3, **self._adamw_kwargs())
-        amp = None if dtype == "float32" else getattr(torch, TORCH_DTYPES[dtype])
+        amp = None if dtype == "float32" else getattr(torch, dtype)
         return _Model(module, opt, self.device_type, amp)
 
     def _adamw_kwargs(self) -> dict:

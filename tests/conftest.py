@@ -21,6 +21,24 @@ def fake_backends(monkeypatch):
 
 
 @pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run ssmbench.cli.main(argv) in process -> (exit code, stdout, stderr); plain 200-column output."""
+    from rich.console import Console
+
+    import ssmbench.cli as cli
+
+    def _run(*argv):
+        monkeypatch.setattr(cli, "err", Console(stderr=True, width=200, color_system=None))
+        monkeypatch.setattr(cli, "out", Console(width=200, color_system=None))
+        with pytest.raises(SystemExit) as ei:
+            cli.main([str(a) for a in argv])
+        cap = capsys.readouterr()
+        return ei.value.code, cap.out, cap.err
+
+    return _run
+
+
+@pytest.fixture
 def rng():
     import numpy as np
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
 import ssmbench.cli as cli
 
@@ -21,24 +20,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def run_cli(capsys, monkeypatch):
-    """Run ssmbench.cli.main(argv) in process -> (exit code, stdout, stderr)."""
+def run_cli(run_cli, monkeypatch):
+    """conftest's in-process runner, with the benchmark itself disabled."""
 
     def never_execute(*a, **k):  # a bad input that slips through must fail here, not start a benchmark
         raise AssertionError("bad input was accepted: the benchmark was about to run")
 
     monkeypatch.setattr(cli, "execute", never_execute)
-
-    def _run(*argv):
-        # fresh consoles bound to the captured streams, plain text (no colour codes), wide lines
-        monkeypatch.setattr(cli, "err", Console(stderr=True, width=200, color_system=None))
-        monkeypatch.setattr(cli, "out", Console(width=200, color_system=None))
-        with pytest.raises(SystemExit) as ei:
-            cli.main([str(a) for a in argv])
-        cap = capsys.readouterr()
-        return ei.value.code, cap.out, cap.err
-
-    return _run
+    return run_cli
 
 
 def run_subprocess(*argv, cwd):

@@ -33,9 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from rich.console import Console
 
-import ssmbench.cli as cli
 from ssmbench import report
 from ssmbench.results import collect_files, read_records
 
@@ -354,19 +352,6 @@ def test_render_dispatch_and_unknown_format(records):
 
 
 # ---------------------------------------------------------------------------- the report command
-@pytest.fixture
-def run_cli(capsys, monkeypatch):
-    def _run(*argv):
-        monkeypatch.setattr(cli, "err", Console(stderr=True, width=200, color_system=None))
-        monkeypatch.setattr(cli, "out", Console(width=200, color_system=None))
-        with pytest.raises(SystemExit) as ei:
-            cli.main([str(a) for a in argv])
-        cap = capsys.readouterr()
-        return ei.value.code, cap.out, cap.err
-
-    return _run
-
-
 def assert_two_warnings(err: str, cpu_name: str, gpu_name: str):
     warns = [ln for ln in err.splitlines() if ln.startswith("warning:")]
     assert len(warns) == 2, err

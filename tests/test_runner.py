@@ -146,7 +146,7 @@ def test_batch_defaults_per_suite_and_explicit_batch(fake_backends):
     """--preset/--quick batches apply to train/forward; latency decodes at batch 1 unless --batch."""
     from ssmbench.suites import latency, throughput
 
-    from ssmbench.cli import build_options
+    from ssmbench.options import build_options
 
     def opts(**kw):
         base = dict(

@@ -11,6 +11,7 @@ from ssmbench.weights import count_params, infer_config, init_weights
 
 torch = pytest.importorskip("torch")
 tb = pytest.importorskip("ssmbench.backends.torch_backend")
+ts = pytest.importorskip("ssmbench.backends.torch_scans")
 
 ODD = ModelConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
 SCANS = ("sequential", "chunked", "parallel")
@@ -83,7 +84,7 @@ def _ref_scan(x, dt, A, Bm, Cm, h0):
 @pytest.mark.parametrize("L", [1, 2, 3, 5, 37, 64])
 def test_scan_exact_in_float64(scan, L, rng):
     x, dt, A, Bm, Cm, h0 = _scan_inputs(rng, L=L)
-    y, h = tb.SCAN_FNS[scan](x, dt, A, Bm, Cm, h0)
+    y, h = ts.SCAN_FNS[scan](x, dt, A, Bm, Cm, h0)
     y_ref, h_ref = _ref_scan(x, dt, A, Bm, Cm, h0)
     assert rel(y.numpy(), y_ref) < 1e-12
     assert rel(h.numpy(), h_ref) < 1e-12
@@ -91,24 +92,24 @@ def test_scan_exact_in_float64(scan, L, rng):
 
 def test_chunked_scan_carries_state_across_many_chunks(rng, monkeypatch):
     x, dt, A, Bm, Cm, h0 = _scan_inputs(rng, L=37, dt_scale=0.05)
-    monkeypatch.setattr(tb, "chunk_length", lambda dt, A, L: 4)  # 10 chunks, the last one short
-    y, h = tb.scan_chunked(x, dt, A, Bm, Cm, h0)
+    monkeypatch.setattr(ts, "chunk_length", lambda dt, A, L: 4)  # 10 chunks, the last one short
+    y, h = ts.scan_chunked(x, dt, A, Bm, Cm, h0)
     y_ref, h_ref = _ref_scan(x, dt, A, Bm, Cm, h0)
     assert rel(y.numpy(), y_ref) < 1e-12 and rel(h.numpy(), h_ref) < 1e-12
 
 
 def test_chunk_length_keeps_exponents_in_budget(rng):
     x, dt, A, Bm, Cm, h0 = _scan_inputs(rng, L=200, dt_scale=0.3)
-    T = tb.chunk_length(dt, A, 200)
+    T = ts.chunk_length(dt, A, 200)
     assert 1 <= T < 200
-    assert T * float(dt.max()) * float((-A).max()) <= tb.CHUNK_LOG_BUDGET
+    assert T * float(dt.max()) * float((-A).max()) <= ts.CHUNK_LOG_BUDGET
 
 
 @pytest.mark.parametrize("scan", SCANS)
 def test_huge_steps_stay_finite_and_exact_in_float32(scan, rng):
     """dt*A of hundreds per step: exp(-c) would overflow fp32 without the chunk budget."""
     x, dt, A, Bm, Cm, h0 = _scan_inputs(rng, L=50, dt_scale=30.0)
-    y, h = tb.SCAN_FNS[scan](*(t.float() for t in (x, dt, A, Bm, Cm, h0)))
+    y, h = ts.SCAN_FNS[scan](*(t.float() for t in (x, dt, A, Bm, Cm, h0)))
     y_ref, _ = _ref_scan(x, dt, A, Bm, Cm, h0)
     assert torch.isfinite(y).all()
     assert rel(y.numpy(), y_ref) < 1e-5
@@ -119,8 +120,8 @@ def test_scan_gradients_match_sequential(scan, rng):
     ins = [t.clone().requires_grad_(True) for t in _scan_inputs(rng, L=23, dt_scale=0.5)]
     ins_seq = [t.detach().clone().requires_grad_(True) for t in ins]
     w = torch.from_numpy(rng.standard_normal((2, 23, 6)))
-    (tb.SCAN_FNS[scan](*ins)[0] * w).sum().backward()
-    (tb.scan_sequential(*ins_seq)[0] * w).sum().backward()
+    (ts.SCAN_FNS[scan](*ins)[0] * w).sum().backward()
+    (ts.scan_sequential(*ins_seq)[0] * w).sum().backward()
     for a, b, name in zip(ins, ins_seq, ("x", "dt", "A", "B", "C", "h0")):
         assert rel(a.grad.numpy(), b.grad.numpy()) < 1e-10, name
 

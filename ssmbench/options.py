@@ -1,0 +1,175 @@
+"""Run options from command-line values: every flag checked before anything runs or is written.
+
+A bad value raises BadInput with one line naming the value and what is allowed; the CLI prints
+it and exits 2. Precedence: defaults < --quick < --preset < explicit flags.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import backends as registry
+from .config import ModelConfig
+from .interface import DTYPES, MODES
+from .plan import QUICK_MODEL, QUICK_RUN, RunOptions
+
+
+class BadInput(Exception):
+    """Bad usage or input: one line, exit 2, nothing written."""
+
+
+def fail(msg: str):
+    raise BadInput(msg)
+
+
+# ---------------------------------------------------------------------------- parsing helpers
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "ki": 2**10,
+    "kib": 2**10,
+    "mi": 2**20,
+    "mib": 2**20,
+    "gi": 2**30,
+    "gib": 2**30,
+    "ti": 2**40,
+    "tib": 2**40,
+}
+
+
+def parse_size(text: str) -> int:
+    """'12.7GB' (1e9), '16GiB' (2**30), '512MiB', '1e9' -> bytes."""
+    m = _SIZE.match(text or "")
+    if not m:
+        fail(f"--memory-limit {text!r} is not a size; use a number with an optional unit, e.g. 12.7GB, 16GiB, 512MiB")
+    n = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
+    if n <= 0:
+        fail(f"--memory-limit {text!r} must be positive")
+    return int(n)
+
+
+def split_list(values) -> list[str]:
+    out_ = []
+    for v in values or []:
+        out_ += [p.strip() for p in str(v).split(",") if p.strip()]
+    return out_
+
+
+def check_choice(flag: str, values: list[str], allowed) -> list[str]:
+    for v in values:
+        if v not in allowed:
+            fail(f"{flag} {v!r} is not allowed; choose from: {', '.join(allowed)}")
+    return values
+
+
+def positive(flag: str, value, minimum=1):
+    if value is not None and value < minimum:
+        fail(f"{flag} {value} must be >= {minimum}")
+    return value
+
+
+def all_scans() -> list[str]:
+    names = []
+    for cls in registry.classes().values():
+        names += [s for s in cls.scans if s not in names]
+    return names
+
+
+def build_options(
+    *,
+    backend,
+    arch,
+    preset,
+    d_model,
+    layers,
+    d_state,
+    d_conv,
+    expand,
+    vocab,
+    batch,
+    seq_len,
+    dtype,
+    scan,
+    mode,
+    warmup,
+    min_iters,
+    min_time,
+    repeats,
+    quick,
+    timeout,
+    memory_limit,
+    seed,
+) -> RunOptions:
+    """Validate every flag and combine defaults < --quick < --preset < explicit flags."""
+    from .presets import PRESETS
+
+    try:
+        backends = registry.resolve(backend or ["auto"])
+    except ValueError as e:
+        fail(str(e))
+    if not backends:
+        fail("no backend is available on this machine; see `ssmbench backends` for what is missing and how to install it")
+    archs = {"mamba": ["mamba"], "transformer": ["transformer"], "both": ["mamba", "transformer"]}.get(arch)
+    if archs is None:
+        fail(f"--arch {arch!r} is not allowed; choose from: mamba, transformer, both")
+    check_choice("--dtype", [dtype], DTYPES)
+    scans = split_list(scan) or None
+    if scans and scans != ["all"]:
+        check_choice("--scan", scans, all_scans() + ["all"])
+        if "all" in scans:
+            fail("--scan 'all' cannot be combined with other scan names")
+    modes = split_list(mode) or None
+    if modes:
+        check_choice("--mode", modes, MODES)
+    for flag, v in (
+        ("--d-model", d_model),
+        ("--layers", layers),
+        ("--d-state", d_state),
+        ("--d-conv", d_conv),
+        ("--expand", expand),
+        ("--vocab", vocab),
+        ("--batch", batch),
+        ("--seq-len", seq_len),
+        ("--min-iters", min_iters),
+        ("--repeats", repeats),
+    ):
+        positive(flag, v)
+    positive("--warmup", warmup, 0)
+    positive("--seed", seed, 0)
+    if min_time is not None and min_time < 0:
+        fail(f"--min-time {min_time} must be >= 0 seconds")
+    if timeout is not None and timeout <= 0:
+        fail(f"--timeout {timeout} must be > 0 seconds")
+    mem = parse_size(memory_limit) if memory_limit is not None else None
+
+    model, run = ModelConfig(), {}
+    if quick:
+        model, run = ModelConfig(**QUICK_MODEL), dict(QUICK_RUN)
+    if preset is not None:
+        if preset not in PRESETS:
+            fail(f"--preset {preset!r} is unknown; choose from: {', '.join(PRESETS)}")
+        model, run = PRESETS[preset].model, {**run, **PRESETS[preset].run}
+    model = model.with_(vocab=vocab, d_model=d_model, n_layers=layers, d_state=d_state, d_conv=d_conv, expand=expand)
+    explicit = dict(batch=batch, seq_len=seq_len, warmup=warmup, min_iters=min_iters, min_time=min_time, repeats=repeats, timeout=timeout)
+    run.update({k: v for k, v in explicit.items() if v is not None})
+    return RunOptions(
+        backends=backends,
+        archs=archs,
+        model=model,
+        dtype=dtype,
+        scans=scans,
+        modes=modes,
+        memory_limit=mem,
+        seed=seed,
+        preset=preset,
+        **run,
+    )
