@@ -4,8 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SSM    := $(VENV)/bin/ssmbench
 STAMP  := $(VENV)/.installed
-# torch: the CPU build where there is no NVIDIA GPU (an unpinned torch pulls GBs of CUDA wheels)
-TORCH  ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+# CPU builds where there is no NVIDIA GPU (an unpinned torch pulls GBs of CUDA wheels)
+GPU    := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
+TORCH  ?= $(if $(GPU),torch,torch==2.13.0)
+JAX    ?= $(if $(GPU),jax[cuda13],jax[cpu])
+TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s)),tensorflow,tensorflow-cpu))
 SMOKE_OUT := reports/ci-smoke
 SMOKE  := --backend all --quick --arch both --out $(SMOKE_OUT)/results --timeout 300
 
@@ -16,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q "$(TORCH)" "$(JAX)" "optax>=0.2.3" "$(TF)"
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

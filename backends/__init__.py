@@ -13,7 +13,11 @@ from functools import cache
 
 from ssmbench.interface import Availability, Backend
 
-FRAMEWORK_MODULES = {"torch": "ssmbench.backends.torch_backend"}  # framework prefix -> module
+FRAMEWORK_MODULES = {  # framework prefix -> module
+    "torch": "ssmbench.backends.torch_backend",
+    "jax": "ssmbench.backends.jax_backend",
+    "tf": "ssmbench.backends.tf_backend",
+}
 # Every name SPEC knows, with the module that will provide it; names whose module does not
 # exist yet are reported as unavailable ("not implemented in this version") rather than unknown.
 KNOWN_NAMES = ("torch-cpu", "torch-cuda", "torch-mps", "jax-cpu", "jax-cuda", "jax-metal", "tf-cpu", "tf-gpu")
@@ -61,13 +65,17 @@ def available() -> list[str]:
     return sorted(ok, key=lambda n: -impl[n].priority)
 
 
-def get(name: str) -> Backend:
-    """An instance of one backend, importing only its framework's module (workers use this)."""
+def get_class(name: str) -> type[Backend]:
+    """One backend's class, importing only its framework's module (workers use this)."""
     mod = FRAMEWORK_MODULES.get(name.split("-")[0])
     cls = _load([mod] if mod else []).get(name) or _load(_plugins()).get(name)
     if cls is None:
         raise KeyError(f"unknown backend {name!r}")
-    return cls()
+    return cls
+
+
+def get(name: str) -> Backend:
+    return get_class(name)()
 
 
 def resolve(values: list[str]) -> list[str]:

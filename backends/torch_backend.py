@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ssmbench.config import ModelConfig, TransformerConfig
-from ssmbench.interface import Availability, Backend
+from ssmbench.interface import ADAMW, Availability, Backend
 
 try:
     import torch
@@ -291,12 +291,22 @@ class TorchBackend(Backend):
         sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items() if k != "lm_head.weight"}
         module.load_state_dict(sd, strict=True)
         module.to(self.device)
-        opt = torch.optim.AdamW(module.parameters(), lr=1e-3, **self._adamw_kwargs())
+        opt = torch.optim.AdamW(
+            module.parameters(),
+            lr=ADAMW["lr"],
+            betas=(ADAMW["b1"], ADAMW["b2"]),
+            eps=ADAMW["eps"],
+            weight_decay=ADAMW["weight_decay"],
+            **self._adamw_kwargs(),
+        )
         amp = None if dtype == "float32" else getattr(torch, dtype)
         return _Model(module, opt, self.device_type, amp)
 
     def _adamw_kwargs(self) -> dict:
         return {"foreach": True}
+
+    def weights(self, model):
+        return {k: v.detach().float().cpu().numpy() for k, v in model.module.state_dict().items()}
 
     def tokens(self, array):
         return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.device)
@@ -409,10 +419,13 @@ class TorchCUDA(TorchBackend):
     def reset_peak_memory(self):
         torch.cuda.reset_peak_memory_stats()
 
-    def apply_memory_limit(self, limit_bytes):
-        total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(min(1.0, limit_bytes / total))
-        return True
+    @classmethod
+    def configure_process(cls, memory_limit):
+        if memory_limit and cls.availability().available:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, memory_limit / total))
+            return True
+        return False
 
     def peak_memory(self):
         return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"

@@ -34,6 +34,12 @@ out = Console(width=_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+def add_row(table: Table, *cells) -> None:
+    """A table row whose strings are shown verbatim: install hints such as 'jax[cuda13]' and
+    device names are not rich markup."""
+    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
+
+
 def say(label: str, style: str, msg: str, console: Console | None = None) -> None:
     """One unwrapped line on stderr; ``msg`` is shown verbatim (never parsed as markup)."""
     (console or err).print(Text.assemble((label, style), " ", str(msg)), soft_wrap=True, highlight=False)
@@ -69,9 +75,10 @@ def backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
         return
     t = Table("backend", "available", "reason", "install", "scans")
     for r in rows:
-        t.add_row(
+        add_row(
+            t,
             r["name"],
-            "[green]yes[/]" if r["available"] else "[red]no[/]",
+            Text("yes", style="green") if r["available"] else Text("no", style="red"),
             r["reason"],
             "" if r["available"] else r["install"],
             ", ".join(r["scans"]),
@@ -90,7 +97,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable o
         return
     t = Table("field", "value", show_header=False)
     for k, v in fp.items():
-        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
+        add_row(t, k, json.dumps(v) if isinstance(v, (dict, list)) else str(v))
     out.print(t)
 
 
@@ -103,7 +110,8 @@ def presets():
     t = Table("preset", "vocab", "d_model", "layers", "d_state", "batch", "seq", "params", "source")
     for p in PRESETS.values():
         m = p.model
-        t.add_row(
+        add_row(
+            t,
             p.name,
             str(m.vocab),
             str(m.d_model),
@@ -246,7 +254,8 @@ def results_table(title: str, records: list[dict]) -> Table:
     for r in records:
         m = r.get("metrics") or {}
         step = m.get("step_ms")
-        t.add_row(
+        add_row(
+            t,
             r["backend"],
             f"{r['arch']} {model_label(r)}",
             r["mode"],
@@ -259,7 +268,7 @@ def results_table(title: str, records: list[dict]) -> Table:
             fmt_num(step["p99"]) if step else "-",
             f"{m['compile_s']:.2f}" if "compile_s" in m else "-",
             fmt_bytes(m.get("peak_mem_bytes")),
-            r["status"] if r["status"] == "ok" else f"[red]{r['status']}[/]",
+            Text(r["status"], style="" if r["status"] == "ok" else "red"),
         )
     return t
 
@@ -327,7 +336,8 @@ def compare(
         k = c.key
         change = f"{(c.ratio - 1) * 100:+.1f}%" if c.ratio is not None else "-"
         ci = f"{(c.low - 1) * 100:+.1f}% .. {(c.high - 1) * 100:+.1f}%" if c.low is not None else "-"
-        t.add_row(
+        add_row(
+            t,
             k["suite"],
             k["backend"],
             f"{k['arch']} {model_label(k)}",
@@ -339,7 +349,7 @@ def compare(
             fmt_num(c.cand_ms),
             change,
             ci,
-            f"[{colours.get(c.verdict, 'yellow')}]{c.verdict}[/]",
+            Text(c.verdict, style=colours.get(c.verdict, "yellow")),
         )
     out.print(t)
     n = {v: sum(c.verdict == v for c in changes) for v in ("faster", "slower", "same")}

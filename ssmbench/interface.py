@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 DTYPES = ("float32", "bfloat16", "float16")
+# The one optimiser every train step uses (torch.optim.AdamW's defaults, lr 1e-3)
+ADAMW = {"lr": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
 MODES = ("train", "forward", "decode")
 
 
@@ -64,6 +66,10 @@ class Backend(ABC):
         """A model handle from NumPy weights (mamba-ssm names for Mamba)."""
 
     @abstractmethod
+    def weights(self, model) -> dict:
+        """The model's current parameters as NumPy arrays under the shared names."""
+
+    @abstractmethod
     def tokens(self, array: np.ndarray) -> Any:
         """An int token array on this backend's device."""
 
@@ -96,9 +102,11 @@ class Backend(ABC):
         """Whether an output (logits or loss) holds no NaN or inf."""
         return bool(np.isfinite(self.to_numpy(x)).all())
 
-    def apply_memory_limit(self, limit_bytes: int) -> bool:
-        """Cap this process's device memory natively; False means the runner's resident-memory
-        watchdog should enforce it instead (CPU backends)."""
+    @classmethod
+    def configure_process(cls, memory_limit: int | None) -> bool:
+        """Called once in a fresh worker before the framework starts (environment variables,
+        allocator settings). Returns True where ``memory_limit`` (bytes) is enforced natively;
+        False lets the worker's resident-memory watchdog enforce it (CPU backends)."""
         return False
 
     def reset_peak_memory(self) -> None:

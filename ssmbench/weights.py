@@ -101,7 +101,8 @@ def count_params(weights: Weights) -> int:
 def load_weights(path) -> Weights:
     """Read .safetensors, .npz or .pt/.bin (a torch state dict) into NumPy arrays.
 
-    bf16/fp16 tensors become float32; a tied ``lm_head.weight`` is dropped when it equals the
+    Half-precision tensors (fp16, and bf16 whether NumPy knows it through ml_dtypes or not)
+    become float32; a tied ``lm_head.weight`` is dropped when it equals the
     embedding (mamba-ssm saves both)."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -116,7 +117,7 @@ def load_weights(path) -> Weights:
         w = _load_torch(path)
     else:
         raise ValueError(f"unknown weights format {suffix!r} for {path}; allowed: .safetensors, .npz, .pt, .bin")
-    w = {k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float64 else v) for k, v in w.items()}
+    w = {k: v if v.dtype in (np.float32, np.float64) or np.issubdtype(v.dtype, np.integer) else v.astype(np.float32) for k, v in w.items()}
     head, emb = w.get("lm_head.weight"), w.get("backbone.embedding.weight")
     if head is not None and emb is not None and head.shape == emb.shape and np.array_equal(head, emb):
         del w["lm_head.weight"]

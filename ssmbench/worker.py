@@ -75,7 +75,9 @@ def measure(point: Point, out_path: str | None = None) -> dict:
     from ssmbench import backends as registry
 
     try:
-        backend = registry.get(point.backend)
+        cls = registry.get_class(point.backend)
+        native_limit = cls.configure_process(point.memory_limit)  # before the framework starts
+        backend = cls()
     except BackendUnavailable as e:
         return {"status": "unavailable", "error": str(e)}
     res = {"device": None, "versions": {}}
@@ -88,7 +90,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
                 "status": "skipped",
                 "error": f"{point.backend} does not run {point.dtype} (it runs: {', '.join(backend.dtypes)})",
             }
-        if point.memory_limit and not backend.apply_memory_limit(point.memory_limit) and out_path:
+        if point.memory_limit and not native_limit and out_path:
             _watch_rss(point.memory_limit, out_path)
         cfg = ModelConfig.from_dict(point.config) if point.arch == "mamba" else TransformerConfig.from_dict(point.config)
         weights = init_weights(point.arch, cfg, point.seed)

@@ -34,6 +34,9 @@ class _Fake(Backend):
     def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
         return {"vocab": cfg.vocab}
 
+    def weights(self, model):
+        return {}
+
     def tokens(self, array):
         return np.asarray(array)
 

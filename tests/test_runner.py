@@ -105,9 +105,14 @@ def test_memory_limit_watchdog_ends_point_as_oom(tmp_path):
 
 
 def test_unavailable_backend_is_recorded_not_a_traceback(tmp_path):
-    r = _cli("run", "throughput", "--backend", "jax-cpu", "--quick", "--out", str(tmp_path))
+    from ssmbench import backends as registry
+
+    missing = [n for n in registry.names() if not registry.availability(n).available]
+    if not missing:
+        pytest.skip("every backend runs here")
+    r = _cli("run", "throughput", "--backend", missing[0], "--quick", "--out", str(tmp_path))
     assert r.returncode == 0
-    assert "Traceback" not in r.stderr and "jax-cpu is unavailable here" in r.stderr
+    assert "Traceback" not in r.stderr and f"{missing[0]} is unavailable here" in r.stderr
     recs = read_records(next(tmp_path.glob("*.jsonl")))
     assert {x["status"] for x in recs} == {"unavailable"} and "install" in recs[0]["error"]
 

@@ -1,0 +1,526 @@
+"""JAX backend: jax-cpu, jax-cuda, jax-metal.
+
+Plain JAX over a dict of arrays named as mamba-ssm's state dict (the Transformer baseline as
+ssmbench's GPT names), so the model is ssmbench.reference's function line for line. The train
+step (optax AdamW), the forward pass and the decode step are jitted; the first call (trace +
+XLA compile) is what the harness times as compile_s.
+
+Scans (the Mamba parallel path):
+    sequential   lax.scan over time
+    associative  lax.associative_scan over (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2)
+    chunked      the log-space chunked scan, built only from ops Apple's Metal plugin lowers:
+                 chunks unrolled in Python, in-chunk cumulative sums as lower-triangular matmuls,
+                 no pad, while, reduce_window or multi-operand reduce. Its static chunk length is
+                 chosen on the first call from the data (|Σ Δ A| <= CHUNK_LOG_BUDGET per chunk);
+                 a later input that exceeds it overflows to inf/NaN, which the harness reports.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from functools import partial
+from importlib import metadata
+
+import numpy as np
+
+from ssmbench.interface import ADAMW, Availability, Backend, BackendUnavailable
+
+try:
+    import jax
+    import jax.numpy as jnp
+except ImportError:  # availability() says so; nothing below runs without jax
+    jax = None
+
+CHUNK_LOG_BUDGET = 40.0  # as the torch chunked scan: exp(±40) stays far inside fp32
+SCANS = ("sequential", "associative", "chunked")
+METAL_EXTRA = "pip install 'ssmbench[jax-metal]'  (macOS on Apple silicon: jax==0.5.0, jaxlib==0.5.0, jax-metal==0.1.1)"
+
+
+# ============================================================================ shared pieces
+def _rmsnorm(x, w, eps=1e-5):
+    x = x.astype(jnp.float32)
+    return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + eps) * w
+
+
+def _layernorm(x, w, b, eps=1e-5):
+    mu = jnp.mean(x, -1, keepdims=True)
+    var = jnp.mean((x - mu) ** 2, -1, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(var + eps) * w + b
+
+
+def _linear(x, w, dtype, b=None):
+    """x @ w.T in the compute dtype (w is (out, in) as in torch)."""
+    y = jnp.einsum("...i,oi->...o", x.astype(dtype), w.astype(dtype))
+    return y if b is None else y + b.astype(dtype)
+
+
+def _sl(x, start: int, size: int, axis: int):
+    """x[start : start + size] along ``axis`` as a dynamic slice. Its gradient is a
+    dynamic_update_slice; a static slice's gradient is a `pad`, which Apple's Metal plugin
+    cannot lower (jax#16366, jax#20119). Every slice on the Mamba training path goes here."""
+    return jax.lax.dynamic_slice_in_dim(x, start, size, axis % x.ndim)
+
+
+def _split(x, sizes, axis=-1):
+    out, start = [], 0
+    for n in sizes:
+        out.append(_sl(x, start, n, axis))
+        start += n
+    return out
+
+
+def _tril(T):
+    return jnp.tril(jnp.ones((T, T), jnp.float32))
+
+
+# ============================================================================ scans
+# Every scan: x, dt (B, L, E); A (E, N); Bm, Cm (B, L, N), fp32 -> y (B, L, E) (no D skip), h (B, E, N)
+def scan_sequential(x, dt, A, Bm, Cm, chunk=None):
+    def step(h, inp):
+        x_t, dt_t, B_t, C_t = inp
+        h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
+        return h, jnp.einsum("ben,bn->be", h, C_t)
+
+    h0 = jnp.zeros((x.shape[0], x.shape[2], A.shape[1]), jnp.float32)
+    h, ys = jax.lax.scan(step, h0, tuple(jnp.swapaxes(t, 0, 1) for t in (x, dt, Bm, Cm)))
+    return jnp.swapaxes(ys, 0, 1), h
+
+
+def scan_associative(x, dt, A, Bm, Cm, chunk=None):
+    a = jnp.exp(dt[..., None] * A)  # (B, L, E, N)
+    b = (dt * x)[..., None] * Bm[:, :, None, :]
+
+    def combine(left, right):
+        return left[0] * right[0], right[0] * left[1] + right[1]
+
+    _, hs = jax.lax.associative_scan(combine, (a, b), axis=1)
+    return jnp.einsum("blen,bln->ble", hs, Cm), hs[:, -1]
+
+
+def scan_chunked(x, dt, A, Bm, Cm, chunk):
+    """h_t = exp(c_t) (h_0 + Σ_{s<=t} exp(-c_s) Δ_s B_s x_s) inside each chunk of ``chunk`` steps."""
+    Bt, L, E = x.shape
+    h = jnp.zeros((Bt, E, A.shape[1]), jnp.float32)
+    ys = []
+    for s in range(0, L, chunk):
+        T = min(chunk, L - s)
+        tri = _tril(T)
+        dts, xs, Bs, Cs = (_sl(t, s, T, 1) for t in (dt, x, Bm, Cm))
+        dA = jnp.maximum(dts[..., None] * A, -CHUNK_LOG_BUDGET)  # (B, T, E, N)
+        c = jnp.einsum("ts,bsen->bten", tri, dA)  # cumsum as a lower-triangular matmul
+        u = (dts * xs)[..., None] * Bs[:, :, None, :]
+        hs = jnp.exp(c) * (jnp.einsum("ts,bsen->bten", tri, u * jnp.exp(-c)) + h[:, None])
+        ys.append(jnp.einsum("bten,btn->bte", hs, Cs))
+        h = _sl(hs, T - 1, 1, 1)[:, 0]
+    return jnp.concatenate(ys, axis=1), h
+
+
+SCAN_FNS = {"sequential": scan_sequential, "associative": scan_associative, "chunked": scan_chunked}
+
+
+# ============================================================================ Mamba
+def _mixer_inputs(p, i, h, dtype):
+    """h (B, L, D) -> x after conv + silu (B, L, E) fp32, z (B, L, E), conv input (B, L, E)."""
+    pre = f"backbone.layers.{i}.mixer."
+    E = p[pre + "D"].shape[0]
+    x, z = _split(_linear(h, p[pre + "in_proj.weight"], dtype), (E, E))
+    K, L = p[pre + "conv1d.weight"].shape[-1], x.shape[1]
+    w = p[pre + "conv1d.weight"].reshape(E, K).astype(jnp.float32)
+    xf = x.astype(jnp.float32)
+    xp = jnp.concatenate([jnp.zeros((x.shape[0], K - 1, E), jnp.float32), xf], axis=1)  # causal: zeros before
+    conv = p[pre + "conv1d.bias"] + sum(_sl(w, k, 1, 1)[:, 0] * _sl(xp, k, L, 1) for k in range(K))
+    return jax.nn.silu(conv), z, xf
+
+
+def _ssm_params(p, i, xc, dtype):
+    pre = f"backbone.layers.{i}.mixer."
+    R = p[pre + "dt_proj.weight"].shape[1]
+    N = p[pre + "A_log"].shape[1]
+    dt, Bm, Cm = _split(_linear(xc, p[pre + "x_proj.weight"], dtype), (R, N, N))
+    dt = jax.nn.softplus(_linear(dt, p[pre + "dt_proj.weight"], dtype, p[pre + "dt_proj.bias"]).astype(jnp.float32))
+    return dt, Bm.astype(jnp.float32), Cm.astype(jnp.float32), -jnp.exp(p[pre + "A_log"])
+
+
+def mamba_forward(p, tokens, *, n_layers, scan, chunk, dtype, return_state=False):
+    emb = p["backbone.embedding.weight"]
+    hidden, residual, states = emb[tokens], None, []
+    for i in range(n_layers):
+        pre = f"backbone.layers.{i}."
+        residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
+        xc, z, x_in = _mixer_inputs(p, i, _rmsnorm(residual, p[pre + "norm.weight"]), dtype)
+        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+        y, h_last = SCAN_FNS[scan](xc, dt, A, Bm, Cm, chunk)
+        y = (y + xc * p[pre + "mixer.D"]) * jax.nn.silu(z.astype(jnp.float32))
+        hidden = _linear(y, p[pre + "mixer.out_proj.weight"], dtype)
+        if return_state:
+            K = p[pre + "mixer.conv1d.weight"].shape[-1]
+            L = x_in.shape[1]
+            pad = jnp.zeros((x_in.shape[0], max(0, K - L), x_in.shape[2]), jnp.float32)
+            conv_state = jnp.swapaxes(jnp.concatenate([pad, x_in], axis=1)[:, -K:], 1, 2)  # (B, E, K)
+            states.append((conv_state, h_last))
+    x = _rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
+    logits = _linear(x, emb, dtype).astype(jnp.float32)
+    return (logits, states) if return_state else logits
+
+
+def mamba_step(p, token, state, *, n_layers, dtype):
+    """token (B,), state [(conv (B, E, K), ssm (B, E, N))] -> logits (B, V), new state."""
+    emb = p["backbone.embedding.weight"]
+    hidden, residual, new = emb[token], None, []
+    for i in range(n_layers):
+        pre = f"backbone.layers.{i}."
+        mix = pre + "mixer."
+        conv, ssm = state[i]
+        residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
+        E = p[mix + "D"].shape[0]
+        xz = _linear(_rmsnorm(residual, p[pre + "norm.weight"]), p[mix + "in_proj.weight"], dtype)
+        x, z = xz[:, :E], xz[:, E:]
+        conv = jnp.concatenate([conv[..., 1:], x[..., None].astype(jnp.float32)], axis=-1)
+        xc = jax.nn.silu(jnp.einsum("bek,ek->be", conv, p[mix + "conv1d.weight"][:, 0]) + p[mix + "conv1d.bias"])
+        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+        ssm = jnp.exp(dt[..., None] * A) * ssm + (dt * xc)[..., None] * Bm[:, None, :]
+        y = jnp.einsum("ben,bn->be", ssm, Cm) + xc * p[mix + "D"]
+        hidden = _linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
+        new.append((conv, ssm))
+    x = _rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
+    return _linear(x, emb, dtype).astype(jnp.float32), new
+
+
+def max_log_decay_step(p, tokens, *, n_layers, dtype) -> float:
+    """max over layers of max(Δ) * max|A|: the bound the chunk length is chosen from."""
+    emb = p["backbone.embedding.weight"]
+    hidden, residual, worst = emb[tokens], None, 0.0
+    for i in range(n_layers):
+        pre = f"backbone.layers.{i}."
+        residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
+        xc, z, _ = _mixer_inputs(p, i, _rmsnorm(residual, p[pre + "norm.weight"]), dtype)
+        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+        worst = max(worst, float(jnp.max(dt)) * float(jnp.max(-A)))
+        y, _ = scan_sequential(xc, dt, A, Bm, Cm)
+        y = (y + xc * p[pre + "mixer.D"]) * jax.nn.silu(z.astype(jnp.float32))
+        hidden = _linear(y, p[pre + "mixer.out_proj.weight"], dtype)
+    return worst
+
+
+def chunk_length(max_step: float, L: int) -> int:
+    if not math.isfinite(max_step):
+        raise FloatingPointError("non-finite dt: cannot choose a chunk length")
+    max_step = min(max_step, CHUNK_LOG_BUDGET)
+    return max(1, min(L, int(CHUNK_LOG_BUDGET / max_step) if max_step > 0 else L))
+
+
+# ============================================================================ Transformer
+def _sinusoidal(L, D, offset):
+    half = D // 2
+    freqs = 10000.0 ** (-np.arange(half) / max(half, 1))
+    pos = offset + jnp.arange(L, dtype=jnp.float32)
+    ang = pos[:, None] * jnp.asarray(freqs, jnp.float32)[None]
+    pe = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=1)
+    if D > 2 * half:
+        pe = jnp.concatenate([pe, jnp.zeros((L, D - 2 * half), jnp.float32)], axis=1)
+    return pe
+
+
+def _attend(q, k, v, mask):
+    """q (B, H, Lq, hd), k, v (B, H, Lk, hd), mask (Lq, Lk) True where allowed; softmax in fp32."""
+    s = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
+    s = jnp.where(mask, s, -1e30)
+    return jnp.einsum("bhqk,bhkd->bhqd", jax.nn.softmax(s, axis=-1).astype(v.dtype), v)
+
+
+def gpt_forward(p, tokens, *, n_layers, n_head, dtype, caches=None, pos=0):
+    """tokens (B, L). With caches [(k, v) (B, H, cap, hd)] the new keys are written at pos.."""
+    emb = p["transformer.wte.weight"]
+    Bt, L = tokens.shape
+    D = emb.shape[1]
+    x = emb[tokens] + _sinusoidal(L, D, pos)
+    new = []
+    for i in range(n_layers):
+        pre = f"transformer.h.{i}."
+        a = _layernorm(x, p[pre + "ln_1.weight"], p[pre + "ln_1.bias"])
+        qkv = _linear(a, p[pre + "attn.c_attn.weight"], dtype, p[pre + "attn.c_attn.bias"])
+        q, k, v = (t.reshape(Bt, L, n_head, D // n_head).transpose(0, 2, 1, 3) for t in jnp.split(qkv, 3, axis=-1))
+        if caches is None:
+            o = _attend(q, k, v, jnp.tril(jnp.ones((L, L), bool)))
+        else:
+            kc, vc = caches[i]
+            kc = jax.lax.dynamic_update_slice(kc, k.astype(kc.dtype), (0, 0, pos, 0))
+            vc = jax.lax.dynamic_update_slice(vc, v.astype(vc.dtype), (0, 0, pos, 0))
+            cap = kc.shape[2]
+            mask = jnp.arange(cap)[None, :] <= (pos + jnp.arange(L))[:, None]
+            o = _attend(q, kc.astype(dtype), vc.astype(dtype), mask)
+            new.append((kc, vc))
+        o = o.transpose(0, 2, 1, 3).reshape(Bt, L, D)
+        x = x + _linear(o, p[pre + "attn.c_proj.weight"], dtype, p[pre + "attn.c_proj.bias"]).astype(jnp.float32)
+        m = _layernorm(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
+        m = jax.nn.gelu(_linear(m, p[pre + "mlp.c_fc.weight"], dtype, p[pre + "mlp.c_fc.bias"]), approximate=True)
+        x = x + _linear(m, p[pre + "mlp.c_proj.weight"], dtype, p[pre + "mlp.c_proj.bias"]).astype(jnp.float32)
+    x = _layernorm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
+    logits = _linear(x, emb, dtype).astype(jnp.float32)
+    return logits if caches is None else (logits, new)
+
+
+# ============================================================================ backend
+def _cross_entropy(logits, targets):
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return jnp.mean(lse - picked)
+
+
+class _Model:
+    """Parameters, optimiser state and the jitted functions of one built model."""
+
+    def __init__(self, backend, arch, params, cfg, scan, dtype):
+        import optax
+
+        self.arch, self.cfg, self.scan, self.device = arch, cfg, scan, backend.device
+        self.params = params
+        self.dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[dtype]
+        self.opt = optax.adamw(ADAMW["lr"], b1=ADAMW["b1"], b2=ADAMW["b2"], eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
+        self.opt_state = self.opt.init(params)
+        self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
+        self._jit = {}
+
+    def _kw(self):
+        if self.arch == "mamba":
+            return {"n_layers": self.cfg.n_layers, "dtype": self.dtype}
+        return {"n_layers": self.cfg.n_layers, "n_head": self.cfg.n_head, "dtype": self.dtype}
+
+    def ensure_chunk(self, tokens):
+        if self.arch == "mamba" and self.scan == "chunked" and self.chunk is None:
+            step = max_log_decay_step(self.params, tokens, **self._kw())
+            self.chunk = chunk_length(2.0 * step, tokens.shape[1])  # 2x margin for drift while training
+
+    def logits_fn(self):
+        if self.arch == "mamba":
+            return partial(mamba_forward, scan=self.scan, chunk=self.chunk, **self._kw())
+        return partial(gpt_forward, **self._kw())
+
+    def jitted(self, name):
+        if name not in self._jit:
+            self._jit[name] = self._build(name)
+        return self._jit[name]
+
+    def _build(self, name):
+        kw = self._kw()
+        if name == "forward":
+            return jax.jit(self.logits_fn())
+        if name == "train":
+            fwd, opt = self.logits_fn(), self.opt
+
+            def train(params, opt_state, x, y):
+                loss, grads = jax.value_and_grad(lambda p: _cross_entropy(fwd(p, x), y))(params)
+                updates, opt_state = opt.update(grads, opt_state, params)
+                return jax.tree_util.tree_map(lambda a, u: a + u, params, updates), opt_state, loss
+
+            return jax.jit(train, donate_argnums=(0, 1))
+        if name == "prefill":
+            if self.arch == "mamba":
+                return jax.jit(partial(mamba_forward, scan=self.scan, chunk=self.chunk, return_state=True, **kw))
+            return jax.jit(lambda p, t, caches: gpt_forward(p, t, caches=caches, pos=0, **kw))
+        if name == "step":
+            if self.arch == "mamba":
+                return jax.jit(partial(mamba_step, **kw))
+
+            def gpt_step(p, token, caches, pos):
+                logits, caches = gpt_forward(p, token[:, None], caches=caches, pos=pos, **kw)
+                return logits[:, 0], caches
+
+            return jax.jit(gpt_step)
+        raise KeyError(name)
+
+
+class JaxBackend(Backend):
+    framework = "jax"
+    scans = SCANS
+    default_scan = "associative"
+    dtypes = ("float32", "bfloat16", "float16")
+    install_hint = "pip install 'jax[cpu]' optax"
+    platform = "cpu"
+
+    def __init__(self):
+        ok = self.availability()
+        if not ok.available:
+            raise BackendUnavailable(ok.reason)
+        self.device = jax.devices(self.platform)[0]
+
+    @classmethod
+    def _jax_devices(cls, platform_name):
+        if jax is None:
+            return None, Availability(False, "jax is not installed", cls.install_hint)
+        try:
+            import optax  # noqa: F401
+        except ImportError:
+            return None, Availability(False, "optax is not installed", cls.install_hint)
+        try:
+            return jax.devices(platform_name), None
+        except RuntimeError as e:
+            return None, Availability(
+                False, f"no {platform_name} device for jax {jax.__version__}: {str(e).splitlines()[0][:160]}", cls.install_hint
+            )
+
+    @classmethod
+    def availability(cls):
+        devs, bad = cls._jax_devices(cls.platform)
+        if bad:
+            return bad
+        return Availability(True, f"jax {jax.__version__}, {len(devs)} x {devs[0].device_kind}", cls.install_hint)
+
+    def versions(self):
+        v = {"jax": jax.__version__, "jax_platform": self.platform}
+        for lib in ("jaxlib", "optax", "jax-metal"):
+            try:
+                v[lib] = metadata.version(lib)
+            except metadata.PackageNotFoundError:
+                pass
+        return v
+
+    def device_info(self):
+        from ssmbench.envinfo import cpu_model, total_ram
+
+        stats = self._memory_stats()
+        name = self.device.device_kind if self.platform != "cpu" else cpu_model()
+        return {"device": name, "memory_bytes": (stats or {}).get("bytes_limit") or total_ram()}
+
+    # ---------------------------------------------------------------- model
+    def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
+        params = {k: jax.device_put(np.asarray(v, np.float32), self.device) for k, v in weights.items() if k != "lm_head.weight"}
+        return _Model(self, arch, params, cfg, scan or self.default_scan, dtype)
+
+    def weights(self, model):
+        return {k: np.asarray(v) for k, v in model.params.items()}
+
+    def tokens(self, array):
+        return jax.device_put(np.asarray(array, np.int32), self.device)
+
+    def forward(self, model, tokens):
+        model.ensure_chunk(tokens)
+        return model.jitted("forward")(model.params, tokens)
+
+    def train_step(self, model, tokens, targets):
+        model.ensure_chunk(tokens)
+        model.params, model.opt_state, loss = model.jitted("train")(model.params, model.opt_state, tokens, targets)
+        return loss
+
+    def init_state(self, model, batch, capacity):
+        c = model.cfg
+        if model.arch == "mamba":
+            z = partial(jnp.zeros, dtype=jnp.float32, device=self.device)
+            return [(z((batch, c.d_inner, c.d_conv)), z((batch, c.d_inner, c.d_state))) for _ in range(c.n_layers)]
+        shape = (batch, c.n_head, capacity, c.d_model // c.n_head)
+        caches = [
+            (jnp.zeros(shape, model.dtype, device=self.device), jnp.zeros(shape, model.dtype, device=self.device))
+            for _ in range(c.n_layers)
+        ]
+        return (caches, 0)
+
+    def prefill(self, model, tokens, capacity):
+        model.ensure_chunk(tokens)
+        if model.arch == "mamba":
+            return model.jitted("prefill")(model.params, tokens)[1]
+        caches, _ = self.init_state(model, tokens.shape[0], capacity)
+        _, caches = model.jitted("prefill")(model.params, tokens, caches)
+        return (caches, tokens.shape[1])
+
+    def decode_step(self, model, token, state):
+        if model.arch == "mamba":
+            return model.jitted("step")(model.params, token, state)
+        caches, pos = state
+        logits, caches = model.jitted("step")(model.params, token, caches, jnp.int32(pos))
+        return logits, (caches, pos + 1)
+
+    # ---------------------------------------------------------------- measurement
+    def synchronize(self, out=None):
+        if out is not None:
+            jax.block_until_ready(out)
+
+    def to_numpy(self, x):
+        return np.asarray(jax.device_get(x), dtype=np.float32)
+
+    def all_finite(self, x):
+        return bool(jnp.all(jnp.isfinite(x)))
+
+    def _memory_stats(self):
+        try:
+            return self.device.memory_stats()
+        except Exception:  # not every platform implements it (CPU, Metal)
+            return None
+
+    def peak_memory(self):
+        stats = self._memory_stats()
+        if stats and "peak_bytes_in_use" in stats:
+            return int(stats["peak_bytes_in_use"]), "jax device.memory_stats() peak_bytes_in_use"
+        from ssmbench.envinfo import peak_rss_bytes
+
+        return peak_rss_bytes(), "process peak RSS (getrusage; device.memory_stats() unavailable)"
+
+    @classmethod
+    def configure_process(cls, memory_limit):
+        """Before JAX starts: no preallocation (so memory figures mean something) and, on a GPU,
+        the XLA memory fraction for --memory-limit."""
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        if memory_limit and cls.platform == "gpu":
+            total = _nvml_total_memory()
+            if total:
+                os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(1.0, memory_limit / total):.4f}"
+                return True
+        return False
+
+    def is_oom(self, exc):
+        msg = str(exc)
+        return isinstance(exc, MemoryError) or any(
+            s in msg for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "kIOGPUCommandBufferCallbackError")
+        )
+
+
+def _nvml_total_memory() -> int | None:
+    from ssmbench.envinfo import accelerators
+
+    devs = accelerators().get("devices") or []
+    return devs[0]["memory_bytes"] if devs else None
+
+
+class JaxCPU(JaxBackend):
+    name = "jax-cpu"
+    platform = "cpu"
+    priority = 9
+    default_scan = "sequential"  # fastest measured on CPU (README benchmarks), as for torch-cpu
+
+
+class JaxCUDA(JaxBackend):
+    name = "jax-cuda"
+    platform = "gpu"
+    priority = 90
+    install_hint = "pip install 'jax[cuda13]' optax  (on a machine with an NVIDIA GPU)"
+
+
+class JaxMetal(JaxBackend):
+    name = "jax-metal"
+    platform = "METAL"
+    priority = 40
+    default_scan = "chunked"  # the one scan built only from ops the Metal plugin lowers
+    dtypes = ("float32", "float16")
+    install_hint = METAL_EXTRA
+
+    @classmethod
+    def configure_process(cls, memory_limit):
+        os.environ["ENABLE_PJRT_COMPATIBILITY"] = "1"  # jax-metal 0.1.1 needs it with jax 0.5
+        return super().configure_process(memory_limit)
+
+    @classmethod
+    def availability(cls):
+        if sys.platform != "darwin" or platform.machine() != "arm64":
+            return Availability(
+                False, f"jax-metal needs macOS on Apple silicon (this is {sys.platform}/{platform.machine()})", cls.install_hint
+            )
+        try:
+            metadata.version("jax-metal")
+        except metadata.PackageNotFoundError:
+            return Availability(False, "jax-metal is not installed", cls.install_hint)
+        return super().availability()
+
+
+BACKENDS = (JaxCPU, JaxCUDA, JaxMetal)
