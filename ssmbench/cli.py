@@ -127,7 +127,7 @@ def presets():
 
 @app.command()
 def run(
-    suite: Annotated[str, typer.Argument(help="throughput | latency")],
+    suite: Annotated[str, typer.Argument(help="throughput | latency | parity")],
     backend: BackendOpt = None,
     arch: ArchOpt = "mamba",
     preset: PresetOpt = None,
@@ -223,12 +223,36 @@ def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
     if summary.skipped_existing:
         say("resume:", "bold", f"{summary.skipped_existing} point(s) already recorded in {path}")
     if summary.records:
-        out.print(results_table(suite, summary.records))
+        out.print(parity_table(summary.records) if suite == "parity" else results_table(suite, summary.records))
     say("results:", "bold", path)
     unavailable = {r["backend"]: r["error"] for r in summary.records if r["status"] == "unavailable"}
     for b, why in unavailable.items():
         say(f"{b} is unavailable here:", "yellow", why)
     return 1 if summary.failed else 0
+
+
+def parity_table(records: list[dict]) -> Table:
+    from .report import parity_fields
+
+    t = Table(title="parity against the float64 reference (relative error)")
+    for col in ("backend", "arch", "path", "scan", "dtype", "rel err", "tolerance", "result", "message"):
+        t.add_column(col)
+    for r in records:
+        err, tol, result = parity_fields(r)
+        style = "green" if result == "pass" else "red"
+        add_row(
+            t,
+            r["backend"],
+            r["arch"],
+            "parallel" if r["mode"] == "forward" else r["mode"],
+            r["scan"],
+            r["dtype"],
+            err,
+            tol,
+            Text(result, style=style),
+            r.get("error") or "",
+        )
+    return t
 
 
 def results_table(title: str, records: list[dict]) -> Table:

@@ -46,6 +46,7 @@ class Backend(ABC):
     dtypes: tuple = ("float32",)
     install_hint: str = ""
     priority: int = 0  # higher runs first for --backend auto (GPUs above CPUs)
+    parity_checked: bool = True  # timing suites check the model against the reference first
 
     # ------------------------------------------------------------------ availability, device
     @classmethod

@@ -56,6 +56,7 @@ class Point:
     timeout: float = 900.0
     memory_limit: int | None = None
     skip_reason: str | None = None  # planned as skipped (e.g. a scan the backend lacks)
+    checks: list | None = None  # parity checks (parity.Check dicts) run by one worker instead of timing
 
     def to_dict(self) -> dict:
         return asdict(self)

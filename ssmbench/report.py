@@ -92,6 +92,21 @@ def row_fields(rec: dict) -> list[str]:
 ROW_HEAD = ["arch", "mode", "scan", "dtype", "model", "batch", "seq"]
 
 
+CELL_HEAD = ["tok/s", "ms/step", "peak"]
+PARITY_HEAD = ["rel err", "tolerance", "result"]
+
+
+def parity_fields(rec: dict | None) -> list[str]:
+    """[relative error, tolerance, pass/FAIL] of a parity check."""
+    if rec is None:
+        return ["", "", ""]
+    m = rec.get("metrics") or {}
+    if "rel_err" not in m:
+        return ["", "", rec["status"]]
+    err = "-" if m["rel_err"] is None else f"{m['rel_err']:.2e}"
+    return [err, f"{m['tolerance']:.0e}", "pass" if m.get("passed") else "FAIL"]
+
+
 def cell_fields(rec: dict | None) -> list[str]:
     """[tok/s, ms/step median (IQR), peak memory] for one group."""
     if rec is None:
@@ -123,20 +138,22 @@ def markdown(records: list[dict], sources: list[str] | None = None) -> str:
     out += [
         "Cells per backend/device: **tok/s** (tokens per second at the median step), **ms/step** median (IQR),",
         f"and **peak** memory (see Machines for its source). {UNSTABLE_MARK} marks an unstable point: IQR >= 10% of the median.",
+        "Parity rows: relative error ||out - ref|| / ||ref|| against the float64 reference, and the tolerance it must stay under.",
         "",
     ]
     failures = []
     for suite, t in tables(records).items():
         out += [f"## {suite}", ""]
         head = ROW_HEAD + ["params"]
+        cells_of, names = (parity_fields, PARITY_HEAD) if suite == "parity" else (cell_fields, CELL_HEAD)
         for g in t["groups"]:
-            head += [f"{g} tok/s", f"{g} ms/step", f"{g} peak"]
+            head += [f"{g} {n}" for n in names]
         out += [_md_row(head), _md_row(["---"] * len(head))]
         for row in t["rows"]:
             cells = row_fields(row["key"]) + [params_of(row)]
             for g in t["groups"]:
                 rec = row["cells"].get(g)
-                cells += cell_fields(rec)
+                cells += cells_of(rec)
                 if rec and rec["status"] != "ok":
                     failures.append((suite, g, rec))
             out.append(_md_row(cells))

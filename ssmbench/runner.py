@@ -15,10 +15,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import backends as registry
+from . import parity
 from .plan import Point
 from .results import FAILED, ResultWriter, make_record, now_iso, read_records, record_key
 from .worker import metrics_from
@@ -90,8 +91,9 @@ def run_worker(point: Point) -> WorkerOutcome:
         )
 
 
-def measure_point(point: Point, run_id: str, env: dict) -> dict:
-    """Everything that can happen to a point becomes one record."""
+def measure_point(point: Point, run_id: str, env: dict, parity_result: dict | None = None) -> dict:
+    """Everything that can happen to a point becomes one record. ``parity_result`` is the
+    parity record covering this point: a failed one stops the point before it is timed."""
     started, t0 = now_iso(), time.perf_counter()
 
     def record(**kw):
@@ -102,6 +104,12 @@ def measure_point(point: Point, run_id: str, env: dict) -> dict:
     av = registry.availability(point.backend)
     if not av.available:
         return record(status="unavailable", error=f"{av.reason}; install: {av.install}")
+    if parity_result is not None and parity_result["status"] != "ok":
+        return record(
+            status="error",
+            error=parity_result.get("error") or "parity check did not pass",
+            metrics={"parity": parity_result.get("metrics") or {}},
+        )
     parts = []
     for _ in range(max(1, point.repeats)):
         res = run_worker(point).result
@@ -116,13 +124,123 @@ def measure_point(point: Point, run_id: str, env: dict) -> dict:
                 **extra,
             )
         parts.append(res)
+    metrics = metrics_from(parts, point)
+    if parity_result is not None:
+        metrics["parity"] = parity_result["metrics"]
     return record(
         status="ok",
         device=parts[0].get("device"),
         params=parts[0].get("params"),
-        metrics=metrics_from(parts, point),
+        metrics=metrics,
         env_backend=parts[0].get("versions", {}),
     )
+
+
+def measure_checks(point: Point, run_id: str, env: dict) -> list[dict]:
+    """A parity point: one worker runs every check; one record per check."""
+    started, t0 = now_iso(), time.perf_counter()
+    av = registry.availability(point.backend)
+    if not av.available:
+        return [make_record(point, run_id, env, status="unavailable", error=f"{av.reason}; install: {av.install}", started_at=started)]
+    res = run_worker(point).result
+    by_check = {parity.Check(r["arch"], r["mode"], r["scan"], r["dtype"]): r for r in res.get("checks") or []}
+    duration = (time.perf_counter() - t0) / max(1, len(point.checks))
+    out = []
+    for c in map(lambda d: parity.Check(**d), point.checks):
+        cp = replace(point, arch=c.arch, mode=c.mode, scan=c.scan, dtype=c.dtype, config=parity.model_config(c.arch).to_dict(), checks=None)
+        r = by_check.get(c)
+        kw = dict(device=res.get("device"), env_backend=res.get("versions", {}), started_at=started, duration_s=duration)
+        if r is None:
+            why = res.get("error") or "the parity worker returned no result for this check"
+            out.append(make_record(cp, run_id, env, status=res["status"] if res["status"] != "ok" else "error", error=why, **kw))
+            continue
+        metrics = {"rel_err": r["rel_err"], "tolerance": r["tolerance"], "passed": r["passed"]}
+        out.append(
+            make_record(
+                cp,
+                run_id,
+                env,
+                status="ok" if r["passed"] else "error",
+                error=None if r["passed"] else parity.describe(r),
+                metrics=metrics,
+                **kw,
+            )
+        )
+    return out
+
+
+class ParityGate:
+    """Runs (or reuses) the parity checks a timing run needs, one worker per backend, before
+    that backend's first timed point; their records go to parity-RUNID.jsonl beside the results.
+
+    Checks recorded earlier in the same directory are reused when they were made by the same
+    clean ssmbench commit with the same library versions."""
+
+    def __init__(self, points: list[Point], out_dir: Path, run_id: str, env: dict, on_start=None):
+        self.out_dir, self.run_id, self.env, self.on_start = Path(out_dir), run_id, env, on_start
+        self.needed: dict[str, set] = {}
+        self.timeout = {}
+        for p in points:
+            if p.checks is None and not p.skip_reason:
+                self.needed.setdefault(p.backend, set()).add(parity.check_for(p.arch, p.mode, p.scan, p.dtype))
+                self.timeout[p.backend] = p.timeout
+        self.results: dict[tuple, dict] = {}
+        self.done: set[str] = set()
+
+    def result(self, p: Point) -> dict | None:
+        cls = registry.classes().get(p.backend)
+        if p.checks is not None or p.skip_reason or cls is None or not cls.parity_checked:
+            return None
+        if not registry.availability(p.backend).available:
+            return None
+        if p.backend not in self.done:
+            self._run(p.backend)
+        return self.results.get((p.backend, parity.check_for(p.arch, p.mode, p.scan, p.dtype)))
+
+    def _reusable(self, backend: str) -> dict:
+        git = (self.env.get("ssmbench") or {}).get("git")
+        if not git or git.endswith("+dirty"):
+            return {}
+        found = {}
+        for f in sorted(self.out_dir.glob("parity-*.jsonl")):
+            for r in read_records(f):
+                e = r.get("env") or {}
+                if (
+                    r["backend"] == backend
+                    and (e.get("ssmbench") or {}).get("git") == git
+                    and e.get("versions") == self.env.get("versions")
+                ):
+                    if r["status"] in ("ok", "error") and "rel_err" in (r.get("metrics") or {}):
+                        found[(backend, parity.Check(r["arch"], r["mode"], r["scan"], r["dtype"]))] = r
+        return found
+
+    def _run(self, backend: str) -> None:
+        self.done.add(backend)
+        self.results.update(self._reusable(backend))
+        missing = sorted(
+            (c for c in self.needed.get(backend, ()) if (backend, c) not in self.results), key=lambda c: tuple(c.to_dict().values())
+        )
+        if not missing:
+            return
+        point = Point(
+            suite="parity",
+            backend=backend,
+            arch="*",
+            mode="parity",
+            scan="*",
+            dtype="*",
+            config=parity.MODEL.to_dict(),
+            batch=parity.BATCH,
+            seq_len=parity.SEQ_LEN,
+            timeout=self.timeout.get(backend, 900.0),
+            checks=[c.to_dict() for c in missing],
+        )
+        if self.on_start:
+            self.on_start(point)
+        writer = ResultWriter(self.out_dir / f"parity-{self.run_id}.jsonl")
+        for rec in measure_checks(point, self.run_id, self.env):
+            writer.write(rec)
+            self.results[(backend, parity.Check(rec["arch"], rec["mode"], rec["scan"], rec["dtype"]))] = rec
 
 
 @dataclass
@@ -147,6 +265,7 @@ def run_points(
 ) -> RunSummary:
     """Measure ``points`` in order, appending each record to ``out_file`` as it ends."""
     writer = ResultWriter(out_file)
+    gate = ParityGate(points, Path(out_file).parent, run_id, env, on_start)
     done = set()
     if resume and Path(out_file).exists():
         done = {record_key(r) for r in read_records(out_file) if r["status"] in RESUMABLE}
@@ -157,11 +276,23 @@ def run_points(
             if on_done:
                 on_done(p, None)
             continue
-        if on_start:
-            on_start(p)
-        rec = measure_point(p, run_id, env)
-        writer.write(rec)
-        summary.records.append(rec)
+        if p.checks is not None:  # the parity suite: several records from one worker
+            if on_start:
+                on_start(p)
+            recs = measure_checks(p, run_id, env)
+        else:
+            gate_result = gate.result(p)
+            if on_start:
+                on_start(p)
+            recs = [measure_point(p, run_id, env, gate_result)]
+        for rec in recs:
+            writer.write(rec)
+            summary.records.append(rec)
         if on_done:
-            on_done(p, rec)
+            on_done(p, recs[-1] if len(recs) == 1 else _worst(recs))
     return summary
+
+
+def _worst(records: list[dict]) -> dict:
+    """The record to report for a multi-record point: its first failure, else its first."""
+    return next((r for r in records if r["status"] != "ok"), records[0])

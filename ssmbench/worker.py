@@ -84,6 +84,10 @@ def measure(point: Point, out_path: str | None = None) -> dict:
     try:
         res["device"] = backend.device_info().get("device")
         res["versions"] = backend.versions()
+        if point.checks is not None:
+            from .parity import Check, run_checks
+
+            return {**res, "status": "ok", "checks": run_checks(backend, [Check(**c) for c in point.checks], point.seed)}
         if point.dtype not in backend.dtypes:
             return {
                 **res,

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ssmbench.measure import time_steps
 from ssmbench.plan import RunOptions
 from ssmbench.results import read_records

@@ -1,0 +1,108 @@
+"""Parity: does a backend compute the float64 reference's function?
+
+A check is one (arch, path, scan, dtype): the parallel path's logits (``forward``) or the
+token-by-token recurrent path (``decode``), on random weights (every weight perturbed, so
+norms, D and biases all matter) at deliberately odd shapes, compared by relative error
+||out - ref|| / ||ref||. Tolerances: fp32 1e-4; half precision as mamba-ssm's own tests allow
+for its kernels (bf16 3e-2, fp16 5e-3), since the matmuls round to 8 or 11 mantissa bits.
+
+The parity suite runs every check; the timing suites run (or reuse) the checks their points
+need and refuse to time a backend/scan/dtype that fails, so a fast-but-wrong number never
+reaches a report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .config import ModelConfig, matched_transformer
+
+MODEL = ModelConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)  # odd on purpose
+BATCH, SEQ_LEN = 2, 37
+TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 5e-3}
+
+
+@dataclass(frozen=True)
+class Check:
+    arch: str  # mamba | transformer
+    mode: str  # forward (parallel path) | decode (recurrent path)
+    scan: str  # the Mamba scan; "recurrent" for decode, "attention" for the Transformer
+    dtype: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_for(arch: str, mode: str, scan: str, dtype: str) -> Check:
+    """The check that covers a timed point: train and forward share the parallel path."""
+    return Check(arch, "decode" if mode == "decode" else "forward", scan, dtype)
+
+
+def checks_for(cls, archs, dtypes=None, scans=None) -> list[Check]:
+    """Every check of one backend class over ``archs``, its dtypes and its scans."""
+    out = []
+    for dtype in [d for d in cls.dtypes if dtypes is None or d in dtypes]:
+        for arch in archs:
+            if arch == "transformer":
+                out += [Check(arch, "forward", "attention", dtype), Check(arch, "decode", "attention", dtype)]
+                continue
+            out += [Check(arch, "forward", s, dtype) for s in cls.scans if scans is None or s in scans]
+            out.append(Check(arch, "decode", "recurrent", dtype))
+    return out
+
+
+def model_config(arch: str):
+    return MODEL if arch == "mamba" else matched_transformer(MODEL)
+
+
+def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
+    """Run checks in this process; each result is the check plus rel_err, tolerance, passed, error."""
+    from . import reference
+    from .weights import init_weights
+
+    rng = np.random.default_rng(seed + 2)
+    tokens = rng.integers(0, MODEL.vocab, (BATCH, SEQ_LEN))
+    refs, weights = {}, {}
+    out = []
+    for c in checks:
+        cfg = model_config(c.arch)
+        if c.arch not in refs:
+            weights[c.arch] = init_weights(c.arch, cfg, seed=seed + 1, jitter=True)
+            refs[c.arch] = reference.logits(c.arch, weights[c.arch], tokens, cfg)
+        res = {**c.to_dict(), "tolerance": TOLERANCE[c.dtype], "rel_err": None, "passed": False, "error": None}
+        try:
+            got = _logits(backend, c, weights[c.arch], cfg, tokens)
+            err = float(np.linalg.norm(got.astype(np.float64) - refs[c.arch]) / np.linalg.norm(refs[c.arch]))
+            res["rel_err"] = err if np.isfinite(err) else None
+            res["passed"] = bool(np.isfinite(err) and err < res["tolerance"])
+            if not np.isfinite(err):
+                res["error"] = "non-finite output"
+        except Exception as e:  # noqa: BLE001 - a failing check is a result
+            res["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        out.append(res)
+    return out
+
+
+def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
+    scan = c.scan if c.arch == "mamba" and c.mode == "forward" else None
+    model = b.build(c.arch, weights, cfg, scan=scan, dtype=c.dtype)
+    if c.mode == "forward":
+        out = b.forward(model, b.tokens(tokens))
+        b.synchronize(out)
+        return b.to_numpy(out)
+    state = b.init_state(model, tokens.shape[0], tokens.shape[1])
+    steps = []
+    for t in range(tokens.shape[1]):
+        lg, state = b.decode_step(model, b.tokens(tokens[:, t]), state)
+        steps.append(b.to_numpy(lg))
+    return np.stack(steps, axis=1)
+
+
+def describe(res: dict) -> str:
+    """One line for a failed check, naming the figure."""
+    what = f"{res['arch']} {res['mode']} scan {res['scan']} {res['dtype']}"
+    if res.get("error"):
+        return f"parity check failed ({what}): {res['error']}"
+    return f"parity check failed ({what}): relative error {res['rel_err']:.2e} >= tolerance {res['tolerance']:.0e}"

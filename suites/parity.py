@@ -1,0 +1,36 @@
+"""Parity: every backend x scan x path (parallel logits, token-by-token decode) x dtype against
+the float64 reference on random weights at odd shapes, with the tolerances stated in
+ssmbench.parity. Exits 1 if any check fails. One worker process per backend runs its checks.
+"""
+
+from ssmbench import backends as registry
+from ssmbench import parity
+from ssmbench.plan import Point, RunOptions
+
+NAME = "parity"
+DESCRIPTION = "every backend, scan, path and dtype against the float64 reference"
+
+
+def plan(opts: RunOptions):
+    points = []
+    for backend in opts.backends:
+        cls = registry.classes().get(backend)
+        scans = None if not opts.scans or opts.scans == ["all"] else opts.scans
+        checks = parity.checks_for(cls, opts.archs, scans=scans) if cls else []
+        points.append(
+            Point(
+                suite=NAME,
+                backend=backend,
+                arch="*",
+                mode="parity",
+                scan="*",
+                dtype="*",
+                config=parity.MODEL.to_dict(),
+                batch=parity.BATCH,
+                seq_len=parity.SEQ_LEN,
+                seed=opts.seed,
+                timeout=opts.timeout,
+                checks=[c.to_dict() for c in checks],
+            )
+        )
+    return points
