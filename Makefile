@@ -34,7 +34,7 @@ test: install
 ci-smoke: install
 	rm -rf $(SMOKE_OUT)
 	$(SSM) run parity $(SMOKE)
-	$(SSM) run throughput $(SMOKE) --scan all
+	$(SSM) run throughput $(SMOKE)
 	$(SSM) run latency $(SMOKE)
 	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
 	@echo "ci-smoke report: $(SMOKE_OUT)/report.md"
