@@ -12,7 +12,7 @@ cd /tmp  # run the installed package, not the source tree (whose ssmbench/ has n
 SSM="python3 -m ssmbench"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 $SSM backends
-python3 -m pytest "$REPO/tests/test_torch_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
+python3 -m pytest "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
 R="$OUT/results"
 for STEP in "$@"; do
   case $STEP in
