@@ -346,6 +346,9 @@ class JaxBackend(Backend):
         if not ok.available:
             raise BackendUnavailable(ok.reason)
         self.device = jax.devices(self.platform)[0]
+        # float32 means IEEE fp32: on GPUs XLA would otherwise run f32 matmuls in TF32 (parity on
+        # an H100 measured 5.9e-4 relative error that way, against 2e-7 here)
+        jax.config.update("jax_default_matmul_precision", "highest")
 
     @classmethod
     def _jax_devices(cls, platform_name):
@@ -370,7 +373,7 @@ class JaxBackend(Backend):
         return Availability(True, f"jax {jax.__version__}, {len(devs)} x {devs[0].device_kind}", cls.install_hint)
 
     def versions(self):
-        v = {"jax": jax.__version__, "jax_platform": self.platform}
+        v = {"jax": jax.__version__, "jax_platform": self.platform, "matmul_precision": jax.config.jax_default_matmul_precision}
         for lib in ("jaxlib", "optax", "jax-metal"):
             try:
                 v[lib] = metadata.version(lib)

@@ -108,6 +108,7 @@ def measure_point(point: Point, run_id: str, env: dict, parity_result: dict | No
         return record(
             status="error",
             error=parity_result.get("error") or "parity check did not pass",
+            device=parity_result.get("device"),
             metrics={"parity": parity_result.get("metrics") or {}},
         )
     parts = []
