@@ -22,8 +22,8 @@ for STEP in "$@"; do
              $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
     parity) $SSM run parity -b torch-cuda,jax-cuda --arch both --out $R ;;
     jax-small) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R ;;
-    jax-130m) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 300 --min-iters 5 --out $R
-              $SSM run latency -b torch-cuda,jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
+    jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
+              $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     130m) $SSM run throughput -b torch-cuda --preset mamba-130m --arch both --scan chunked,parallel --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
   esac
