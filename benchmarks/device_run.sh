@@ -12,7 +12,6 @@ cd /tmp  # run the installed package, not the source tree (whose ssmbench/ has n
 SSM="python3 -m ssmbench"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 $SSM backends
-python3 -m pytest "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
 R="$OUT/results"
 for STEP in "$@"; do
   case $STEP in
@@ -20,6 +19,8 @@ for STEP in "$@"; do
            $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --dtype bfloat16 --out $R ;;
     latency) $SSM run latency -b torch-cuda --preset tinyshakespeare-m2 --arch both --mode decode --dtype bfloat16 --out $R
              $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
+    tests) python3 -m pytest "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
+           tail -3 "$OUT/pytest.txt" ;;
     parity) $SSM run parity -b torch-cuda,jax-cuda --arch both --out $R ;;
     jax-small) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R ;;
     jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
@@ -30,4 +31,3 @@ for STEP in "$@"; do
 done
 $SSM report $R --format markdown --output "$OUT/report.md"
 cat "$OUT/report.md"
-tail -4 "$OUT/pytest.txt"
