@@ -102,7 +102,7 @@ def test_memory_limit_watchdog_ends_point_as_oom(tmp_path):
         "run", "throughput", "--backend", "torch-cpu", "--quick", "--mode", "forward", "--memory-limit", "50MB", "--out", str(tmp_path)
     )
     assert r.returncode == 0, r.stderr
-    (rec,) = read_records(next(tmp_path.glob("*.jsonl")))
+    (rec,) = read_records(next(tmp_path.glob("throughput-*.jsonl")))
     assert rec["status"] == "oom" and "--memory-limit" in rec["error"]
 
 
@@ -115,7 +115,7 @@ def test_unavailable_backend_is_recorded_not_a_traceback(tmp_path):
     r = _cli("run", "throughput", "--backend", missing[0], "--quick", "--out", str(tmp_path))
     assert r.returncode == 0
     assert "Traceback" not in r.stderr and f"{missing[0]} is unavailable here" in r.stderr
-    recs = read_records(next(tmp_path.glob("*.jsonl")))
+    recs = read_records(next(tmp_path.glob("throughput-*.jsonl")))
     assert {x["status"] for x in recs} == {"unavailable"} and "install" in recs[0]["error"]
 
 
@@ -191,7 +191,7 @@ def test_batch_defaults_per_suite_and_explicit_batch(fake_backends):
 def test_real_torch_point_end_to_end(tmp_path):
     r = _cli("run", "latency", "--backend", "torch-cpu", "--quick", "--arch", "both", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    recs = read_records(next(tmp_path.glob("*.jsonl")))
+    recs = read_records(next(tmp_path.glob("latency-*.jsonl")))
     assert [(x["arch"], x["mode"], x["scan"], x["batch"]) for x in recs] == [
         ("mamba", "train", "sequential", 2),
         ("mamba", "decode", "recurrent", 1),
