@@ -60,10 +60,6 @@ def decode_logits(backend: str, weights, tokens, *, dtype: str = "float32") -> n
     from . import backends as registry
 
     b = registry.get(backend)
-    model = b.build(arch, weights, cfg, scan=None, dtype=dtype)
-    state = b.init_state(model, tokens.shape[0], tokens.shape[1])
-    out = []
-    for t in range(tokens.shape[1]):
-        step_logits, state = b.decode_step(model, b.tokens(tokens[:, t]), state)
-        out.append(b.to_numpy(step_logits))
-    return np.stack(out, axis=1)
+    from .parity import decode_all
+
+    return decode_all(b, b.build(arch, weights, cfg, scan=None, dtype=dtype), tokens)

@@ -53,6 +53,36 @@ def checks_for(cls, archs, dtypes=None, scans=None) -> list[Check]:
     return out
 
 
+def point(backend: str, checks: list[Check], *, seed: int = 0, timeout: float = 900.0):
+    """The Point that runs ``checks`` for one backend in one worker process."""
+    from .plan import Point
+
+    return Point(
+        suite="parity",
+        backend=backend,
+        arch="*",
+        mode="parity",
+        scan="*",
+        dtype="*",
+        config=MODEL.to_dict(),
+        batch=BATCH,
+        seq_len=SEQ_LEN,
+        seed=seed,
+        timeout=timeout,
+        checks=[c.to_dict() for c in checks],
+    )
+
+
+def decode_all(b, model, tokens) -> np.ndarray:
+    """Feed tokens (B, L) one at a time through the recurrent step: logits (B, L, V)."""
+    state = b.init_state(model, tokens.shape[0], tokens.shape[1])
+    steps = []
+    for t in range(tokens.shape[1]):
+        lg, state = b.decode_step(model, b.tokens(tokens[:, t]), state)
+        steps.append(b.to_numpy(lg))
+    return np.stack(steps, axis=1)
+
+
 def model_config(arch: str):
     return MODEL if arch == "mamba" else matched_transformer(MODEL)
 
@@ -92,12 +122,7 @@ def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
         out = b.forward(model, b.tokens(tokens))
         b.synchronize(out)
         return b.to_numpy(out)
-    state = b.init_state(model, tokens.shape[0], tokens.shape[1])
-    steps = []
-    for t in range(tokens.shape[1]):
-        lg, state = b.decode_step(model, b.tokens(tokens[:, t]), state)
-        steps.append(b.to_numpy(lg))
-    return np.stack(steps, axis=1)
+    return decode_all(b, model, tokens)
 
 
 def describe(res: dict) -> str:

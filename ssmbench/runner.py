@@ -223,19 +223,7 @@ class ParityGate:
         )
         if not missing:
             return
-        point = Point(
-            suite="parity",
-            backend=backend,
-            arch="*",
-            mode="parity",
-            scan="*",
-            dtype="*",
-            config=parity.MODEL.to_dict(),
-            batch=parity.BATCH,
-            seq_len=parity.SEQ_LEN,
-            timeout=self.timeout.get(backend, 900.0),
-            checks=[c.to_dict() for c in missing],
-        )
+        point = parity.point(backend, missing, timeout=self.timeout.get(backend, 900.0))
         if self.on_start:
             self.on_start(point)
         writer = ResultWriter(self.out_dir / f"parity-{self.run_id}.jsonl")

@@ -5,7 +5,7 @@ ssmbench.parity. Exits 1 if any check fails. One worker process per backend runs
 
 from ssmbench import backends as registry
 from ssmbench import parity
-from ssmbench.plan import Point, RunOptions
+from ssmbench.plan import RunOptions
 
 NAME = "parity"
 DESCRIPTION = "every backend, scan, path and dtype against the float64 reference"
@@ -17,20 +17,5 @@ def plan(opts: RunOptions):
         cls = registry.classes().get(backend)
         scans = None if not opts.scans or opts.scans == ["all"] else opts.scans
         checks = parity.checks_for(cls, opts.archs, scans=scans) if cls else []
-        points.append(
-            Point(
-                suite=NAME,
-                backend=backend,
-                arch="*",
-                mode="parity",
-                scan="*",
-                dtype="*",
-                config=parity.MODEL.to_dict(),
-                batch=parity.BATCH,
-                seq_len=parity.SEQ_LEN,
-                seed=opts.seed,
-                timeout=opts.timeout,
-                checks=[c.to_dict() for c in checks],
-            )
-        )
+        points.append(parity.point(backend, checks, seed=opts.seed, timeout=opts.timeout))
     return points
