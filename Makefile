@@ -12,7 +12,7 @@ TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s
 SMOKE_OUT := reports/ci-smoke
 SMOKE  := --backend all --quick --arch both --out $(SMOKE_OUT)/results --timeout 300
 
-.PHONY: install demo test ci-smoke lint bench clean
+.PHONY: install browser demo test ci-smoke lint bench clean
 
 install: $(STAMP)
 
@@ -28,7 +28,13 @@ demo: install
 	$(SSM) run throughput --backend auto --arch both --out reports/results
 	$(SSM) report reports/results --format markdown --output reports/demo.md
 
-test: install
+# Debian's Chromium for the HTML report's rendering test (installed where we may; skipped otherwise)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "no Chromium: the HTML rendering test will be skipped (install Debian's chromium package)"; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 ci-smoke: install

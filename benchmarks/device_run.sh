@@ -13,6 +13,8 @@ SSM="python3 -m ssmbench"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
 $SSM backends
 R="$OUT/results"
+if [ -n "${RESUME_FROM:-}" ]; then mkdir -p "$R" && cp "$REPO/$RESUME_FROM"/*.jsonl "$R/"; fi  # carried results, for --resume
+FAST="--warmup 1 --min-iters 5 --min-time 0.3 --timeout 120"  # sweeps: many points, each in a fresh process
 for STEP in "$@"; do
   case $STEP in
     small) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R
@@ -26,8 +28,12 @@ for STEP in "$@"; do
     jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
               $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
+    seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;
+    seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;
+    depth-torch) $SSM run depth-scaling -b torch-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
+    depth-jax) $SSM run depth-scaling -b jax-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
     130m) $SSM run throughput -b torch-cuda --preset mamba-130m --arch both --scan chunked,parallel --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
   esac
 done
-$SSM report $R --format markdown --output "$OUT/report.md"
-cat "$OUT/report.md"
+$SSM report $R > "$OUT/report.md"  # plots are drawn here, from the fetched results (no matplotlib there)
+grep -A40 -E "^\*\*(Depth|Sequence)" "$OUT/report.md" | grep -v "^$" | head -80

@@ -6,9 +6,11 @@ with one line on stderr naming the value and what is allowed, and exit status 2.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
+import typing
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -21,7 +23,8 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from . import backends as registry
 from . import suites as suite_registry
-from .options import BadInput, build_options, check_choice, fail
+from .options import BadInput, build_options, check_choice, fail, int_list, positive
+from .suites.sweep import AXES
 
 app = typer.Typer(
     add_completion=False,
@@ -47,7 +50,6 @@ def say(label: str, style: str, msg: str, console: Console | None = None) -> Non
 
 # ---------------------------------------------------------------------------- options
 BackendOpt = Annotated[list[str] | None, typer.Option("--backend", "-b", help="Backend name, comma list, 'all' or 'auto' (repeatable).")]
-ArchOpt = Annotated[str, typer.Option(help="mamba | transformer | both")]
 PresetOpt = Annotated[str | None, typer.Option(help="Named config (see `ssmbench presets`).")]
 IntOpt = int | None
 
@@ -127,9 +129,9 @@ def presets():
 
 @app.command()
 def run(
-    suite: Annotated[str, typer.Argument(help="throughput | latency | parity")],
+    suite: Annotated[str, typer.Argument(help="throughput | latency | depth-scaling | memory-ceiling | seqlen | parity")],
     backend: BackendOpt = None,
-    arch: ArchOpt = "mamba",
+    arch: Annotated[str | None, typer.Option(help="mamba | transformer | both (default: mamba; seqlen: both)")] = None,
     preset: PresetOpt = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
@@ -137,7 +139,7 @@ def run(
     d_conv: Annotated[IntOpt, typer.Option(help="Causal conv width K.")] = None,
     expand: Annotated[IntOpt, typer.Option(help="Inner width E = expand * D.")] = None,
     vocab: Annotated[IntOpt, typer.Option(help="Vocabulary size.")] = None,
-    batch: Annotated[IntOpt, typer.Option(help="Batch size (default 32; latency decodes at 1).")] = None,
+    batch: Annotated[IntOpt, typer.Option(help="Batch size (default 32; decode runs at 1, seqlen at 8).")] = None,
     seq_len: Annotated[IntOpt, typer.Option(help="Sequence length (decode: context length).")] = None,
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (half precision through autocast).")] = "float32",
     scan: Annotated[list[str] | None, typer.Option(help="Mamba scan(s), comma list, or 'all' (default: the backend's).")] = None,
@@ -152,45 +154,108 @@ def run(
     memory_limit: Annotated[str | None, typer.Option(help="Emulate a smaller device, e.g. 12.7GB, 16GiB.")] = None,
     resume: Annotated[bool, typer.Option(help="Append to the latest results file of this suite; skip points already recorded.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for weights and tokens.")] = 0,
+    layers_list: Annotated[str | None, typer.Option(help="depth-scaling: depths, comma list (default 1,2,4,8,16; --quick 1,2,4).")] = None,
+    search: Annotated[str | None, typer.Option(help="memory-ceiling: batch | seq-len, the axis searched (default batch).")] = None,
+    max_len: Annotated[
+        IntOpt, typer.Option(help="seqlen: longest length; lengths double from 256 (--quick: 64) up to it (default 8192; --quick 1024).")
+    ] = None,
 ):
     """Run a benchmark suite; each point in a fresh process, each result saved as it ends."""
     try:
         suite_mod = suite_registry.get(suite)
     except KeyError:
-        later = f" ({', '.join(suite_registry.PLANNED)} arrive in a later version)" if suite in suite_registry.PLANNED else ""
-        fail(f"suite {suite!r} is not available{later}; choose from: {', '.join(suite_registry.SUITES)}")
-    opts = build_options(
-        backend=backend,
-        arch=arch,
-        preset=preset,
-        d_model=d_model,
-        layers=layers,
-        d_state=d_state,
-        d_conv=d_conv,
-        expand=expand,
-        vocab=vocab,
-        batch=batch,
-        seq_len=seq_len,
-        dtype=dtype,
-        scan=scan,
-        mode=mode,
-        warmup=warmup,
-        min_iters=min_iters,
-        min_time=min_time,
-        repeats=repeats,
-        quick=quick,
-        timeout=timeout,
-        memory_limit=memory_limit,
-        seed=seed,
+        fail(f"suite {suite!r} is not available; choose from: {', '.join(suite_registry.SUITES)}")
+    given = {"--layers-list": (layers_list, "depth-scaling"), "--search": (search, "memory-ceiling"), "--max-len": (max_len, "seqlen")}
+    for flag, (value, owner) in given.items():
+        if value is not None and suite != owner:
+            fail(f"{flag} applies to `run {owner}` only, not to {suite!r}")
+    if search is not None:
+        check_choice("--search", [search], ["batch", "seq-len"])
+    axis = next((a for a in AXES.values() if a.suite == suite), None)
+    values = int_list("--layers-list", layers_list)
+    if suite == "seqlen":
+        values = _seqlen_values(max_len, quick)
+    _plan_and_execute(
+        suite_mod.plan,
+        suite,
+        axis,
+        values,
+        dict(locals_for_options(locals())),
+        quick,
+        out_dir,
+        resume,
+        search=(search or "batch").replace("-", "_"),
     )
+
+
+@app.command()
+def sweep(
+    param: Annotated[str, typer.Argument(help="seqlen | depth | batch | dstate")],
+    values: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list (default: seqlen 256..8192 doubling, depth 1,2,4,8,16, batch 1..64, dstate 4..64; fewer with --quick)."
+        ),
+    ] = None,
+    max_len: Annotated[IntOpt, typer.Option(help="seqlen: longest length when --values is not given.")] = None,
+    **common,
+):
+    """Sweep one axis (sequence length, depth, batch, state size) with the usual options; a value
+    that runs out of memory or time ends its series and the larger ones are recorded as skipped."""
+    check_choice("PARAM", [param], list(AXES))
+    axis = AXES[param]
+    if max_len is not None and param != "seqlen":
+        fail(f"--max-len applies to `sweep seqlen` only, not to {param!r}")
+    vals = int_list("--values", values)
+    if vals is None:
+        vals = _seqlen_values(max_len, common["quick"]) if param == "seqlen" else list(axis.quick if common["quick"] else axis.default)
+    _plan_and_execute(axis.plan, axis.suite, axis, vals, locals_for_options(common), common["quick"], common["out_dir"], common["resume"])
+
+
+def _share_options(cmd, source, names):
+    """Give ``cmd`` (declared with **kwargs) the options ``names`` of ``source``, so `sweep`
+    takes exactly `run`'s common options, declared once."""
+    hints = typing.get_type_hints(source, include_extras=True)
+    own = [p for p in inspect.signature(cmd).parameters.values() if p.kind != p.VAR_KEYWORD]
+    own_hints = typing.get_type_hints(cmd, include_extras=True)
+    src = inspect.signature(source).parameters
+    cmd.__signature__ = inspect.Signature(
+        [p.replace(annotation=own_hints[p.name]) for p in own] + [src[n].replace(annotation=hints[n]) for n in names]
+    )
+
+
+COMMON = [n for n in inspect.signature(run).parameters if n not in ("suite", "layers_list", "search", "max_len")]
+_share_options(sweep, run, COMMON)
+
+
+def locals_for_options(values: dict) -> dict:
+    """The arguments of build_options among a command's parameters."""
+    return {n: values[n] for n in COMMON if n not in ("quick", "out_dir", "resume")}
+
+
+def _seqlen_values(max_len: int | None, quick: bool) -> list[int]:
+    from .suites.seqlen import default_values
+
+    positive("--max-len", max_len)
+    return default_values(quick, max_len)
+
+
+def _plan_and_execute(plan_fn, suite: str, axis, values, opts_kw: dict, quick: bool, out_dir: Path, resume: bool, search="batch"):
+    suite_mod = suite_registry.get(suite) if suite in suite_registry.SUITES else None
+    default_archs = getattr(suite_mod, "DEFAULT_ARCHS", ["mamba"])
+    if axis is not None and values is None:
+        values = list(axis.quick if quick else axis.default)
+    opts = build_options(**opts_kw, quick=quick, default_archs=default_archs, values=values, search=search)
+    if axis is not None and axis.mamba_only and opts.archs != ["mamba"]:
+        fail(f"--arch {opts_kw['arch']!r}: the {axis.what} sweep varies a Mamba-only setting; use --arch mamba")
     if out_dir.exists() and not out_dir.is_dir():
         fail(f"--out {str(out_dir)!r} exists and is not a directory")
-    points = suite_mod.plan(opts)
-    raise Exit(execute(suite, points, out_dir, resume))
+    raise Exit(execute(suite, plan_fn(opts), out_dir, resume))
 
 
-def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
-    """Run planned points with a progress bar, print the table, return the exit status."""
+def execute(suite: str, plan, out_dir: Path, resume: bool) -> int:
+    """Run a plan (a list of points or an adaptive Plan) with a progress bar, print the table,
+    return the exit status."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .envinfo import fingerprint
@@ -208,7 +273,7 @@ def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=False
     ) as prog:
-        task = prog.add_task(suite, total=len(points))
+        task = prog.add_task(suite, total=len(plan) if isinstance(plan, list) else plan.total)
 
         def on_start(p):
             prog.update(task, description=f"{suite}: {p.label()}")
@@ -218,7 +283,7 @@ def execute(suite: str, points, out_dir: Path, resume: bool) -> int:
             if rec is not None and rec["status"] not in ("ok",):
                 say(f"  {p.label()}: {rec['status']}", "yellow", rec.get("error") or "", prog.console)
 
-        summary = run_points(points, path, run_id, env, resume=resume, on_start=on_start, on_done=on_done)
+        summary = run_points(plan, path, run_id, env, resume=resume, on_start=on_start, on_done=on_done)
         prog.update(task, description=f"{suite}: done")
     if summary.skipped_existing:
         say("resume:", "bold", f"{summary.skipped_existing} point(s) already recorded in {path}")
@@ -300,16 +365,17 @@ def results_table(title: str, records: list[dict]) -> Table:
 @app.command()
 def report(
     paths: Annotated[list[Path] | None, typer.Argument(help="Result files or directories (default reports/results).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="markdown | csv | json")] = "markdown",
-    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="markdown | csv | json | html")] = "markdown",
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout (markdown: plots as PNGs beside it).")] = None,
 ):
-    """Merge result files (from any machines) into side-by-side tables."""
+    """Merge result files (from any machines) into side-by-side tables, with what each sweep
+    means (fits, crossovers, ceilings) and plots (html: inline; markdown with --output: PNGs)."""
     from .report import FORMATS, render
 
     check_choice("--format", [fmt], list(FORMATS))
     paths = paths or [Path("reports/results")]
     records, files = _load_records(paths, "report")
-    text = render(records, fmt, [str(f) for f in files])
+    text = render(records, fmt, [str(f) for f in files], output)
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
@@ -320,7 +386,7 @@ def report(
 
 def _load_records(paths: list[Path], what: str) -> tuple[list[dict], list[Path]]:
     """Records from files/dirs; bad lines are warned about (file:line), missing paths are bad input."""
-    from .results import collect_files, read_records
+    from .results import collect_files, fill_devices, read_records
 
     try:
         files = collect_files(paths)
@@ -335,7 +401,7 @@ def _load_records(paths: list[Path], what: str) -> tuple[list[dict], list[Path]]
         say("warning:", "yellow", w.message)
     if not records:
         fail(f"{what}: no ssmbench results found in {', '.join(map(str, paths))}")
-    return records, files
+    return fill_devices(records), files
 
 
 @app.command()

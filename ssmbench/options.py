@@ -77,6 +77,24 @@ def positive(flag: str, value, minimum=1):
     return value
 
 
+def int_list(flag: str, text: str | None) -> list[int] | None:
+    """'1,2,4' -> [1, 2, 4]: positive integers, no repeats."""
+    if text is None:
+        return None
+    parts = split_list([text])
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        fail(f"{flag} {text!r} is not a comma list of whole numbers, e.g. 1,2,4,8")
+    if not values:
+        fail(f"{flag} {text!r} names no values; give a comma list such as 1,2,4,8")
+    for v in values:
+        positive(flag, v)
+    if len(set(values)) != len(values):
+        fail(f"{flag} {text!r} repeats a value")
+    return sorted(values)
+
+
 def all_scans() -> list[str]:
     names = []
     for cls in registry.classes().values():
@@ -108,6 +126,9 @@ def build_options(
     timeout,
     memory_limit,
     seed,
+    default_archs=("mamba",),
+    values=None,
+    search="batch",
 ) -> RunOptions:
     """Validate every flag and combine defaults < --quick < --preset < explicit flags."""
     from .presets import PRESETS
@@ -118,7 +139,7 @@ def build_options(
         fail(str(e))
     if not backends:
         fail("no backend is available on this machine; see `ssmbench backends` for what is missing and how to install it")
-    archs = {"mamba": ["mamba"], "transformer": ["transformer"], "both": ["mamba", "transformer"]}.get(arch)
+    archs = {"mamba": ["mamba"], "transformer": ["transformer"], "both": ["mamba", "transformer"], None: list(default_archs)}.get(arch)
     if archs is None:
         fail(f"--arch {arch!r} is not allowed; choose from: mamba, transformer, both")
     check_choice("--dtype", [dtype], DTYPES)
@@ -171,5 +192,7 @@ def build_options(
         memory_limit=mem,
         seed=seed,
         preset=preset,
+        values=values,
+        search=search,
         **run,
     )

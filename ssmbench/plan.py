@@ -6,7 +6,8 @@ JSON-serialisable so a fresh worker process can run it and --resume can recognis
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Generator
+from dataclasses import asdict, dataclass, field, replace
 
 from .config import ModelConfig, matched_transformer
 
@@ -35,6 +36,8 @@ class RunOptions:
     memory_limit: int | None = None  # bytes; emulates a smaller device
     seed: int = 0
     preset: str | None = None
+    values: list | None = None  # the swept axis' values (sweeps: --values, --layers-list, --max-len)
+    search: str = "batch"  # memory-ceiling: the axis searched, batch or seq_len
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Point:
     memory_limit: int | None = None
     skip_reason: str | None = None  # planned as skipped (e.g. a scan the backend lacks)
     checks: list | None = None  # parity checks (parity.Check dicts) run by one worker instead of timing
+    preset: str | None = None  # the --preset the point was planned from (reports print its published figures)
+    axis: str | None = None  # the axis a sweep or search varies (seq_len, batch, n_layers, d_state)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +120,7 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
                             timeout=opts.timeout,
                             memory_limit=opts.memory_limit,
                             skip_reason=skip,
+                            preset=opts.preset,
                         )
                     )
     return points
@@ -133,3 +139,60 @@ def _scans_for(cls, arch: str, mode: str, scans: list | None):
     if scans == ["all"]:
         return [(s, None) for s in cls.scans]
     return [(s, None if s in cls.scans else f"{cls.name} has no {s!r} scan (it has: {', '.join(cls.scans)})") for s in scans]
+
+
+# ---------------------------------------------------------------------------- adaptive plans
+@dataclass
+class Plan:
+    """What a suite measures. ``grid``: every point as first planned (the parity gate reads it to
+    check each backend once, up front; a static plan runs exactly these). ``steps``: an adaptive
+    plan, a generator that yields points and is sent each one's record, so it can skip longer
+    lengths after an OOM or bisect towards a memory ceiling; None runs the grid in order."""
+
+    grid: list
+    steps: Generator | None = None
+    total: int | None = None  # points expected, for progress (None: unknown)
+
+    def run(self) -> Generator:
+        if self.steps is not None:
+            return self.steps
+        return (p for p in self.grid)
+
+
+STOPS_SERIES = ("oom", "timeout")  # a point ending so makes every larger one pointless
+
+
+def sweep_plan(suite: str, opts: RunOptions, axis: str, values: list, modes: list, batch_for=None) -> Plan:
+    """One series per backend x arch x mode x scan, ``values`` ascending along ``axis``
+    (seq_len, batch, n_layers or d_state). Within a series, once a point runs out of memory or
+    time, the larger values are recorded as skipped rather than run."""
+    per_value = [expand_points(suite, with_axis(opts, axis, v), modes, batch_for) for v in sorted(values)]
+    series = [[replace(p, axis=axis) for p in s] for s in zip(*per_value)]
+    grid = [p for s in series for p in s]
+
+    def steps():
+        for s in series:
+            stop = None
+            for p in s:
+                if stop and not p.skip_reason:
+                    p = replace(p, skip_reason=stop)
+                rec = yield p
+                if stop is None and rec is not None and rec["status"] in STOPS_SERIES:
+                    stop = f"not run: {axis} {axis_value(p, axis)} already ended {rec['status']}"
+
+    return Plan(grid, steps(), total=len(grid))
+
+
+def with_axis(opts: RunOptions, axis: str, value: int) -> RunOptions:
+    """``opts`` with one axis set: a run field (seq_len, batch) or a model field (n_layers, d_state)."""
+    if axis in ("seq_len", "batch"):
+        return replace(opts, **{axis: value})
+    return replace(opts, model=opts.model.with_(**{axis: value}))
+
+
+def axis_value(p: Point, axis: str) -> int:
+    if axis in ("seq_len", "batch"):
+        return getattr(p, axis)
+    if axis == "n_layers" and p.arch == "transformer":
+        return p.config.get("matched_mamba_layers") or p.config["n_layers"]
+    return p.config.get(axis)

@@ -9,11 +9,11 @@ latest record wins. Failed points show their status, with the messages listed be
 from __future__ import annotations
 
 import json
-import re
 from collections import OrderedDict
 from datetime import datetime, timezone
 
 from .plan import point_key
+from .results import group_of, short_device  # noqa: F401 (re-exported for the CLI)
 
 UNSTABLE_MARK = "⚠"
 
@@ -41,24 +41,11 @@ def fmt_ms(step: dict) -> str:
     return s + (f" {UNSTABLE_MARK}" if step.get("unstable") else "")
 
 
-def short_device(dev: str | None) -> str:
-    if not dev:
-        return "?"
-    d = re.sub(r"\((R|TM|tm|r)\)", "", dev)
-    d = re.sub(r"\s+CPU\s+@.*$", "", d)
-    d = re.sub(r"\b(Intel|AMD|NVIDIA|Processor|Core)\b", "", d)
-    return re.sub(r"\s+", " ", d).strip() or dev
-
-
 def model_label(rec: dict) -> str:
     c = rec.get("config") or {}
     if rec.get("arch") == "transformer":
         return f"D{c.get('d_model')} L{c.get('n_layers')} H{c.get('n_head')}"
     return f"D{c.get('d_model')} L{c.get('n_layers')} N{c.get('d_state')}"
-
-
-def group_of(rec: dict) -> str:
-    return f"{rec['backend']} · {short_device(rec.get('device'))}"
 
 
 # ---------------------------------------------------------------------------- merging
@@ -127,7 +114,12 @@ def _md_row(cells) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
-def markdown(records: list[dict], sources: list[str] | None = None) -> str:
+def markdown(records: list[dict], sources: list[str] | None = None, figure=None) -> str:
+    """The whole report in markdown. ``figure(name, fig)`` places a plot (see ssmbench.sections);
+    None leaves plots out."""
+    from .sections import sections
+
+    secs = sections(records, figure)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = [
         "# ssmbench report",
@@ -158,6 +150,8 @@ def markdown(records: list[dict], sources: list[str] | None = None) -> str:
                     failures.append((suite, g, rec))
             out.append(_md_row(cells))
         out.append("")
+        out += secs.get(suite, [])
+    out += secs.get("published", [])
     if failures:
         out += ["## Points that did not complete", "", _md_row(["suite", "group", "point", "status", "message"]), _md_row(["---"] * 5)]
         for suite, g, r in failures:
@@ -249,14 +243,36 @@ def json_text(records: list[dict], sources: list[str] | None = None) -> str:
     return json.dumps({"schema": "ssmbench-report/1", "sources": sources or [], "rows": flat_rows(records)}, indent=1, default=str)
 
 
-FORMATS = {"markdown": "md", "csv": "csv", "json": "json"}
+FORMATS = {"markdown": "md", "csv": "csv", "json": "json", "html": "html"}
 
 
-def render(records: list[dict], fmt: str, sources: list[str] | None = None) -> str:
+def render(records: list[dict], fmt: str, sources: list[str] | None = None, output=None) -> str:
+    """The report as text. With ``output`` (the file it will be written to), a markdown report
+    writes its plots as PNG files in OUTPUT_files/ beside it and links them."""
     if fmt == "markdown":
-        return markdown(records, sources)
+        return markdown(records, sources, png_sink(output) if output else None)
+    if fmt == "html":
+        from .html import html
+
+        return html(records, sources)
     if fmt == "csv":
         return csv_text(records)
     if fmt == "json":
         return json_text(records, sources)
     raise ValueError(fmt)
+
+
+def png_sink(output):
+    """Figures for a markdown file: PNGs in OUTPUT_files/, linked relatively."""
+    from pathlib import Path
+
+    from .plots import png
+
+    folder = Path(output).with_name(Path(output).stem + "_files")
+
+    def sink(name: str, fig) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.png").write_bytes(png(fig))
+        return f"![{name}]({folder.name}/{name}.png)"
+
+    return sink

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -71,6 +72,9 @@ def make_record(
         "duration_s": round(duration_s, 3),
         "settings": {k: getattr(point, k) for k in ("seed", "warmup", "min_iters", "min_time", "repeats", "timeout", "memory_limit")},
     }
+    for k in ("preset", "axis"):
+        if getattr(point, k, None):
+            rec[k] = getattr(point, k)
     rec.update(extra)
     return rec
 
@@ -150,8 +154,39 @@ def load_all(paths: list) -> list[dict]:
     recs = []
     for f in collect_files(paths):
         recs += read_records(f)
-    return recs
+    return fill_devices(recs)
 
 
 def elapsed_since(t0: float) -> float:
     return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- labels
+def short_device(dev: str | None) -> str:
+    if not dev:
+        return "?"
+    d = re.sub(r"\((R|TM|tm|r)\)", "", dev)
+    d = re.sub(r"\s+CPU\s+@.*$", "", d)
+    d = re.sub(r"\b(Intel|AMD|NVIDIA|Processor|Core)\b", "", d)
+    return re.sub(r"\s+", " ", d).strip() or dev
+
+
+def fill_devices(records: list[dict]) -> list[dict]:
+    """Records of points that died before naming their device (a timeout, a crash) take the
+    device of the same backend in the same run or, failing that, on the same host."""
+    known = {}
+    for r in records:
+        if r.get("device"):
+            known.setdefault((r.get("run_id"), r["backend"]), r["device"])
+            known.setdefault(((r.get("env") or {}).get("host"), r["backend"]), r["device"])
+    out = []
+    for r in records:
+        if not r.get("device"):
+            dev = known.get((r.get("run_id"), r["backend"])) or known.get(((r.get("env") or {}).get("host"), r["backend"]))
+            r = {**r, "device": dev} if dev else r
+        out.append(r)
+    return out
+
+
+def group_of(rec: dict) -> str:
+    return f"{rec['backend']} · {short_device(rec.get('device'))}"

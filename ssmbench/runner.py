@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import backends as registry
 from . import parity
-from .plan import Point
+from .plan import Plan, Point
 from .results import FAILED, ResultWriter, make_record, now_iso, read_records, record_key
 from .worker import metrics_from
 
@@ -243,7 +243,7 @@ class RunSummary:
 
 
 def run_points(
-    points: list[Point],
+    plan: Plan | list[Point],
     out_file: Path,
     run_id: str,
     env: dict,
@@ -252,16 +252,25 @@ def run_points(
     on_start: Callable[[Point], None] | None = None,
     on_done: Callable[[Point, dict], None] | None = None,
 ) -> RunSummary:
-    """Measure ``points`` in order, appending each record to ``out_file`` as it ends."""
+    """Measure a plan's points in order, appending each record to ``out_file`` as it ends. An
+    adaptive plan is sent each point's record (with --resume, the one recorded earlier)."""
+    plan = plan if isinstance(plan, Plan) else Plan(list(plan))
     writer = ResultWriter(out_file)
-    gate = ParityGate(points, Path(out_file).parent, run_id, env, on_start)
-    done = set()
+    gate = ParityGate(plan.grid, Path(out_file).parent, run_id, env, on_start)
+    done = {}
     if resume and Path(out_file).exists():
-        done = {record_key(r) for r in read_records(out_file) if r["status"] in RESUMABLE}
+        done = {record_key(r): r for r in read_records(out_file) if r["status"] in RESUMABLE}
     summary = RunSummary()
-    for p in points:
+    steps = plan.run()
+    rec = None
+    while True:
+        try:
+            p = steps.send(rec) if rec is not None else next(steps)
+        except StopIteration:
+            break
         if p.key() in done:
             summary.skipped_existing += 1
+            rec = done[p.key()]
             if on_done:
                 on_done(p, None)
             continue
@@ -274,11 +283,12 @@ def run_points(
             if on_start:
                 on_start(p)
             recs = [measure_point(p, run_id, env, gate_result)]
-        for rec in recs:
-            writer.write(rec)
-            summary.records.append(rec)
+        for r in recs:
+            writer.write(r)
+            summary.records.append(r)
+        rec = recs[-1] if len(recs) == 1 else _worst(recs)
         if on_done:
-            on_done(p, recs[-1] if len(recs) == 1 else _worst(recs))
+            on_done(p, rec)
     return summary
 
 

@@ -3,6 +3,9 @@
 fake-ok returns finite numbers; fake-oom raises MemoryError; fake-crash dies with SIGSEGV;
 fake-hang never returns; fake-nan returns NaN; fake-error raises ValueError. All fail (or not)
 on the first measured step, after the model was built, as a real backend would.
+
+fake-mem is a device of FAKE_CAPACITY bytes (or --memory-limit, enforced "natively") whose step
+needs MEM_PER_TOKEN_LAYER * batch * seq_len * n_layers bytes: its OOM boundary is known exactly.
 """
 
 import os
@@ -83,4 +86,43 @@ class _Fake(Backend):
         return isinstance(exc, MemoryError)
 
 
-BACKENDS = tuple(type(f"Fake{b.title()}", (_Fake,), {"name": f"fake-{b}"}) for b in ("ok", "oom", "crash", "hang", "nan", "error"))
+FAKE_CAPACITY = 10**9
+MEM_PER_TOKEN_LAYER = 1000
+
+
+class FakeMem(_Fake):
+    name = "fake-mem"
+    limit = FAKE_CAPACITY
+
+    @classmethod
+    def configure_process(cls, memory_limit):
+        cls.limit = memory_limit or FAKE_CAPACITY
+        return True
+
+    def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
+        return {"vocab": cfg.vocab, "layers": cfg.n_layers}
+
+    def _need(self, model, tokens):
+        return MEM_PER_TOKEN_LAYER * int(np.asarray(tokens).size) * model["layers"]
+
+    def _use(self, need):
+        if need > self.limit:
+            raise MemoryError(f"fake device: {need} B needed, {self.limit} B available")
+        self.peak = need
+        return np.array([1.0])
+
+    def forward(self, model, tokens):
+        return self._use(self._need(model, tokens))
+
+    def train_step(self, model, tokens, targets):
+        return self._use(2 * self._need(model, tokens))
+
+    def decode_step(self, model, token, state):
+        return self._use(self._need(model, token)), state
+
+    def peak_memory(self):
+        return getattr(self, "peak", 0), "fake device"
+
+
+BEHAVIOURS = ("ok", "oom", "crash", "hang", "nan", "error")
+BACKENDS = (FakeMem,) + tuple(type(f"Fake{b.title()}", (_Fake,), {"name": f"fake-{b}"}) for b in BEHAVIOURS)

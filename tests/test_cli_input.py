@@ -53,8 +53,7 @@ def assert_bad_input(code, out, err, *names):
 
 # (argv after `run`, strings the message must contain: the bad value, and where sensible the allowed ones)
 RUN_CASES = {
-    "unknown suite": (["nope"], ["'nope'", "throughput", "latency"]),
-    "planned suite": (["seqlen"], ["'seqlen'", "later version", "throughput"]),
+    "unknown suite": (["nope"], ["'nope'", "throughput", "latency", "depth-scaling", "memory-ceiling", "seqlen"]),
     "unknown backend": (["throughput", "--backend", "nope"], ["'nope'", "torch-cpu", "auto"]),
     "unknown backend in a list": (["throughput", "--backend", "torch-cpu,bogus-gpu"], ["'bogus-gpu'"]),
     "batch 0": (["throughput", "--batch", "0"], ["--batch", "0", ">= 1"]),

@@ -1,0 +1,111 @@
+"""An analytical memory model of one training step, and the memory ceiling it predicts.
+
+    total(B, L) = fixed + B * L * per_token(L)
+    fixed       = 4P (fp32 weights) + 4P (gradients) + 8P (AdamW m and v)
+                  [+ 2P bf16/fp16 weight copies under autocast]
+    per_token   = layers * (elementwise activations + scan states) + head
+
+What autograd keeps per token and layer (elements):
+  Mamba:       in_proj out (2E), conv out and silu(conv) (2E), x_proj out (R + 2N), dt_proj out
+               and softplus(dt) (2E), y, silu(z), y * silu(z) (3E), norm in/out and residual
+               (3D): about 9E + 3D + R + 2N, at the activation dtype's width;
+               plus SCAN_STATES[scan] fp32 (E, N) tensors: the scan's (B, L, E, N)
+               intermediates. Seed 004 counted 5 for its chunked scan ("5 x B x L x d_inner x N
+               x 4 bytes per layer").
+  Transformer: qkv (3D), attention out and proj (2D), two LayerNorms (4D), MLP (2H + D),
+               residuals (2D): about 12D + 2H; plus the attention matrix and its softmax
+               (2 * n_head * L, fp32) where it is materialised (JAX and TF here; torch's SDPA
+               kernels do not keep it, so the model overestimates torch's long sequences).
+  Head:        logits, their softmax and the logits' gradient: 3V fp32.
+
+Forward (inference) keeps no activations across layers: per_token is one layer's worth.
+It is a model, not a measurement: the memory-ceiling report prints its prediction beside the
+measured ceiling, with the error, so a user can see how far to trust it on their backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCAN_STATES = {  # fp32 (B, L, E, N) tensors kept per Mamba layer for the backward pass
+    "sequential": 3,  # exp(dt A), dt B x, and the stacked states h_t
+    "chunked": 5,  # seed 004's estimate for a chunked log-space scan
+    "parallel": 5,  # log-space cumulative sums: exp(dt A), its cumsum, dt B x, ratios, h
+    "associative": 4,  # exp(dt A) and dt B x, plus the up-sweep's pairs (about 2 more)
+}
+DEFAULT_SCAN_STATES = 5
+HALF = ("bfloat16", "float16")
+
+
+@dataclass
+class Estimate:
+    fixed_bytes: int  # weights, gradients, optimizer state
+    per_token_bytes: float  # activations per token (at this length)
+    batch: int
+    seq_len: int
+
+    @property
+    def activation_bytes(self) -> int:
+        return int(self.per_token_bytes * self.batch * self.seq_len)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.fixed_bytes + self.activation_bytes
+
+
+def estimate(
+    arch: str, config: dict, params: int, batch: int, seq_len: int, *, scan: str, dtype: str, mode: str = "train", framework: str = ""
+) -> Estimate:
+    act = 2 if dtype in HALF else 4
+    D, V, layers = config["d_model"], config["vocab"], config["n_layers"]
+    if arch == "mamba":
+        E, N = config["expand"] * D, config["d_state"]
+        R = config.get("dt_rank") or -(-D // 16)
+        per_layer = (9 * E + 3 * D + R + 2 * N) * act + SCAN_STATES.get(scan, DEFAULT_SCAN_STATES) * E * N * 4
+    else:
+        H, heads = config.get("d_mlp") or 4 * D, config.get("n_head") or 1
+        per_layer = (12 * D + 2 * H) * act
+        if framework != "torch":
+            per_layer += 2 * heads * seq_len * 4
+    head = 3 * V * 4 + D * act
+    if mode == "train":
+        fixed = 16 * params + (2 * params if dtype in HALF else 0)
+        per_token = layers * per_layer + head
+    else:
+        fixed = 4 * params
+        per_token = per_layer + head
+    return Estimate(int(fixed), float(per_token), batch, seq_len)
+
+
+def predicted_ceiling(
+    arch: str,
+    config: dict,
+    params: int,
+    batch: int,
+    seq_len: int,
+    limit: int,
+    *,
+    axis: str,
+    scan: str,
+    dtype: str,
+    mode: str = "train",
+    framework: str = "",
+) -> int:
+    """The largest batch (axis "batch") or length (axis "seq_len") whose estimate fits ``limit``
+    bytes; 0 when not even 1 fits."""
+
+    def fits(v: int) -> bool:
+        b, n = (v, seq_len) if axis == "batch" else (batch, v)
+        return estimate(arch, config, params, b, n, scan=scan, dtype=dtype, mode=mode, framework=framework).total_bytes <= limit
+
+    if not fits(1):
+        return 0
+    lo, hi = 1, 2
+    while fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > 2**40:
+            return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo

@@ -1,0 +1,259 @@
+"""The analysis sections of a report: what each sweep or search means, under its table.
+
+``sections(records, figure)`` returns {suite: markdown lines} plus "published" for the presets'
+published figures. ``figure(name, fig)`` turns a matplotlib figure into markdown (a PNG link, an
+inline SVG placeholder) or returns None where the report carries no plots (stdout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import analysis as an
+from .results import group_of
+
+Figure = Callable[[str, object], "str | None"]
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def _table(head: list, rows: list) -> list[str]:
+    return [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows] + [""]
+
+
+def _n(x, digits=3) -> str:
+    from .report import fmt_num
+
+    return fmt_num(x, digits)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.1f}%"
+
+
+def _gib(n) -> str:
+    from .report import fmt_bytes
+
+    return fmt_bytes(n)
+
+
+def _who(rec: dict) -> str:
+    scan = "" if rec["scan"] in ("attention", "recurrent") else f" {rec['scan']}"
+    return f"{group_of(rec)} · {rec['arch']}{scan} · {rec['mode']} · {rec['dtype']}"
+
+
+def _plots():
+    """matplotlib loads only when a report draws (it costs a second at import)."""
+    from . import plots
+
+    return plots
+
+
+def _plot(figure: Figure | None, name: str, make) -> list[str]:
+    if figure is None:
+        return []
+    snippet = figure(name, make())
+    return [snippet, ""] if snippet else []
+
+
+# ---------------------------------------------------------------------------- depth
+def depth_md(records, figure: Figure | None) -> list[str]:
+    ss = an.depth_scaling(records)
+    if not ss:
+        return []
+    out = [
+        "**Depth scaling.** Linear fit ms/step = intercept + slope × layers (slope: the marginal cost of one layer).",
+        "*Scaling efficiency* (seed 000's definition): tokens/s at depth L ÷ tokens/s at the first depth L0;",
+        "with cost proportional to depth it is L0/L (50% for 4 → 8). *Linear-scaling efficiency*: (t(L0) × L/L0) ÷ t(L);",
+        "100% means cost exactly proportional to depth, above 100% a fixed cost (embedding, head, launch overhead) being amortised.",
+        "",
+    ]
+    fits = []
+    for s in ss:
+        out += [f"*{_who(s.head)}*", ""]
+        rows = [
+            [
+                r.layers,
+                f"{r.params:,}" if r.params else "-",
+                _n(r.ms),
+                _n(r.tokens_per_s),
+                _pct(r.scaling_eff),
+                _pct(r.linear_eff),
+                r.status,
+            ]
+            for r in s.rows
+        ]
+        out += _table(["layers", "params", "ms/step", "tok/s", "scaling eff.", "linear-scaling eff.", "status"], rows)
+        if s.fit:
+            r2 = f"{s.fit.r2:.4f}" if s.fit.r2 is not None else "- (2 points)"
+            fits.append([_who(s.head), _n(s.fit.slope), _n(s.fit.intercept), r2, s.fit.n])
+        for a, b, eff, got in s.published:
+            out += [
+                f"Published (seed 000, Apple M2 Pro, jax-metal): {a} → {b} layers scaling efficiency {_pct(eff)}; "
+                f"measured here: {_pct(got)}.",
+                "",
+            ]
+    if fits:
+        out += ["Fits:", ""] + _table(["series", "ms per layer (slope)", "intercept ms", "R²", "points"], fits)
+    out += _plot(figure, "depth", lambda: _plots().depth(ss))
+    return out
+
+
+# ---------------------------------------------------------------------------- sequence length
+def seqlen_md(records, figure: Figure | None) -> list[str]:
+    ss, crossings = an.seqlen(records)
+    if not ss:
+        return []
+    plots = _plots()
+    out = [
+        "**Sequence length.** Log-log slope s of ms against L (ms ∝ L^s): about 1 for Mamba's forward and train,",
+        "up to 2 for attention, and near 0 for Mamba's decode (O(1) state) against the Transformer's KV cache.",
+        "",
+    ]
+    rows = []
+    for s in ss:
+        lat = {v: an.median_ms(r) for v, r in s.points}
+        mem = {v: an.model_bytes(r) for v, r in s.points}
+        first, last = s.points[0][0], s.points[-1][0]
+        stopped = next((f"{r['status']} at {v}" for v, r in s.points if r["status"] not in ("ok", "skipped")), "")
+        rows.append(
+            [
+                _who(s.head),
+                f"{first}..{last}",
+                f"{s.fit.slope:.2f}" if s.fit else "-",
+                f"{s.fit.r2:.3f}" if s.fit and s.fit.r2 is not None else "-",
+                _n(lat.get(first)),
+                _n(lat.get(last)),
+                _gib(mem.get(last)),
+                stopped,
+            ]
+        )
+    out += _table(["series", "lengths", "log-log slope", "R²", "ms at first", "ms at last", "peak at last", "stopped"], rows)
+    if crossings:
+        out += ["Crossover (Mamba ÷ Transformer median time at each length both measured):", ""]
+        out += _table(
+            ["where", "mode", "dtype", "Mamba scan", "ratio by length", "verdict"],
+            [
+                [c.group, c.mode, c.dtype, c.mamba_scan, ", ".join(f"{L}: {r:.2f}" for L, r in zip(c.lengths, c.ratios)), c.verdict]
+                for c in crossings
+            ],
+        )
+    for mode in dict.fromkeys(s.head["mode"] for s in ss):
+        out += _plot(figure, f"seqlen-{mode}", lambda mode=mode: plots.seqlen_latency(ss, mode))
+    out += _plot(figure, "seqlen-memory", lambda: plots.seqlen_memory(ss))
+    return out
+
+
+# ---------------------------------------------------------------------------- memory ceiling
+def ceiling_md(records, figure: Figure | None) -> list[str]:
+    cs = an.memory_ceilings(records)
+    if not cs:
+        return []
+    plots = _plots()
+    out = [
+        "**Memory ceiling.** Doubling then bisection, every probe in a fresh process (the probe log is the table above).",
+        "The memory model (ssmbench/memory_model.py) counts fp32 weights, gradients and AdamW state (16 bytes per parameter)",
+        "plus activations per token and layer, the scan's (B, L, E, N) intermediates included (seed 004: 5 × B × L × d_inner × N × 4 bytes",
+        "per layer for a chunked scan). On CPU, memory is resident memory above the process's once the framework started.",
+        "",
+    ]
+    rows = []
+    for c in cs:
+        ceil = f"{c.ceiling}" if c.first_oom else f"≥ {c.ceiling}"
+        rows.append(
+            [
+                _who(c.head),
+                c.axis,
+                ceil,
+                c.first_oom or "-",
+                _gib(an.model_bytes(dict(c.probes).get(c.ceiling, {})) if c.ceiling else None),
+                _gib(c.limit_bytes),
+                c.predicted if c.predicted is not None else "-",
+                _pct(c.error),
+                _gib(c.predicted_peak),
+                c.stopped or "",
+            ]
+        )
+    out += _table(
+        [
+            "series",
+            "axis",
+            "ceiling",
+            "first OOM",
+            "peak at ceiling",
+            "limit",
+            "predicted ceiling",
+            "prediction error",
+            "model at ceiling",
+            "search ended",
+        ],
+        rows,
+    )
+    for i, c in enumerate(cs):
+        out += _plot(figure, f"memory-{i}", lambda c=c: plots.ceiling(c))
+    return out
+
+
+# ---------------------------------------------------------------------------- batch / dstate sweeps
+def sweep_md(suite: str):
+    def md(records, figure: Figure | None) -> list[str]:
+        ss = an.series(records, suite)
+        if not ss:
+            return []
+        plots = _plots()
+        axis = an.SUITE_AXIS[suite]
+        out, rows = [], []
+        for pts in ss.values():
+            ok = [(v, an.median_ms(r)) for v, r in pts if an.median_ms(r) is not None]
+            fit = an.loglog_fit([v for v, _ in ok], [m for _, m in ok])
+            rows.append([_who(pts[0][1]), ", ".join(f"{v}: {_n(m)}" for v, m in ok), f"{fit.slope:.2f}" if fit else "-"])
+        out += [f"**{an.AXIS_LABEL[axis]} sweep.** Median ms/step at each value; log-log slope (1: cost proportional to the value).", ""]
+        out += _table(["series", "ms/step by value", "log-log slope"], rows)
+        out += _plot(figure, suite, lambda: plots.sweep([(p[0][1], p) for p in ss.values()], axis, f"ms/step vs {an.AXIS_LABEL[axis]}"))
+        return out
+
+    return md
+
+
+SECTIONS = {
+    "depth-scaling": depth_md,
+    "seqlen": seqlen_md,
+    "memory-ceiling": ceiling_md,
+    "sweep-batch": sweep_md("sweep-batch"),
+    "sweep-dstate": sweep_md("sweep-dstate"),
+}
+
+
+# ---------------------------------------------------------------------------- published figures
+def published_md(records) -> list[str]:
+    rows = an.published(records)
+    if not rows:
+        return []
+    out = [
+        "## Published figures beside ours",
+        "",
+        "Figures the preset's source study published, on its hardware, next to the matching measurements here",
+        "(same model config, batch and length). Ratio: ours ÷ theirs.",
+        "",
+    ]
+    table = []
+    for pr in rows:
+        f = pr.figure
+        theirs = f"{f.value:,}" if isinstance(f.value, (int, float)) else str(f.value)
+        base = [pr.preset, f.what, theirs, f.hardware + (f" ({f.note})" if f.note else "")]
+        if not pr.measured:
+            table.append(base + ["-" if f.metric else "(context)", "", ""])
+        for g, rec, v in pr.measured:
+            ratio = f"{v / f.value:.3g}×" if isinstance(f.value, (int, float)) and f.value else ""
+            ours = f"{v:,}" if isinstance(v, int) else _n(v)
+            table.append(base + [ours, f"{g} {rec['suite']} {rec['scan']} {rec['dtype']}", ratio])
+    out += _table(["preset", "figure", "published", "their hardware", "ours", "where", "ratio"], table)
+    return out
+
+
+def sections(records: list[dict], figure: Figure | None = None) -> dict:
+    out = {suite: fn(records, figure) for suite, fn in SECTIONS.items()}
+    out["published"] = published_md(records)
+    return {k: v for k, v in out.items() if v}
