@@ -10,7 +10,8 @@ TORCH  ?= $(if $(GPU),torch,torch==2.13.0)
 JAX    ?= $(if $(GPU),jax[cuda13],jax[cpu])
 TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s)),tensorflow,tensorflow-cpu))
 SMOKE_OUT := reports/ci-smoke
-SMOKE  := --backend all --quick --arch both --out $(SMOKE_OUT)/results --timeout 300
+SMOKE_BASE := --backend all --quick --out $(SMOKE_OUT)/results --timeout 300
+SMOKE  := $(SMOKE_BASE) --arch both
 
 .PHONY: install browser demo test ci-smoke lint bench clean
 
@@ -42,8 +43,12 @@ ci-smoke: install
 	$(SSM) run parity $(SMOKE)
 	$(SSM) run throughput $(SMOKE)
 	$(SSM) run latency $(SMOKE)
+	$(SSM) run depth-scaling $(SMOKE_BASE) --layers-list 1,2 --mode train
+	$(SSM) run seqlen $(SMOKE) --max-len 128 --mode forward,decode
+	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 256MB
 	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
-	@echo "ci-smoke report: $(SMOKE_OUT)/report.md"
+	$(SSM) report $(SMOKE_OUT)/results --format html --output $(SMOKE_OUT)/report.html
+	@echo "ci-smoke report: $(SMOKE_OUT)/report.md, $(SMOKE_OUT)/report.html"
 
 lint: install
 	$(VENV)/bin/ruff check .
