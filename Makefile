@@ -9,6 +9,9 @@ GPU    := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 TORCH  ?= $(if $(GPU),torch,torch==2.13.0)
 JAX    ?= $(if $(GPU),jax[cuda13],jax[cpu])
 TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s)),tensorflow,tensorflow-cpu))
+# ci-smoke: every suite on every backend, at the fewest points that still exercise it (< 5 min on
+# 2 cores). Train runs in throughput; forward in throughput and depth-scaling; decode in latency
+# and seqlen; every scan, dtype and path against the reference in `make test` (parity: float32 here).
 SMOKE_OUT := reports/ci-smoke
 SMOKE_BASE := --backend all --quick --out $(SMOKE_OUT)/results --timeout 300
 SMOKE  := $(SMOKE_BASE) --arch both
@@ -40,12 +43,12 @@ test: install browser
 
 ci-smoke: install
 	rm -rf $(SMOKE_OUT)
-	$(SSM) run parity $(SMOKE)
+	$(SSM) run parity $(SMOKE) --dtype float32
 	$(SSM) run throughput $(SMOKE)
-	$(SSM) run latency $(SMOKE)
-	$(SSM) run depth-scaling $(SMOKE_BASE) --layers-list 1,2 --mode train
-	$(SSM) run seqlen $(SMOKE) --max-len 128 --mode forward,decode
-	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 256MB
+	$(SSM) run latency $(SMOKE) --mode decode
+	$(SSM) run depth-scaling $(SMOKE_BASE) --layers-list 1,2 --mode forward
+	$(SSM) run seqlen $(SMOKE) --max-len 128 --mode decode
+	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 1GB
 	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
 	$(SSM) report $(SMOKE_OUT)/results --format html --output $(SMOKE_OUT)/report.html
 	@echo "ci-smoke report: $(SMOKE_OUT)/report.md, $(SMOKE_OUT)/report.html"

@@ -141,7 +141,9 @@ def run(
     vocab: Annotated[IntOpt, typer.Option(help="Vocabulary size.")] = None,
     batch: Annotated[IntOpt, typer.Option(help="Batch size (default 32; decode runs at 1, seqlen at 8).")] = None,
     seq_len: Annotated[IntOpt, typer.Option(help="Sequence length (decode: context length).")] = None,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16 (half precision through autocast).")] = "float32",
+    dtype: Annotated[
+        str | None, typer.Option(help="float32 | bfloat16 | float16, half precision through autocast (default float32; parity: all).")
+    ] = None,
     scan: Annotated[list[str] | None, typer.Option(help="Mamba scan(s), comma list, or 'all' (default: the backend's).")] = None,
     mode: Annotated[list[str] | None, typer.Option(help="train | forward | decode, comma list (default: the suite's).")] = None,
     warmup: Annotated[IntOpt, typer.Option(help="Untimed steps after the first call (default 2).")] = None,

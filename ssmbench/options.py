@@ -142,6 +142,8 @@ def build_options(
     archs = {"mamba": ["mamba"], "transformer": ["transformer"], "both": ["mamba", "transformer"], None: list(default_archs)}.get(arch)
     if archs is None:
         fail(f"--arch {arch!r} is not allowed; choose from: mamba, transformer, both")
+    dtypes = [dtype] if dtype is not None else None  # parity checks every dtype unless one is named
+    dtype = dtype or "float32"
     check_choice("--dtype", [dtype], DTYPES)
     scans = split_list(scan) or None
     if scans and scans != ["all"]:
@@ -194,5 +196,7 @@ def build_options(
         preset=preset,
         values=values,
         search=search,
+        dtypes=dtypes,
+        quick=quick,
         **run,
     )

@@ -38,6 +38,8 @@ class RunOptions:
     preset: str | None = None
     values: list | None = None  # the swept axis' values (sweeps: --values, --layers-list, --max-len)
     search: str = "batch"  # memory-ceiling: the axis searched, batch or seq_len
+    dtypes: list | None = None  # parity: the dtypes to check (None: every dtype the backend runs)
+    quick: bool = False  # --quick: tiny sizes, and a short memory-ceiling search
 
 
 @dataclass

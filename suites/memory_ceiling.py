@@ -1,6 +1,9 @@
 """Memory ceiling: the largest batch (or length, --search seq-len) that trains without running
 out of memory, per backend x arch x scan x dtype.
 
+With --quick the search starts at the quick batch, stops doubling at 32 and bisects to 25%:
+a smoke test of the machinery, not a ceiling to quote.
+
 The search doubles from the start value (batch: --batch, else 1; length: the run's --seq-len) until a probe runs
 out of memory, then bisects between the last fit and the first OOM until they are adjacent (or
 within SEARCH_PRECISION of each other for large values). Every probe is a fresh process (an
@@ -29,19 +32,21 @@ DEFAULT_MODES = ["train"]
 START = {"batch": 1}
 SEARCH_CAP = 2**16  # stop doubling here and report the ceiling as at least this
 SEARCH_PRECISION = 0.02  # bisection stops when the bracket is within 2% (and at most 1 apart below 50)
+QUICK_CAP, QUICK_PRECISION = 32, 0.25  # --quick: a smoke test of the search, not a measurement
 PROBE = dict(warmup=1, min_iters=2, min_time=0.0)  # enough steps for the optimizer state and a steady peak
 CPU_RAM_SHARE = 0.9
 
 
 def plan(opts: RunOptions) -> Plan:
     axis = opts.search
-    start = (opts.batch or START["batch"]) if axis == "batch" else opts.seq_len
+    start = (opts.batch or (opts.default_batch if opts.quick else START["batch"])) if axis == "batch" else opts.seq_len
+    cap, precision = (QUICK_CAP, QUICK_PRECISION) if opts.quick else (SEARCH_CAP, SEARCH_PRECISION)
     base = replace(opts, batch=start) if axis == "batch" else opts
     seeds = [replace(p, axis=axis, memory_limit=_limit(p, opts), **PROBE) for p in expand_points(NAME, base, opts.modes or DEFAULT_MODES)]
 
     def steps():
         for p in seeds:
-            yield from search(p, axis, start)
+            yield from search(p, axis, start, max(cap, start), precision)
 
     return Plan(seeds, steps(), total=None)
 

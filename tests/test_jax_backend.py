@@ -9,6 +9,7 @@ import pytest
 
 jax = pytest.importorskip("jax")
 jb = pytest.importorskip("ssmbench.backends.jax_backend")
+js = pytest.importorskip("ssmbench.backends.jax_scans")
 
 from ssmbench import backends as registry  # noqa: E402
 from ssmbench import reference as ref  # noqa: E402
@@ -73,8 +74,8 @@ def _scan_inputs(rng, L=37, E=6, N=5, dt_scale=1.0):
 def test_scans_match_reference(scan, chunk, dt_scale, rng):
     x, dt, A, Bm, Cm = _scan_inputs(rng, dt_scale=dt_scale)
     if chunk:
-        assert chunk <= jb.chunk_length(float(dt.max() * -A.min()), 37)  # within the budget
-    y, h = jb.SCAN_FNS[scan](*(jax.numpy.asarray(t) for t in (x, dt, A, Bm, Cm)), chunk)
+        assert chunk <= js.chunk_length(float(dt.max() * -A.min()), 37)  # within the budget
+    y, h = js.SCAN_FNS[scan](*(jax.numpy.asarray(t) for t in (x, dt, A, Bm, Cm)), chunk)
     y_ref, h_ref = ref.selective_scan(*(t.astype(np.float64) for t in (x, dt, A, Bm, Cm)), np.zeros(6))
     assert np.linalg.norm(np.asarray(y) - y_ref) / np.linalg.norm(y_ref) < 1e-5
     assert np.linalg.norm(np.asarray(h) - h_ref) / np.linalg.norm(h_ref) < 1e-5
@@ -83,16 +84,16 @@ def test_scans_match_reference(scan, chunk, dt_scale, rng):
 def test_chunk_over_budget_fails_loudly(rng):
     """A chunk whose decay passes fp32's exp range gives inf/NaN, never a plausible wrong number."""
     x, dt, A, Bm, Cm = _scan_inputs(rng, dt_scale=3.0)
-    y, _ = jb.scan_chunked(*(jax.numpy.asarray(t) for t in (x, dt, A, Bm, Cm)), 37)
+    y, _ = js.scan_chunked(*(jax.numpy.asarray(t) for t in (x, dt, A, Bm, Cm)), 37)
     assert not np.isfinite(np.asarray(y)).all()
 
 
 def test_chunk_length_respects_budget():
-    assert jb.chunk_length(0.0, 100) == 100
-    assert jb.chunk_length(1.0, 100) == 40
-    assert jb.chunk_length(1000.0, 100) == 1  # a single huge step: clamped per step, chunk of 1
+    assert js.chunk_length(0.0, 100) == 100
+    assert js.chunk_length(1.0, 100) == 40
+    assert js.chunk_length(1000.0, 100) == 1  # a single huge step: clamped per step, chunk of 1
     with pytest.raises(FloatingPointError):
-        jb.chunk_length(float("nan"), 10)
+        js.chunk_length(float("nan"), 10)
 
 
 def test_metal_unavailable_off_apple_silicon_names_reason_and_install():

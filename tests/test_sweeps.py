@@ -13,6 +13,7 @@ from ssmbench.suites.memory_ceiling import search
 from ssmbench.plan import Point
 
 QUICK_L, QUICK_LAYERS = 64, 2  # the --quick model's length and depth
+SMALL = ("--seq-len", "64", "--layers", "2", "--d-model", "32")  # a full (not --quick) search on a small model
 
 
 def drive(gen, fits):
@@ -71,7 +72,7 @@ def test_memory_ceiling_end_to_end(fake_backends, run_cli, tmp_path):
     ceiling = 37
     per_sample = 2 * MEM_PER_TOKEN_LAYER * QUICK_L * QUICK_LAYERS  # fake-mem's train step
     limit = per_sample * ceiling + per_sample // 2
-    rc, out, err = run_cli("run", "memory-ceiling", "--backend", "fake-mem", "--quick", "--memory-limit", str(limit), "--out", tmp_path)
+    rc, out, err = run_cli("run", "memory-ceiling", "--backend", "fake-mem", *SMALL, "--memory-limit", str(limit), "--out", tmp_path)
     assert rc == 0, err
     recs = records_of(tmp_path, "memory-ceiling")
     probes = [(r["batch"], r["status"]) for r in recs]
@@ -97,14 +98,25 @@ def test_memory_ceiling_searches_length(fake_backends, run_cli, tmp_path):
     per_token = 2 * MEM_PER_TOKEN_LAYER * QUICK_LAYERS * 2  # batch 2 at --quick
     limit = per_token * 300
     rc, _, err = run_cli(
-        "run", "memory-ceiling", "--backend", "fake-mem", "--quick", "--search", "seq-len", "--memory-limit", str(limit), "--out", tmp_path
-    )
+        "run", "memory-ceiling", "--backend", "fake-mem", *SMALL, "--batch", "2", "--search", "seq-len", "--memory-limit", str(limit),
+        "--out", tmp_path,
+    )  # fmt: skip
     assert rc == 0, err
     recs = records_of(tmp_path, "memory-ceiling")
     assert recs[0]["seq_len"] == QUICK_L and all(r["batch"] == 2 for r in recs)
     fits = [r["seq_len"] for r in recs if r["status"] == "ok"]
     ooms = [r["seq_len"] for r in recs if r["status"] == "oom"]
     assert max(fits) <= 300 < min(ooms) and min(ooms) - max(fits) <= max(1, int(0.02 * max(fits)))
+
+
+def test_quick_search_is_short(fake_backends, run_cli, tmp_path):
+    """--quick starts at the quick batch (2), stops doubling at 32 and bisects to 25%."""
+    limit = 2 * MEM_PER_TOKEN_LAYER * QUICK_L * QUICK_LAYERS * 20  # ceiling 20
+    rc, _, err = run_cli("run", "memory-ceiling", "--backend", "fake-mem", "--quick", "--memory-limit", str(limit), "--out", tmp_path)
+    assert rc == 0, err
+    probes = [(r["batch"], r["status"]) for r in records_of(tmp_path, "memory-ceiling")]
+    assert probes[:5] == [(2, "ok"), (4, "ok"), (8, "ok"), (16, "ok"), (32, "oom")]
+    assert len(probes) <= 8 and max(b for b, s in probes if s == "ok") >= 16
 
 
 def test_a_sweep_skips_longer_lengths_after_an_oom(fake_backends, run_cli, tmp_path):
@@ -120,7 +132,7 @@ def test_a_sweep_skips_longer_lengths_after_an_oom(fake_backends, run_cli, tmp_p
 
 
 def test_resume_continues_an_adaptive_plan(fake_backends, run_cli, tmp_path):
-    args = ("run", "memory-ceiling", "--backend", "fake-mem", "--quick", "--memory-limit", str(256000 * 5), "--out", tmp_path)
+    args = ("run", "memory-ceiling", "--backend", "fake-mem", *SMALL, "--memory-limit", str(256000 * 5), "--out", tmp_path)
     assert run_cli(*args)[0] == 0
     first = records_of(tmp_path, "memory-ceiling")
     rc, _, err = run_cli(*args, "--resume")
@@ -188,3 +200,23 @@ def test_bad_sweep_input_is_one_line_and_exit_2(run_cli, tmp_path, argv, needle)
     assert rc == 2
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "never").exists()
+
+
+def test_seed_000s_memory_case_is_expressible():
+    """`--preset tinyshakespeare-m2 --memory-limit 12.7GB`: the M2 Pro's 12.7 GB allocator
+    threshold, searched over the batch at seed 000's model and length."""
+    from ssmbench.suites import memory_ceiling
+
+    from ssmbench.options import build_options
+
+    kw = {k: None for k in ("d_model", "layers", "d_state", "d_conv", "expand", "vocab", "batch", "seq_len", "scan", "mode")}
+    kw.update({k: None for k in ("warmup", "min_iters", "min_time", "repeats", "timeout")})
+    opts = build_options(
+        backend=["torch-cpu"], arch="mamba", preset="tinyshakespeare-m2", dtype="float32", quick=False,
+        memory_limit="12.7GB", seed=0, **kw,
+    )  # fmt: skip
+    plan = memory_ceiling.plan(opts)
+    (seed,) = plan.grid
+    assert (seed.batch, seed.seq_len, seed.mode, seed.memory_limit, seed.preset) == (1, 128, "train", 12_700_000_000, "tinyshakespeare-m2")
+    assert (seed.config["d_model"], seed.config["n_layers"], seed.config["vocab"]) == (256, 4, 65)
+    assert next(plan.run()).batch == 1
