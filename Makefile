@@ -48,7 +48,7 @@ ci-smoke: install
 	$(SSM) run latency $(SMOKE) --mode decode
 	$(SSM) run depth-scaling $(SMOKE_BASE) --layers-list 1,2 --mode forward
 	$(SSM) run seqlen $(SMOKE) --max-len 128 --mode decode
-	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 1GB
+	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 300MB
 	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
 	$(SSM) report $(SMOKE_OUT)/results --format html --output $(SMOKE_OUT)/report.html
 	@echo "ci-smoke report: $(SMOKE_OUT)/report.md, $(SMOKE_OUT)/report.html"

@@ -76,7 +76,8 @@ def series_key(rec: dict, axis: str) -> tuple:
     skip = _VARIES_WITH_DEPTH if axis == "n_layers" else (axis,)
     cfg = tuple(sorted((k, v) for k, v in (rec.get("config") or {}).items() if k not in skip and not isinstance(v, (dict, list))))
     other = tuple((k, rec[k]) for k in ("batch", "seq_len") if k != axis)
-    return (rec["suite"], group_of(rec), rec["arch"], rec["mode"], rec["scan"], rec["dtype"], cfg, other)
+    limit = (rec.get("settings") or {}).get("memory_limit")  # searches against different limits stay apart
+    return (rec["suite"], group_of(rec), rec["arch"], rec["mode"], rec["scan"], rec["dtype"], cfg, other, limit)
 
 
 def series(records: list[dict], suite: str) -> OrderedDict:
@@ -226,8 +227,9 @@ class Ceiling:
 
     @property
     def error(self) -> float | None:
-        """Relative error of the predicted ceiling: predicted / measured - 1."""
-        if self.predicted is None or not self.ceiling:
+        """Relative error of the predicted ceiling: predicted / measured - 1 (None unless the
+        search bracketed the ceiling: a lower bound has no error to speak of)."""
+        if self.predicted is None or not self.ceiling or self.first_oom is None:
             return None
         return self.predicted / self.ceiling - 1
 

@@ -1,12 +1,11 @@
 """Memory ceiling: the largest batch (or length, --search seq-len) that trains without running
 out of memory, per backend x arch x scan x dtype.
 
-With --quick the search starts at the quick batch, stops doubling at 32 and bisects to 25%:
-a smoke test of the machinery, not a ceiling to quote.
-
-The search doubles from the start value (batch: --batch, else 1; length: the run's --seq-len) until a probe runs
-out of memory, then bisects between the last fit and the first OOM until they are adjacent (or
-within SEARCH_PRECISION of each other for large values). Every probe is a fresh process (an
+The search doubles from the start value (batch: --batch, else 1; length: the run's --seq-len)
+until a probe runs out of memory, then bisects between the last fit and the first OOM until they
+are adjacent (or within SEARCH_PRECISION of each other for large values). With --quick it starts
+at the quick batch, stops doubling at 16 and bisects to 25%: a smoke test of the machinery, not
+a ceiling to quote. Every probe is a fresh process (an
 allocator that once failed is never trusted again) that runs a few training steps, so the
 optimizer state exists; each probe is a record, the probe log. A probe that errors, crashes or
 times out ends its search: the ceiling is then a lower bound.
@@ -32,7 +31,7 @@ DEFAULT_MODES = ["train"]
 START = {"batch": 1}
 SEARCH_CAP = 2**16  # stop doubling here and report the ceiling as at least this
 SEARCH_PRECISION = 0.02  # bisection stops when the bracket is within 2% (and at most 1 apart below 50)
-QUICK_CAP, QUICK_PRECISION = 32, 0.25  # --quick: a smoke test of the search, not a measurement
+QUICK_CAP, QUICK_PRECISION = 16, 0.25  # --quick: a smoke test of the search, not a measurement
 PROBE = dict(warmup=1, min_iters=2, min_time=0.0)  # enough steps for the optimizer state and a steady peak
 CPU_RAM_SHARE = 0.9
 
