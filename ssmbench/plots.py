@@ -22,6 +22,24 @@ GIB = 2**30
 plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none"})
 
 
+def _axes():
+    return plt.subplots(figsize=(6.4, 4.0))
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, *, xlog: bool = True, ylog: bool = False):
+    """Axis scales (log base 2 for lengths and batches), labels, legend, layout."""
+    if xlog:
+        ax.set_xscale("log", base=2)
+    if ylog:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def _label(rec: dict, *, with_group: bool = True) -> str:
     scan = "" if rec["scan"] in ("attention", "recurrent") else f" {rec['scan']}"
     return (f"{group_of(rec)} " if with_group else "") + f"{rec['arch']}{scan} {rec['dtype']}"
@@ -29,7 +47,7 @@ def _label(rec: dict, *, with_group: bool = True) -> str:
 
 def seqlen_latency(series: list, mode: str):
     """Latency against length on log-log axes, one line per backend/arch, the fitted slope in the legend."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _axes()
     for s in (s for s in series if s.head["mode"] == mode):
         xs = [v for v, r in s.points if median_ms(r) is not None]
         ys = [median_ms(r) for _, r in s.points if median_ms(r) is not None]
@@ -43,18 +61,13 @@ def seqlen_latency(series: list, mode: str):
         bad = [(v, r["status"]) for v, r in s.points if r["status"] not in ("ok", "skipped")]
         for v, st in bad:
             ax.annotate(st, (v, ys[-1]), fontsize=7, color="crimson")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("context length (tokens)" if mode == "decode" else "sequence length (tokens)")
-    ax.set_ylabel("ms per token" if mode == "decode" else "ms per step")
-    ax.set_title(f"{mode}: latency vs length (log-log)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    xlabel = "context length (tokens)" if mode == "decode" else "sequence length (tokens)"
+    ylabel = "ms per token" if mode == "decode" else "ms per step"
+    return _finish(fig, ax, xlabel, ylabel, f"{mode}: latency vs length (log-log)", ylog=True)
 
 
 def seqlen_memory(series: list):
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _axes()
     for s in series:
         pts = [(v, model_bytes(r)) for v, r in s.points if r["status"] == "ok" and model_bytes(r)]
         if pts:
@@ -65,19 +78,12 @@ def seqlen_memory(series: list):
                 marker="o",
                 label=f"{_label(s.head)} {s.head['mode']}",
             )
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence / context length (tokens)")
-    ax.set_ylabel("peak memory (GiB)")
-    ax.set_title("peak memory vs length")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "sequence / context length (tokens)", "peak memory (GiB)", "peak memory vs length", ylog=True)
 
 
 def depth(series: list):
     """ms/step against layers with the least-squares line."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _axes()
     for s in series:
         rows = [r for r in s.rows if r.ms is not None]
         if not rows:
@@ -95,18 +101,13 @@ def depth(series: list):
                 alpha=0.6,
                 label=f"fit: {s.fit.slope:.3g} ms/layer + {s.fit.intercept:.3g}{r2}",
             )
-    ax.set_xlabel("layers")
-    ax.set_ylabel("ms per step (median)")
-    ax.set_title("cost vs depth")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "layers", "ms per step (median)", "cost vs depth", xlog=False)
 
 
 def ceiling(c):
     """Peak memory of every probe against the searched value, with the ceiling, the device limit
     and the memory model's curve."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _axes()
     ok = [(v, model_bytes(r)) for v, r in c.probes if r["status"] == "ok" and model_bytes(r)]
     oom = [v for v, r in c.probes if r["status"] == "oom"]
     if ok:
@@ -124,29 +125,17 @@ def ceiling(c):
         ax.axvline(v, color="crimson", alpha=0.25)
     if oom:
         ax.plot([], [], color="crimson", alpha=0.25, label="probe: out of memory")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel(AXIS_LABEL.get(c.axis, c.axis))
-    ax.set_ylabel("memory (GiB)")
-    ax.set_title(f"memory ceiling: {_label(c.head)} {c.head['mode']}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, AXIS_LABEL.get(c.axis, c.axis), "memory (GiB)", f"memory ceiling: {_label(c.head)} {c.head['mode']}")
 
 
 def sweep(series_points: list, axis: str, title: str):
     """ms/step against a swept value (batch, state size), one line per series."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = _axes()
     for head, pts in series_points:
         ok = [(v, median_ms(r)) for v, r in pts if median_ms(r) is not None]
         if ok:
             ax.plot([v for v, _ in ok], [m for _, m in ok], marker="o", label=f"{_label(head)} {head['mode']}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel(AXIS_LABEL.get(axis, axis))
-    ax.set_ylabel("ms per step (median)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, AXIS_LABEL.get(axis, axis), "ms per step (median)", title)
 
 
 def svg(fig) -> str:

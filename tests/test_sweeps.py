@@ -232,3 +232,25 @@ def test_seed_000s_memory_case_is_expressible():
     assert (seed.batch, seed.seq_len, seed.mode, seed.memory_limit, seed.preset) == (1, 128, "train", 12_700_000_000, "tinyshakespeare-m2")
     assert (seed.config["d_model"], seed.config["n_layers"], seed.config["vocab"]) == (256, 4, 65)
     assert next(plan.run()).batch == 1
+
+
+# ---------------------------------------------------------------------------- each suite on a real CPU backend
+@pytest.mark.parametrize(
+    "argv,suite,section",
+    [
+        (["run", "depth-scaling", "--layers-list", "1,2", "--mode", "forward"], "depth-scaling", "**Depth scaling.**"),
+        (["run", "seqlen", "--max-len", "128", "--mode", "decode"], "seqlen", "Crossover"),
+        (["run", "memory-ceiling", "--memory-limit", "200MB"], "memory-ceiling", "**Memory ceiling.**"),
+        (["sweep", "batch", "--values", "1,2", "--mode", "forward"], "sweep-batch", "**batch sweep.**"),
+        (["sweep", "dstate", "--values", "4,8", "--mode", "forward"], "sweep-dstate", "**state size N sweep.**"),
+    ],
+)
+def test_each_suite_end_to_end_on_torch_cpu(run_cli, tmp_path, argv, suite, section):
+    pytest.importorskip("torch")
+    rc, out, err = run_cli(*argv, "--backend", "torch-cpu", "--quick", "--out", tmp_path)
+    assert rc == 0, err
+    recs = records_of(tmp_path, suite)
+    assert recs and all(r["status"] in ("ok", "oom") for r in recs) and any(r["status"] == "ok" for r in recs)
+    assert all(r["metrics"]["parity"]["passed"] for r in recs if r["status"] == "ok")  # gated by parity
+    rc, md, err = run_cli("report", tmp_path)
+    assert rc == 0 and section in md
