@@ -32,6 +32,7 @@ for STEP in "$@"; do
     seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;
     depth-torch) $SSM run depth-scaling -b torch-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
     depth-jax) $SSM run depth-scaling -b jax-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
+    ceiling-torch) $SSM run memory-ceiling -b torch-cuda --preset tinyshakespeare-m2 --memory-limit 12.7GB --timeout 120 --out $R ;;
     130m) $SSM run throughput -b torch-cuda --preset mamba-130m --arch both --scan chunked,parallel --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
   esac
 done
