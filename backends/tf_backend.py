@@ -20,7 +20,7 @@ from importlib import metadata
 
 import numpy as np
 
-from ssmbench.interface import ADAMW, Availability, Backend, BackendUnavailable
+from ssmbench.interface import ADAMW, Availability, Backend
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
@@ -284,9 +284,7 @@ class TFBackend(Backend):
     kind = "CPU"
 
     def __init__(self):
-        ok = self.availability()
-        if not ok.available:
-            raise BackendUnavailable(ok.reason)
+        super().__init__()
         self.device = f"/{self.kind}:0"
 
     @classmethod

@@ -261,11 +261,7 @@ class TorchBackend(Backend):
     install_hint = "pip install torch==2.13.0  (CPU build; on a CUDA machine: pip install torch)"
 
     def __init__(self):
-        ok = self.availability()
-        if not ok.available:
-            from ssmbench.interface import BackendUnavailable
-
-            raise BackendUnavailable(ok.reason)
+        super().__init__()
         self.device = torch.device(self.device_type)
 
     @classmethod

@@ -48,6 +48,12 @@ class Backend(ABC):
     priority: int = 0  # higher runs first for --backend auto (GPUs above CPUs)
     parity_checked: bool = True  # timing suites check the model against the reference first
 
+    def __init__(self):
+        """Refuses to construct where the backend cannot run (BackendUnavailable says why)."""
+        ok = self.availability()
+        if not ok.available:
+            raise BackendUnavailable(ok.reason)
+
     # ------------------------------------------------------------------ availability, device
     @classmethod
     @abstractmethod
