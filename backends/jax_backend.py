@@ -384,9 +384,7 @@ class JaxBackend(Backend):
         stats = self._memory_stats()
         if stats and "peak_bytes_in_use" in stats:
             return int(stats["peak_bytes_in_use"]), "jax device.memory_stats() peak_bytes_in_use"
-        from ssmbench.envinfo import peak_rss_bytes
-
-        return peak_rss_bytes(), "process peak RSS (getrusage; device.memory_stats() unavailable)"
+        return None, "device.memory_stats() unavailable"
 
     @classmethod
     def configure_process(cls, memory_limit):

@@ -395,9 +395,7 @@ class TFBackend(Backend):
     def peak_memory(self):
         if self.kind == "GPU":
             return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "tf.config.experimental.get_memory_info peak"
-        from ssmbench.envinfo import peak_rss_bytes
-
-        return peak_rss_bytes(), "process peak RSS (getrusage; includes framework libraries)"
+        return None, "no allocator statistics on CPU"
 
     def is_oom(self, exc):
         return isinstance(exc, MemoryError) or (tf is not None and isinstance(exc, tf.errors.ResourceExhaustedError))

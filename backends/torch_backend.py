@@ -342,9 +342,7 @@ class TorchBackend(Backend):
         return bool(torch.isfinite(x).all())
 
     def peak_memory(self):
-        from ssmbench.envinfo import peak_rss_bytes
-
-        return peak_rss_bytes(), "process peak RSS (getrusage; includes framework libraries)"
+        return None, "no allocator statistics on CPU"
 
     def is_oom(self, exc):
         if isinstance(exc, MemoryError):

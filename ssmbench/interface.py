@@ -121,7 +121,8 @@ class Backend(ABC):
 
     @abstractmethod
     def peak_memory(self) -> tuple[int | None, str]:
-        """(peak bytes or None, where the figure came from)."""
+        """(peak bytes, where the figure came from) from the device allocator; (None, why not)
+        where there is none (CPU): the worker then reports the process's resident memory."""
 
     @abstractmethod
     def is_oom(self, exc: BaseException) -> bool: ...

@@ -19,6 +19,7 @@ import traceback
 import numpy as np
 
 from .config import ModelConfig, TransformerConfig
+from .envinfo import peak_rss_bytes
 from .interface import BackendUnavailable
 from .measure import time_steps
 from .plan import Point
@@ -124,8 +125,11 @@ def measure(point: Point, out_path: str | None = None) -> dict:
         if not backend.all_finite(t.first_output):
             return {**res, "status": "error", "error": "non-finite output (NaN or inf) on the first step"}
         peak, source = backend.peak_memory()
-        if rss is not None and "RSS" in source:
+        from_rss = peak is None and rss is not None
+        if from_rss:
             peak, source = rss.sample(), f"process RSS sampled every {rss.poll_s * 1e3:.0f} ms (peak; includes framework libraries)"
+        elif peak is None:
+            peak, source = peak_rss_bytes(), f"process peak RSS (getrusage; includes framework libraries; {source})"
         return {
             **res,
             "status": "ok",
@@ -134,7 +138,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             "samples_s": t.samples_s,
             "peak_mem_bytes": peak,
             "mem_source": source,
-            **({"mem_baseline_bytes": rss.base} if rss is not None and "RSS" in source else {}),
+            **({"mem_baseline_bytes": rss.base} if from_rss else {}),
         }
     except BaseException as e:  # noqa: BLE001 - every failure becomes a status
         if isinstance(e, KeyboardInterrupt):
