@@ -10,33 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import analysis as an
+from .report import _md_row, fmt_bytes, fmt_num
 from .results import group_of
 
 Figure = Callable[[str, object], "str | None"]
 
 
-def _row(cells) -> str:
-    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-
 def _table(head: list, rows: list) -> list[str]:
-    return [_row(head), _row(["---"] * len(head))] + [_row(r) for r in rows] + [""]
+    return [_md_row(head), _md_row(["---"] * len(head))] + [_md_row(r) for r in rows] + [""]
 
 
-def _n(x, digits=3) -> str:
-    from .report import fmt_num
-
-    return fmt_num(x, digits)
+_n, _gib = fmt_num, fmt_bytes
 
 
 def _pct(x) -> str:
     return "-" if x is None else f"{x * 100:.1f}%"
-
-
-def _gib(n) -> str:
-    from .report import fmt_bytes
-
-    return fmt_bytes(n)
 
 
 def _who(rec: dict) -> str:
