@@ -38,6 +38,16 @@ def run_cli(capsys, monkeypatch):
     return _run
 
 
+def options(**given):
+    """ssmbench.options.build_options with every flag left unset except ``given``, as the CLI
+    passes them (a plan-level test of what a command line would run)."""
+    from ssmbench.options import build_options
+
+    flags = ("backend", "arch", "preset", "d_model", "layers", "d_state", "d_conv", "expand", "vocab", "batch", "seq_len", "dtype")
+    flags += ("scan", "mode", "warmup", "min_iters", "min_time", "repeats", "timeout", "memory_limit")
+    return build_options(**{**dict.fromkeys(flags), "quick": False, "seed": 0, **given})
+
+
 @pytest.fixture
 def rng():
     import numpy as np

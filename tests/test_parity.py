@@ -74,14 +74,11 @@ def test_gate_reuses_checks_only_from_the_same_clean_code(tmp_path, git, reused)
 
 def test_parity_checks_only_the_named_dtype(run_cli, tmp_path):
     """`run parity --dtype float32` checks float32 only; without --dtype, every dtype."""
+    from conftest import options
     from ssmbench.suites import parity as suite
 
-    from ssmbench.options import build_options
-
-    kw = {k: None for k in ("d_model", "layers", "d_state", "d_conv", "expand", "vocab", "batch", "seq_len", "scan", "mode")}
-    kw.update({k: None for k in ("warmup", "min_iters", "min_time", "repeats", "timeout", "memory_limit", "preset")})
-    named = build_options(backend=["torch-cpu"], arch="both", dtype="float32", quick=True, seed=0, **kw)
-    every = build_options(backend=["torch-cpu"], arch="both", dtype=None, quick=True, seed=0, **kw)
+    named = options(backend=["torch-cpu"], arch="both", dtype="float32", quick=True)
+    every = options(backend=["torch-cpu"], arch="both", quick=True)
     (p_named,), (p_every,) = suite.plan(named), suite.plan(every)
     assert {c["dtype"] for c in p_named.checks} == {"float32"}
     assert {c["dtype"] for c in p_every.checks} == {"float32", "bfloat16", "float16"}

@@ -217,16 +217,10 @@ def test_bad_sweep_input_is_one_line_and_exit_2(run_cli, tmp_path, argv, needle)
 def test_seed_000s_memory_case_is_expressible():
     """`--preset tinyshakespeare-m2 --memory-limit 12.7GB`: the M2 Pro's 12.7 GB allocator
     threshold, searched over the batch at seed 000's model and length."""
+    from conftest import options
     from ssmbench.suites import memory_ceiling
 
-    from ssmbench.options import build_options
-
-    kw = {k: None for k in ("d_model", "layers", "d_state", "d_conv", "expand", "vocab", "batch", "seq_len", "scan", "mode")}
-    kw.update({k: None for k in ("warmup", "min_iters", "min_time", "repeats", "timeout")})
-    opts = build_options(
-        backend=["torch-cpu"], arch="mamba", preset="tinyshakespeare-m2", dtype="float32", quick=False,
-        memory_limit="12.7GB", seed=0, **kw,
-    )  # fmt: skip
+    opts = options(backend=["torch-cpu"], arch="mamba", preset="tinyshakespeare-m2", dtype="float32", memory_limit="12.7GB")
     plan = memory_ceiling.plan(opts)
     (seed,) = plan.grid
     assert (seed.batch, seed.seq_len, seed.mode, seed.memory_limit, seed.preset) == (1, 128, "train", 12_700_000_000, "tinyshakespeare-m2")
