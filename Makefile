@@ -8,6 +8,8 @@ STAMP  := $(VENV)/.installed
 GPU    := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo yes)
 TORCH  ?= $(if $(GPU),torch,torch==2.13.0)
 JAX    ?= $(if $(GPU),jax[cuda13],jax[cpu])
+# the fused scan's kernels: CUDA torch wheels bring Triton; on CPU its interpreter runs the tests
+TRITON ?= $(if $(GPU),,triton==3.6.0)
 TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s)),tensorflow,tensorflow-cpu))
 # ci-smoke: every suite on every backend, at the fewest points that still exercise it (< 5 min on
 # 2 cores). Train runs in throughput; forward in throughput and depth-scaling; decode in latency
@@ -23,7 +25,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" "$(JAX)" "optax>=0.2.3" "$(TF)"
+	$(PY) -m pip install -q "$(TORCH)" "$(JAX)" "optax>=0.2.3" "$(TF)" $(TRITON)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -4,8 +4,8 @@ The model math is ssmbench.reference's, written with torch ops; module names rep
 mamba-ssm's state dict so ``load_state_dict`` takes a real checkpoint. Mixed precision runs
 through autocast (bf16/fp16 matmuls, fp32 residual stream, norms and SSM state).
 
-Scans (sequential, chunked, parallel) live in torch_scans.py; decode always uses the
-recurrent step.
+Scans (sequential, chunked, parallel, and triton on CUDA) live in torch_scans.py and
+torch_triton.py; decode always uses the recurrent step.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from .torch_scans import SCAN_FNS
+    from .torch_scans import conv_silu, selective_scan
 except ImportError:  # availability() reports it; nothing below runs without torch
     torch = None
 
-SCANS = ("chunked", "parallel", "sequential")  # the keys of torch_scans.SCAN_FNS
+SCANS = ("chunked", "parallel", "sequential")  # pure PyTorch, every device (torch_scans.SCAN_FNS)
 
 
 # ============================================================================ models
@@ -57,25 +57,22 @@ if torch is not None:
             self.out_proj = nn.Linear(E, D, bias=False)
 
         def _ssm_inputs(self, x):
-            """x (..., E) after conv+silu -> dt (..., E), Bm, Cm (..., N) in fp32."""
+            """x (..., E) after conv+silu -> dt (..., E) before its bias and softplus, Bm, Cm (..., N)."""
             dt, Bm, Cm = self.x_proj(x).split([self.R, self.N, self.N], dim=-1)
-            return F.softplus(self.dt_proj(dt).float()), Bm.float(), Cm.float()
+            return F.linear(dt, self.dt_proj.weight), Bm, Cm
 
         def forward(self, h, return_state=False):
             """h (B, L, D) -> (B, L, D) [, (conv_state (B, E, K), ssm_state (B, E, N))]."""
             L = h.shape[1]
             x, z = self.in_proj(h).chunk(2, dim=-1)
-            xt = x.transpose(1, 2)  # (B, E, L)
-            xc = F.silu(self.conv1d(xt)[..., :L]).transpose(1, 2)
+            xc = conv_silu(self.scan, x, self.conv1d.weight, self.conv1d.bias)
             dt, Bm, Cm = self._ssm_inputs(xc)
             A = -torch.exp(self.A_log.float())
-            xf = xc.float()
-            y, h_last = SCAN_FNS[self.scan](xf, dt, A, Bm, Cm)
-            y = (y + xf * self.D.float()) * F.silu(z.float())
+            y, h_last = selective_scan(self.scan, xc, dt, A, Bm, Cm, self.D.float(), z, self.dt_proj.bias.float())
             out = self.out_proj(y.to(x.dtype))
             if not return_state:
                 return out
-            conv_state = F.pad(xt, (max(0, self.K - L), 0))[..., -self.K :]
+            conv_state = F.pad(x.transpose(1, 2), (max(0, self.K - L), 0))[..., -self.K :]
             return out, (conv_state, h_last)
 
         def step(self, h, state):
@@ -85,10 +82,11 @@ if torch is not None:
             conv = torch.cat([conv[..., 1:], x[..., None].to(conv.dtype)], -1)
             xc = F.silu((conv * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
             dt, Bm, Cm = self._ssm_inputs(xc)
+            dt = F.softplus(dt.float() + self.dt_proj.bias.float())
             A = -torch.exp(self.A_log.float())
             xf = xc.float()
-            ssm = torch.exp(dt[..., None] * A) * ssm + (dt * xf)[..., None] * Bm[:, None, :]
-            y = torch.einsum("ben,bn->be", ssm, Cm) + xf * self.D.float()
+            ssm = torch.exp(dt[..., None] * A) * ssm + (dt * xf)[..., None] * Bm.float()[:, None, :]
+            y = torch.einsum("ben,bn->be", ssm, Cm.float()) + xf * self.D.float()
             return self.out_proj((y * F.silu(z.float())).to(x.dtype)), (conv, ssm)
 
     class MambaBlock(nn.Module):
@@ -376,7 +374,8 @@ class TorchCUDA(TorchBackend):
     name = "torch-cuda"
     device_type = "cuda"
     priority = 100
-    default_scan = "parallel"  # fastest measured on the H100 (README benchmarks)
+    scans = (*SCANS, "triton")
+    default_scan = "triton"  # the fused kernel: fastest measured on the H100 (README benchmarks)
     install_hint = "pip install torch  (a CUDA build, on a machine with an NVIDIA GPU and driver)"
 
     @classmethod

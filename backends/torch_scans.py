@@ -8,6 +8,12 @@ Scans (the Mamba parallel path; decode always uses the recurrent step):
     parallel    a work-efficient associative (odd/even, Blelloch-style) scan over the operator
                 (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2): O(L) work, O(log L) depth, any L
                 without padding to a power of two
+    triton      (CUDA) one fused Triton kernel for the whole selective scan, softplus, D skip and
+                gate included, with a fused backward; it brings a fused causal conv + silu too:
+                torch_triton.py
+
+``conv_silu`` and ``selective_scan`` are the entry points the model calls, the latter with
+mamba-ssm's selective_scan_fn semantics, whichever the scan.
 """
 
 from __future__ import annotations
@@ -83,3 +89,29 @@ def scan_parallel(x, dt, A, Bm, Cm, h0=None):
 
 
 SCAN_FNS = {"sequential": scan_sequential, "chunked": scan_chunked, "parallel": scan_parallel}
+
+
+def conv_silu(kind, x, weight, bias):
+    """silu(causal depthwise conv1d): x (B, L, E), weight (E, 1, K), bias (E,) -> (B, L, E)."""
+    if kind == "triton":
+        from . import torch_triton
+
+        return torch_triton.causal_conv_silu(x, weight, bias)
+    L, K = x.shape[1], weight.shape[-1]
+    return torch.nn.functional.silu(torch.nn.functional.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=x.shape[2])[..., :L]).transpose(1, 2)
+
+
+def selective_scan(kind, x, dt, A, Bm, Cm, D, z, dt_bias):
+    """out = (scan(x, softplus(dt + dt_bias), A, B, C) + D x) * silu(z), and the last state.
+
+    x, dt, z (B, L, E) in the compute dtype; A (E, N), D, dt_bias (E,) fp32; Bm, Cm (B, L, N)
+    -> out (B, L, E) (fp32, or x's dtype from the triton scan), last state (B, E, N) fp32.
+    """
+    if kind == "triton":
+        from . import torch_triton  # imports Triton: only where the scan is used
+
+        return torch_triton.selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias)
+    xf = x.float()
+    delta = torch.nn.functional.softplus(dt.float() + dt_bias)
+    y, h_last = SCAN_FNS[kind](xf, delta, A, Bm.float(), Cm.float())
+    return (y + xf * D) * torch.nn.functional.silu(z.float()), h_last

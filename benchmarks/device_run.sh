@@ -21,12 +21,18 @@ for STEP in "$@"; do
            $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --dtype bfloat16 --out $R ;;
     latency) $SSM run latency -b torch-cuda --preset tinyshakespeare-m2 --arch both --mode decode --dtype bfloat16 --out $R
              $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
-    tests) python3 -m pytest "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
+    tests) python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
            tail -3 "$OUT/pytest.txt" ;;
+    tests-torch) python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_torch_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
+           tail -3 "$OUT/pytest.txt" ;;
+    triton) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton,parallel --mode train,forward --out $R
+            $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton,parallel --mode train,forward --dtype bfloat16 --out $R
+            $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train,forward --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
     parity) $SSM run parity -b torch-cuda,jax-cuda --arch both --out $R ;;
     jax-small) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R ;;
     jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
               $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
+    tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;
     seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;

@@ -1,0 +1,458 @@
+"""The fused selective scan for torch-cuda, in Triton (the ``triton`` scan).
+
+One kernel does what mamba-ssm's ``selective_scan_fn`` does, with its semantics::
+
+    Δ_t   = softplus(dt_t + dt_bias)                        (B, L, E)   the step size
+    h_t   = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t x_t) ⊗ B_t           (B, E, N)   fp32 state, h_{-1} = 0
+    out_t = (C_t · h_t + D ⊙ x_t) ⊙ silu(z_t)                (B, L, E)
+
+Glossary (Mamba paper, Algorithm 2): x the SSM input (u in mamba-ssm), dt the step before its
+bias and softplus, A (E, N) the diagonal state matrix (negative), B, C (B, L, N) the
+input-dependent projections, D (E,) the skip, z the gate. B batch, L length, E d_inner,
+N d_state.
+
+Forward: one program owns BLOCK_E channels of one sequence with all N states in registers and
+walks the sequence in chunks of T steps. Inside a chunk the recurrence is a parallel scan
+(``tl.associative_scan``) over the operator (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2), so the
+(B, L, E, N) states never leave the chip; only x, dt, z, B, C are read and out is written.
+
+Backward recomputes instead of storing states. The forward keeps the state at each chunk's
+end ((B, L/T, E, N) fp32, T times smaller than the states). Walking the chunks backwards,
+each program recomputes the chunk's states from the one before it, then scans the adjoint
+backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gradient from the two:
+
+    dB_t = Σ_e dL/dh_t Δ_t x_t          dC_t = Σ_e dy_t h_t           (partial sums per channel block)
+    dΔ_t = x_t (dL/dh_t · B_t) + Σ_n dL/dh_t (h_t - Δ_t x_t B_t) A    (a_t h_{t-1} = h_t - b_t: no division)
+    dA   = Σ_t dL/dh_t (h_t - Δ_t x_t B_t) Δ_t                      (per sequence, summed on the host)
+
+Inputs may be fp32, bf16 or fp16; arithmetic and the state are fp32; out has x's dtype.
+Without CUDA (this module's tests on CPU), kernels run under Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+if not torch.cuda.is_available():  # run the kernels under Triton's interpreter on a CPU; this
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # works only before the first `import triton`
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class Tiling:
+    block_e: int  # channels per program (a power of two)
+    chunk: int  # T, steps per chunk scanned in registers (a power of two)
+    warps: int  # num_warps per program
+
+
+# Chosen on the lent H100 by benchmarks/tune_triton_scan.py at L=2048 (README: benchmarks)
+FORWARD = Tiling(block_e=32, chunk=16, warps=1)
+BACKWARD = Tiling(block_e=32, chunk=4, warps=1)
+
+
+# ---------------------------------------------------------------------------- device functions
+@triton.jit
+def _softplus(v):
+    """log(1 + e^v) = max(v, 0) + log1p(e^-|v|), with log1p(u) = 2 atanh(u / (2 + u)) as a
+    series: accurate to fp32 rounding where log(1 + u) would lose u's low bits."""
+    u = tl.exp(-tl.abs(v))
+    s = u / (2.0 + u)  # in (0, 1/3]
+    s2 = s * s
+    p = 1.0 / 17.0
+    p = p * s2 + 1.0 / 15.0
+    p = p * s2 + 1.0 / 13.0
+    p = p * s2 + 1.0 / 11.0
+    p = p * s2 + 1.0 / 9.0
+    p = p * s2 + 1.0 / 7.0
+    p = p * s2 + 1.0 / 5.0
+    p = p * s2 + 1.0 / 3.0
+    p = p * s2 + 1.0
+    return tl.maximum(v, 0.0) + 2.0 * s * p
+
+
+@triton.jit
+def _sigmoid(v):
+    return 1.0 / (1.0 + tl.exp(-v))
+
+
+@triton.jit
+def _load_step(ptr, t, stride_l, idx, mask, EVEN: tl.constexpr):
+    """One step's vector: ptr[t * stride_l + idx] in fp32 (0 where masked; no mask when EVEN)."""
+    if EVEN:
+        v = tl.load(ptr + t * stride_l + idx)
+    else:
+        v = tl.load(ptr + t * stride_l + idx, mask=mask, other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _store_step(ptr, t, stride_l, idx, value, mask, EVEN: tl.constexpr):
+    if EVEN:
+        tl.store(ptr + t * stride_l + idx, value.to(ptr.dtype.element_ty))
+    else:
+        tl.store(ptr + t * stride_l + idx, value.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _past_end_zero(v, mask, EVEN: tl.constexpr):
+    """v, or 0 where a step lies past the end (a zero step leaves the state as it is)."""
+    if EVEN:
+        return v
+    else:
+        return tl.where(mask, v, 0.0)
+
+
+# ---------------------------------------------------------------------------- kernels
+# Tiles are (NP, BLOCK_E): one channel per lane, its N states in that lane's registers, so the
+# contraction with C is a sum inside a thread and loads of x, dt, z are coalesced along E.
+@triton.jit
+def _forward_kernel(
+    x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)
+    out_ptr, last_ptr, states_ptr,  # outputs: out (B, L, E), last state (B, E, N), chunk states
+    L, E, N,
+    sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, so_b, so_l,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STORE_STATES: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    pe, pb = tl.program_id(0), tl.program_id(1)
+    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
+    n = tl.arange(0, NP)
+    me, mn = e < E, n < N
+    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    x_ptr += pb * sx_b
+    dt_ptr += pb * sdt_b
+    z_ptr += pb * sz_b
+    B_ptr += pb * sB_b
+    C_ptr += pb * sC_b
+    out_ptr += pb * so_b
+    h = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    n_chunks = (L + T - 1) // T
+    c = 0
+    while c < n_chunks:  # not range(): Triton's interpreter cannot index with a scalar under NumPy >= 2.4
+        # the chunk's loads first: a store between them would stop the compiler issuing them early
+        xs, zs, dts, Bs, Cs = (), (), (), (), ()
+        for i in tl.static_range(T):
+            t = c * T + i
+            m = me & (t < L)
+            xs += (_load_step(x_ptr, t, sx_l, e, m, EVEN),)
+            zs += (_load_step(z_ptr, t, sz_l, e, m, EVEN),)
+            dts += (_load_step(dt_ptr, t, sdt_l, e, m, EVEN),)
+            Bs += (_load_step(B_ptr, t, sB_l, n, mn & (t < L), EVEN),)
+            Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
+        outs = ()
+        for i in tl.static_range(T):
+            x, z = xs[i], zs[i]
+            delta = _past_end_zero(_softplus(dts[i] + bias), me & (c * T + i < L), EVEN)
+            h = tl.exp2(delta[None, :] * A2) * h + (delta * x)[None, :] * Bs[i][:, None]
+            y = tl.sum(h * Cs[i][:, None], axis=0) + Dv * x
+            outs += (y * z * _sigmoid(z),)
+        for i in tl.static_range(T):
+            t = c * T + i
+            _store_step(out_ptr, t, so_l, e, outs[i], me & (t < L), EVEN)
+        if STORE_STATES:
+            tl.store(states_ptr + ((pb * n_chunks + c) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
+        c += 1
+    tl.store(last_ptr + (pb * N + n[:, None]) * E + e[None, :], h, mask=mn[:, None] & me[None, :])
+
+
+@triton.jit
+def _backward_kernel(
+    x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr, states_ptr,  # inputs
+    dx_ptr, ddt_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,  # gradients
+    L, E, N, n_eblocks,
+    sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    pe, pb = tl.program_id(0), tl.program_id(1)
+    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
+    n = tl.arange(0, NP)
+    me, mn = e < E, n < N
+    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    x_ptr += pb * sx_b
+    dt_ptr += pb * sdt_b
+    z_ptr += pb * sz_b
+    B_ptr += pb * sB_b
+    C_ptr += pb * sC_b
+    dout_ptr += pb * sdo_b
+    dx_ptr += pb * sg_b  # dx, ddt, dz are new (B, L, E) tensors: one set of strides
+    ddt_ptr += pb * sg_b
+    dz_ptr += pb * sg_b
+    dBp_ptr += (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB and dC
+    dCp_ptr += (pb * n_eblocks + pe) * L * NP
+    g = tl.zeros((NP, BLOCK_E), dtype=tl.float32)  # dL/dh_{t+1}
+    a_next = tl.zeros((NP, BLOCK_E), dtype=tl.float32)  # exp(Δ_{t+1} A)
+    dA = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    dD = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    dbias = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    n_chunks = (L + T - 1) // T
+    c = n_chunks - 1
+    while c >= 0:  # the chunks backwards
+        # the chunk's states again, from the state the forward kept at the previous chunk's end
+        h0 = tl.load(states_ptr + ((pb * n_chunks + c - 1) * NP + n[:, None]) * E + e[None, :], mask=me[None, :] & (c > 0), other=0.0)
+        xs, zs, dts, dos, Bs, Cs = (), (), (), (), (), ()
+        for i in tl.static_range(T):  # the chunk's loads first (as in the forward)
+            t = c * T + i
+            m = me & (t < L)
+            xs += (_load_step(x_ptr, t, sx_l, e, m, EVEN),)
+            zs += (_load_step(z_ptr, t, sz_l, e, m, EVEN),)
+            dts += (_load_step(dt_ptr, t, sdt_l, e, m, EVEN) + bias,)
+            dos += (_load_step(dout_ptr, t, sdo_l, e, m, EVEN),)
+            Bs += (_load_step(B_ptr, t, sB_l, n, mn & (t < L), EVEN),)
+            Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
+        h = h0
+        hs, deltas = (), ()
+        for i in tl.static_range(T):
+            delta = _past_end_zero(_softplus(dts[i]), me & (c * T + i < L), EVEN)
+            h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i])[None, :] * Bs[i][:, None]
+            hs += (h,)
+            deltas += (delta,)
+        # then backwards through it: g_t = C_t dy_t + a_{t+1} g_{t+1}
+        dxs, ddts, dzs, dBs, dCs = (), (), (), (), ()
+        for i in tl.static_range(T - 1, -1, -1):
+            x, z, do, Bv, Cv, delta = xs[i], zs[i], dos[i], Bs[i], Cs[i], deltas[i]
+            sz = _sigmoid(z)
+            y = tl.sum(hs[i] * Cv[:, None], axis=0) + Dv * x
+            dy = do * z * sz
+            dzs += (do * y * sz * (1.0 + z * (1.0 - sz)),)
+            dD += dy * x
+            g = a_next * g + Cv[:, None] * dy[None, :]
+            a = tl.exp2(delta[None, :] * A2)
+            if i > 0:
+                ah = a * hs[i - 1]  # a_t h_{t-1}
+            else:
+                ah = a * h0
+            gah = g * ah
+            dA += gah * delta[None, :]
+            gB = tl.sum(g * Bv[:, None], axis=0)
+            ddelta = x * gB + tl.sum(gah * A2, axis=0) * 0.6931471805599453  # A = A2 ln 2
+            draw = _past_end_zero(ddelta * _sigmoid(dts[i]), me & (c * T + i < L), EVEN)
+            dbias += draw
+            ddts += (draw,)
+            dxs += (Dv * dy + gB * delta,)
+            dBs += (tl.sum(g * (delta * x)[None, :], axis=1),)
+            dCs += (tl.sum(hs[i] * dy[None, :], axis=1),)
+            a_next = a
+        for j in tl.static_range(T):  # the tuples above run backwards in time
+            t = c * T + T - 1 - j
+            m = me & (t < L)
+            _store_step(dx_ptr, t, sg_l, e, dxs[j], m, EVEN)
+            _store_step(ddt_ptr, t, sg_l, e, ddts[j], m, EVEN)
+            _store_step(dz_ptr, t, sg_l, e, dzs[j], m, EVEN)
+            _store_step(dBp_ptr, t, NP, n, dBs[j], t < L, EVEN)
+            _store_step(dCp_ptr, t, NP, n, dCs[j], t < L, EVEN)
+        c -= 1
+    tl.store(dAp_ptr + (pb * NP + n[:, None]) * E + e[None, :], dA, mask=me[None, :])
+    tl.store(dDp_ptr + pb * E + e, dD, mask=me)
+    tl.store(dbiasp_ptr + pb * E + e, dbias, mask=me)
+
+
+# ---------------------------------------------------------------------------- host side
+def _np(N: int) -> int:
+    return max(2, triton.next_power_of_2(N))
+
+
+def _even(L, E, N, tiling) -> bool:
+    """Whether every tile is full (no masks needed): the common case, compiled apart."""
+    return L % tiling.chunk == 0 and E % tiling.block_e == 0 and N == _np(N)
+
+
+def _lastdim_contiguous(*ts):
+    return [t if t.stride(-1) == 1 else t.contiguous() for t in ts]
+
+
+def _bl(t):
+    return t.stride(0), t.stride(1)
+
+
+def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, store_states=False, tiling: Tiling | None = None):
+    """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) ->
+    out (B, L, E) in x's dtype, last state (B, E, N) fp32, chunk-end states or None."""
+    tl_ = tiling or (BACKWARD if store_states else FORWARD)
+    if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
+        raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
+    x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
+    At, D, dt_bias = A.t().contiguous(), D.contiguous(), dt_bias.contiguous()  # A as (N, E): E fastest, like every tile
+    Bt, L, E = x.shape
+    N = A.shape[1]
+    NP = _np(N)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    last = torch.empty(Bt, N, E, device=x.device, dtype=torch.float32)
+    n_chunks = math.ceil(L / tl_.chunk)
+    states = torch.empty(Bt, n_chunks, NP, E, device=x.device, dtype=torch.float32) if store_states else last
+    grid = (triton.cdiv(E, tl_.block_e), Bt)
+    _forward_kernel[grid](
+        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, L, E, N,
+        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
+        BLOCK_E=tl_.block_e, NP=NP, T=tl_.chunk, STORE_STATES=store_states, EVEN=_even(L, E, N, tl_), num_warps=tl_.warps,
+    )  # fmt: skip
+    return out, last.transpose(1, 2), (states if store_states else None)
+
+
+def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, states, *, tiling: Tiling | None = None):
+    """The gradients of ``forward``'s out for every input, each in its input's dtype."""
+    tl_ = tiling or BACKWARD
+    dout, x, dt, z, Bm, Cm = _lastdim_contiguous(dout, x, dt, z, Bm, Cm)
+    Bt, L, E = x.shape
+    N = A.shape[1]
+    NP = _np(N)
+    n_eb = triton.cdiv(E, tl_.block_e)
+    assert states.shape[1] == math.ceil(L / tl_.chunk), "states were kept at another chunk length"
+    dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
+    f32 = {"device": x.device, "dtype": torch.float32}
+    dBp, dCp = torch.empty(Bt, n_eb, L, NP, **f32), torch.empty(Bt, n_eb, L, NP, **f32)
+    dAp, dDp, dbp = torch.empty(Bt, NP, E, **f32), torch.empty(Bt, E, **f32), torch.empty(Bt, E, **f32)
+    grid = (n_eb, Bt)
+    _backward_kernel[grid](
+        x, dt, z, Bm, Cm, A.t().contiguous(), D.contiguous(), dt_bias.contiguous(), dout, states,
+        dx, ddt, dz, dBp, dCp, dAp, dDp, dbp, L, E, N, n_eb,
+        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx),
+        BLOCK_E=tl_.block_e, NP=NP, T=tl_.chunk, EVEN=_even(L, E, N, tl_), num_warps=tl_.warps,
+    )  # fmt: skip
+    dB = dBp.sum(1)[..., :N].to(Bm.dtype)
+    dC = dCp.sum(1)[..., :N].to(Cm.dtype)
+    dA = dAp.sum(0)[:N].t().to(A.dtype)
+    return dx, ddt, dA, dB, dC, dDp.sum(0).to(D.dtype), dz, dbp.sum(0).to(dt_bias.dtype)
+
+
+class SelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, dt, A, Bm, Cm, D, z, dt_bias):
+        out, last, states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, store_states=True)
+        ctx.save_for_backward(x, dt, A, Bm, Cm, D, z, dt_bias, states)
+        ctx.mark_non_differentiable(last)
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, _dlast):
+        return backward(dout, *ctx.saved_tensors)
+
+
+def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):
+    """mamba-ssm's selective_scan_fn(x, dt, A, B, C, D, z, dt_bias, delta_softplus=True) in the
+    (B, L, E) layout -> (out (B, L, E), last state (B, E, N)); differentiable in every input.
+    Without autograd (inference) the chunk states are not kept."""
+    ins = (x, dt, A, Bm, Cm, D, z, dt_bias)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ins):
+        return SelectiveScan.apply(*ins)
+    return forward(*ins)[:2]
+
+
+# ============================================================================ causal conv + silu
+# out[b, t, e] = silu(bias[e] + Σ_k w[e, k] x[b, t - (K-1) + k, e])   (zeros before t = 0)
+# in the (B, L, E) layout the scan reads, so the model needs no transposes. The backward
+# recomputes the pre-activation, stores g = dL/d(pre) once, and forms dx from g's shifts.
+CONV_BLOCK_L, CONV_BLOCK_E = 32, 64
+
+
+@triton.jit
+def _conv_forward_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
+    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = pl * BL + tl.arange(0, BL)
+    e = pe * BE + tl.arange(0, BE)
+    me = e < E
+    acc = tl.zeros((BL, BE), dtype=tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(K):
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
+        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
+        acc += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * xk
+    out = acc * _sigmoid(acc)
+    tl.store(out_ptr + pb * so_b + t[:, None] * so_l + e[None, :], out.to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & me[None, :])
+
+
+@triton.jit
+def _conv_grad_pre_kernel(
+    x_ptr, w_ptr, bias_ptr, dout_ptr, g_ptr, dwp_ptr, dbp_ptr, L, E, n_ltiles, sx_b, sx_l, sd_b, sd_l,
+    K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr,
+):  # fmt: skip
+    """g = dout * silu'(pre) (fp32, (B, L, E)) and this tile's share of dw (K, E) and dbias (E)."""
+    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = pl * BL + tl.arange(0, BL)
+    e = pe * BE + tl.arange(0, BE)
+    me = e < E
+    mt = (t < L)[:, None] & me[None, :]
+    pre = tl.zeros((BL, BE), dtype=tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(K):
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
+        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
+        pre += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * xk
+    sg = _sigmoid(pre)
+    do = tl.load(dout_ptr + pb * sd_b + t[:, None] * sd_l + e[None, :], mask=mt, other=0.0).to(tl.float32)
+    g = tl.where(mt, do * sg * (1.0 + pre * (1.0 - sg)), 0.0)
+    tl.store(g_ptr + (pb * L + t[:, None]) * E + e[None, :], g, mask=mt)
+    part = (pb * n_ltiles + pl) * E
+    for k in tl.static_range(K):  # dw[e, k] = Σ_t g[t] x[t - (K-1) + k]
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
+        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
+        tl.store(dwp_ptr + (part * K) + e * K + k, tl.sum(g * xk, axis=0), mask=me)
+    tl.store(dbp_ptr + part + e, tl.sum(g, axis=0), mask=me)
+
+
+@triton.jit
+def _conv_grad_x_kernel(g_ptr, w_ptr, dx_ptr, L, E, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
+    """dx[t] = Σ_k w[k] g[t + (K-1) - k]."""
+    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = pl * BL + tl.arange(0, BL)
+    e = pe * BE + tl.arange(0, BE)
+    me = e < E
+    acc = tl.zeros((BL, BE), dtype=tl.float32)
+    for k in tl.static_range(K):
+        s = t + (K - 1) - k
+        m = (s < L)[:, None] & me[None, :]
+        gk = tl.load(g_ptr + (pb * L + s[:, None]) * E + e[None, :], mask=m, other=0.0)
+        acc += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * gk
+    tl.store(dx_ptr + (pb * L + t[:, None]) * E + e[None, :], acc.to(dx_ptr.dtype.element_ty), mask=(t < L)[:, None] & me[None, :])
+
+
+def _conv_grid(Bt, L, E):
+    return (triton.cdiv(L, CONV_BLOCK_L), triton.cdiv(E, CONV_BLOCK_E), Bt)
+
+
+class CausalConvSilu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        Bt, L, E = x.shape
+        K = weight.shape[-1]
+        w = weight.reshape(E, K).contiguous()
+        (x,) = _lastdim_contiguous(x)
+        out = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
+        _conv_forward_kernel[_conv_grid(Bt, L, E)](x, w, bias, out, L, E, *_bl(x), *_bl(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        ctx.save_for_backward(x, weight, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        Bt, L, E = x.shape
+        K = weight.shape[-1]
+        w = weight.reshape(E, K).contiguous()
+        (dout,) = _lastdim_contiguous(dout)
+        n_lt = triton.cdiv(L, CONV_BLOCK_L)
+        g = torch.empty(Bt, L, E, device=x.device, dtype=torch.float32)
+        dwp = torch.empty(Bt, n_lt, E, K, device=x.device, dtype=torch.float32)
+        dbp = torch.empty(Bt, n_lt, E, device=x.device, dtype=torch.float32)
+        grid = _conv_grid(Bt, L, E)
+        _conv_grad_pre_kernel[grid](x, w, bias, dout, g, dwp, dbp, L, E, n_lt, *_bl(x), *_bl(dout), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        dx = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
+        _conv_grad_x_kernel[grid](g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        dw = dwp.sum((0, 1)).reshape(weight.shape).to(weight.dtype)
+        return dx, dw, dbp.sum((0, 1)).to(bias.dtype)
+
+
+def causal_conv_silu(x, weight, bias):
+    """silu(causal depthwise conv) in the (B, L, E) layout: x (B, L, E), weight (E, 1, K),
+    bias (E,) -> (B, L, E) in x's dtype; differentiable in all three."""
+    return CausalConvSilu.apply(x, weight, bias)

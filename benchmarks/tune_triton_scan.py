@@ -1,0 +1,149 @@
+"""Choose the Triton scan's tilings on a CUDA GPU (the result is backends/torch_triton.py's
+FORWARD and BACKWARD): every candidate is checked against the float64 reference first, then
+timed at the issue's shape (batch 8, d_inner 1536, d_state 16) for fp32 and bf16 inputs.
+
+    python benchmarks/tune_triton_scan.py [--lengths 512,2048,8192] [--quick]
+
+Prints one line per (direction, dtype, L, tiling) with the median ms over CUDA events and the
+multiple of the memory floor (the bytes the op must move / 3.0 TB/s, the H100's measured copy
+bandwidth), then the best tiling per direction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+
+import torch
+
+from ssmbench.backends import torch_triton as tt
+
+BATCH, E, N = 8, 1536, 16
+COPY_BW = 3.0e12  # bytes/s, the lent H100's device-to-device copy (both directions counted)
+
+
+def inputs(Bt, L, E, N, dtype, device="cuda", seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+
+    def r(*s, scale=1.0, shift=0.0):
+        return (torch.randn(*s, generator=g, dtype=torch.float64) * scale + shift).to(device)
+
+    x, dt, z = r(Bt, L, E), r(Bt, L, E, scale=0.5, shift=-1.0), r(Bt, L, E)
+    A = -torch.exp(r(E, N, scale=0.5))
+    Bm, Cm, D, bias = r(Bt, L, N), r(Bt, L, N), r(E), r(E, scale=0.5)
+    lo = lambda t: t.to(dtype)  # noqa: E731
+    return lo(x), lo(dt), A.float(), lo(Bm), lo(Cm), D.float(), lo(z), bias.float()
+
+
+def reference(x, dt, A, Bm, Cm, D, z, bias):
+    """float64, sequential, with autograd."""
+    delta = torch.nn.functional.softplus(dt + bias)
+    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
+    ys = []
+    for t in range(x.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * x[:, t])[:, :, None] * Bm[:, t, None, :]
+        ys.append(torch.einsum("ben,bn->be", h, Cm[:, t]))
+    return (torch.stack(ys, 1) + D * x) * torch.nn.functional.silu(z)
+
+
+def rel(a, b):
+    return float((a.double() - b).norm() / b.norm())
+
+
+def check(tiling_f, tiling_b, shape=(2, 67, 40, 16)):
+    """Worst relative error of out and every gradient vs float64, fp32 inputs."""
+    ins64 = [t.double().cpu().requires_grad_() for t in inputs(*shape, torch.float64, device="cpu", seed=1)]
+    w = torch.randn(shape[0], shape[1], shape[2], dtype=torch.float64)
+    out64 = reference(*ins64)
+    (out64 * w).sum().backward()
+    ins = [t.detach().float().cuda() for t in ins64]
+    out, _, states = tt.forward(*ins, store_states=True, tiling=tiling_b)
+    out_inf, _, _ = tt.forward(*ins, tiling=tiling_f)
+    grads = tt.backward((w.float().cuda()), *ins, states, tiling=tiling_b)
+    errs = [rel(out.cpu(), out64.detach()), rel(out_inf.cpu(), out64.detach())]
+    errs += [rel(gr.cpu(), t.grad) for gr, t in zip(grads, ins64)]
+    return max(errs)
+
+
+def median_ms(fn, reps=30, warmup=5):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def floor_ms(L, dtype, direction):
+    es = torch.empty((), dtype=dtype).element_size()
+    ble, bln = BATCH * L * E, BATCH * L * N
+    elems = 4 * ble + 2 * bln if direction == "fwd" else 11 * ble + 6 * bln
+    return elems * es / COPY_BW * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", default="2048")
+    ap.add_argument("--quick", action="store_true", help="a handful of tilings")
+    ap.add_argument("--tune-at", type=int, default=2048)
+    args = ap.parse_args()
+    print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", tt.triton.__version__)
+    grids = {
+        "fwd": [tt.Tiling(*c) for c in ((16, 8, 1), (32, 4, 1), (32, 8, 1), (32, 16, 1), (64, 8, 2))],
+        "fwd+bwd": [tt.Tiling(*c) for c in ((16, 4, 1), (32, 2, 1), (32, 4, 1), (64, 2, 2))],
+    }
+    if args.quick:
+        grids = {k: v[:2] for k, v in grids.items()}
+    best = {}
+    for direction, dtype in itertools.product(("fwd", "fwd+bwd"), (torch.float32, torch.bfloat16)):
+        L = args.tune_at
+        ins = inputs(BATCH, L, E, N, dtype)
+        dout = torch.randn_like(ins[0])
+        results = []
+        for tiling in grids[direction]:
+            try:
+                if direction == "fwd":
+                    fn = lambda: tt.forward(*ins, tiling=tiling)  # noqa: E731
+                else:
+
+                    def fn():
+                        _, _, st = tt.forward(*ins, store_states=True, tiling=tiling)
+                        tt.backward(dout, *ins, st, tiling=tiling)
+
+                ms = median_ms(fn)
+            except Exception as exc:  # a tiling that does not compile (registers, shared memory)
+                print(f"{direction:8s} {str(dtype)[6:]:9s} L={L:5d} {tiling} failed: {type(exc).__name__}: {str(exc)[:120]}")
+                continue
+            results.append((ms, tiling))
+            print(f"{direction:8s} {str(dtype)[6:]:9s} L={L:5d} {tiling}  {ms:8.3f} ms  {ms / floor_ms(L, dtype, direction):5.1f}x floor", flush=True)
+        results.sort(key=lambda r: r[0])
+        best[(direction, dtype)] = results[0][1]
+    print("\nbest:")
+    for (direction, dtype), tiling in best.items():
+        print(f"  {direction:8s} {str(dtype)[6:]:9s} {tiling}")
+    tf, tb = best[("fwd", torch.float32)], best[("fwd+bwd", torch.float32)]
+    print(f"max relative error vs float64 (fp32, best tilings): {check(tf, tb):.2e}")
+    print("\nL, dtype, fwd ms, fwd+bwd ms, floor multiples")
+    for L in [int(v) for v in args.lengths.split(",")]:
+        for dtype in (torch.float32, torch.bfloat16):
+            ins = inputs(BATCH, L, E, N, dtype)
+            dout = torch.randn_like(ins[0])
+            bf, bb = best[("fwd", dtype)], best[("fwd+bwd", dtype)]
+            f = median_ms(lambda: tt.forward(*ins, tiling=bf))
+
+            def fb():
+                _, _, st = tt.forward(*ins, store_states=True, tiling=bb)
+                tt.backward(dout, *ins, st, tiling=bb)
+
+            fbm = median_ms(fb)
+            print(f"L={L:5d} {str(dtype)[6:]:9s} fwd {f:7.3f} ms ({f / floor_ms(L, dtype, 'fwd'):4.1f}x)  fwd+bwd {fbm:7.3f} ms ({fbm / floor_ms(L, dtype, 'bwd'):4.1f}x)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

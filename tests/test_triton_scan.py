@@ -1,0 +1,182 @@
+"""The fused Triton scan (torch-cuda's default) against the float64 reference: out, the last
+state and every gradient, at odd shapes, ragged tiles and full ones. Without a GPU the kernels
+run under Triton's interpreter (torch_triton sets TRITON_INTERPRET=1 where CUDA is absent)."""
+
+import numpy as np
+import pytest
+
+from ssmbench import reference as ref
+from ssmbench.config import ModelConfig
+from ssmbench.weights import init_weights
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+tt = pytest.importorskip("ssmbench.backends.torch_triton")
+tb = pytest.importorskip("ssmbench.backends.torch_backend")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias")
+
+
+def rel(a, b):
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).norm() / b.norm())
+
+
+def inputs(Bt, L, E, N, seed=0):
+    """float64 inputs in mamba-ssm's ranges: dt about -1 (a step of ~0.3), A = -exp(...) < 0."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*s, scale=1.0, shift=0.0):
+        return torch.randn(*s, generator=g, dtype=torch.float64) * scale + shift
+
+    return [r(Bt, L, E), r(Bt, L, E, scale=0.5, shift=-1.0), -torch.exp(r(E, N, scale=0.5)), r(Bt, L, N), r(Bt, L, N), r(E), r(Bt, L, E), r(E, scale=0.5)]
+
+
+def reference(x, dt, A, Bm, Cm, D, z, dt_bias):
+    """The sequential recurrence in float64, with autograd: (out, last state)."""
+    delta = torch.nn.functional.softplus(dt + dt_bias)
+    h = x.new_zeros(x.shape[0], x.shape[2], A.shape[1])
+    ys = []
+    for t in range(x.shape[1]):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * x[:, t])[:, :, None] * Bm[:, t, None, :]
+        ys.append(torch.einsum("ben,bn->be", h, Cm[:, t]))
+    return (torch.stack(ys, 1) + D * x) * torch.nn.functional.silu(z), h
+
+
+def run_both(shape, tiling, monkeypatch, dtype=torch.float32, seed=0):
+    """(out, last, grads) from the kernel in ``dtype`` and from the reference on the same
+    (rounded) inputs, for the loss sum(out * w)."""
+    monkeypatch.setattr(tt, "FORWARD", tiling)
+    monkeypatch.setattr(tt, "BACKWARD", tiling)
+    ins64 = inputs(*shape, seed=seed)
+    lowp = {0, 1, 3, 4, 6}  # x, dt, B, C, z are activations in the compute dtype; A, D, dt_bias stay fp32
+    ins = [(t.to(dtype) if i in lowp else t.float()).to(DEVICE).requires_grad_() for i, t in enumerate(ins64)]
+    ins64 = [t.detach().double().cpu().requires_grad_() for t in ins]
+    w = torch.randn(shape[0], shape[1], shape[2], generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    out64, last64 = reference(*ins64)
+    (out64 * w).sum().backward()
+    out, last = tt.selective_scan(*ins)
+    (out.float() * w.float().to(DEVICE)).sum().backward()
+    return (out, last, [t.grad for t in ins]), (out64, last64, [t.grad for t in ins64])
+
+
+CASES = {
+    "odd shapes, ragged tiles": ((2, 37, 6, 5), tt.Tiling(4, 4, 1)),
+    "one step per chunk, L=5": ((1, 5, 3, 2), tt.Tiling(4, 1, 1)),
+    "full tiles (no masks)": ((2, 32, 64, 16), tt.Tiling(32, 8, 1)),
+    "default tilings": ((2, 19, 40, 16), None),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fp32_out_state_and_every_gradient_within_1e5(case, monkeypatch):
+    shape, tiling = CASES[case]
+    (out, last, grads), (out64, last64, grads64) = run_both(shape, tiling or tt.BACKWARD, monkeypatch)
+    assert out.dtype == torch.float32 and out.shape == out64.shape
+    assert rel(out, out64) < 1e-5
+    assert rel(last, last64) < 1e-5
+    for name, g, g64 in zip(NAMES, grads, grads64):
+        assert g.shape == g64.shape and g.dtype == torch.float32, name
+        assert rel(g, g64) < 1e-5, name
+
+
+def test_forward_without_grad_keeps_no_states_and_gives_the_same_out(monkeypatch):
+    ins = [t.float().to(DEVICE) for t in inputs(2, 13, 5, 3)]
+    out, last = tt.selective_scan(*ins)
+    out_g, last_g, states = tt.forward(*ins, store_states=True)
+    assert torch.equal(out, out_g) and torch.equal(last, last_g)
+    assert states.shape[1] == -(-13 // tt.BACKWARD.chunk)
+    out64, last64 = reference(*inputs(2, 13, 5, 3))
+    assert rel(out, out64) < 1e-5 and rel(last, last64) < 1e-5
+
+
+def test_bfloat16_inputs_give_bfloat16_out_and_grads_close_to_reference(monkeypatch):
+    """bf16 activations, fp32 arithmetic and state: the error is bf16 rounding of the results."""
+    (out, last, grads), (out64, last64, grads64) = run_both((2, 21, 8, 4), tt.Tiling(8, 4, 1), monkeypatch, dtype=torch.bfloat16)
+    assert out.dtype == torch.bfloat16 and last.dtype == torch.float32
+    assert rel(out, out64) < 1e-2 and rel(last, last64) < 1e-5  # the state is never rounded
+    for name, g, g64 in zip(NAMES, grads, grads64):
+        assert rel(g, g64) < 1e-2, name
+
+
+def test_huge_and_tiny_steps_stay_finite_and_exact(monkeypatch):
+    """softplus far into both tails (steps of ~1e-9 and ~30): exp(Δ A) underflows to 0 cleanly."""
+    ins = inputs(1, 24, 6, 4, seed=3)
+    ins[1] = ins[1] * 12.0  # dt in about [-50, 30]
+    monkeypatch.setattr(tt, "FORWARD", tt.Tiling(8, 4, 1))
+    out64, _ = reference(*ins)
+    out, _ = tt.selective_scan(*[t.float().to(DEVICE) for t in ins])
+    assert torch.isfinite(out).all() and rel(out, out64) < 1e-5
+
+
+# ---------------------------------------------------------------------------- in the model
+ODD = ModelConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
+
+
+@pytest.fixture(scope="module")
+def odd_model():
+    w = init_weights("mamba", ODD, seed=7, jitter=True)
+    toks = np.random.default_rng(3).integers(0, ODD.vocab, (2, 37))
+    return w, toks
+
+
+def _module(w, scan):
+    m = tb.MambaLM(ODD, scan)
+    m.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in w.items()})
+    return m.to(DEVICE)
+
+
+def test_model_logits_with_the_triton_scan_match_the_reference(odd_model):
+    w, toks = odd_model
+    with torch.no_grad():
+        logits = _module(w, "triton")(torch.from_numpy(toks).to(DEVICE))
+    assert rel(logits, torch.from_numpy(ref.mamba_logits(w, toks))) < 1e-5
+
+
+def test_model_gradients_with_the_triton_scan_match_the_sequential_scan(odd_model):
+    w, toks = odd_model
+    tok = torch.from_numpy(toks).to(DEVICE)
+    grads = {}
+    for scan in ("triton", "sequential"):
+        m = _module(w, scan)
+        logits = m(tok)
+        torch.nn.functional.cross_entropy(logits.reshape(-1, ODD.vocab), tok.roll(-1, 1).reshape(-1)).backward()
+        grads[scan] = {k: p.grad for k, p in m.named_parameters()}
+    for k, g in grads["sequential"].items():
+        assert rel(grads["triton"][k], g) < 1e-5, k
+
+
+def test_prefill_with_the_triton_scan_hands_decode_the_right_state(odd_model):
+    w, toks = odd_model
+    m = _module(w, "triton")
+    tok = torch.from_numpy(toks).to(DEVICE)
+    R = ref.mamba_logits(w, toks)
+    with torch.no_grad():
+        state = m.prefill(tok[:, :30], 37, torch.float32)
+        outs = []
+        for t in range(30, 37):
+            logits, state = m.step(tok[:, t], state)
+            outs.append(logits)
+    assert rel(torch.stack(outs, 1), torch.from_numpy(R[:, 30:])) < 1e-5
+
+
+# ---------------------------------------------------------------------------- causal conv + silu
+@pytest.mark.parametrize("shape", [(2, 37, 70, 4), (1, 3, 5, 4), (2, 40, 64, 3)], ids=["odd", "L<K", "full-tiles-K3"])
+def test_causal_conv_silu_and_its_gradients_match_float64(shape):
+    Bt, L, E, K = shape
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(Bt, L, 2 * E, generator=g, dtype=torch.float64)[..., :E]  # a strided view, as in_proj's half
+    w = torch.randn(E, 1, K, generator=g, dtype=torch.float64)
+    b = torch.randn(E, generator=g, dtype=torch.float64)
+    wt = torch.randn(Bt, L, E, generator=g, dtype=torch.float64)
+    ins64 = [t.clone().requires_grad_() for t in (x, w, b)]
+    x64, w64, b64 = ins64
+    out64 = torch.nn.functional.silu(torch.nn.functional.conv1d(x64.transpose(1, 2), w64, b64, padding=K - 1, groups=E)[..., :L]).transpose(1, 2)
+    (out64 * wt).sum().backward()
+    ins = [t.detach().float().to(DEVICE).requires_grad_() for t in (x, w, b)]
+    out = tt.causal_conv_silu(*ins)
+    (out * wt.float().to(DEVICE)).sum().backward()
+    assert rel(out, out64) < 1e-5
+    for name, a, r in zip(("x", "weight", "bias"), ins, ins64):
+        assert rel(a.grad, r.grad) < 1e-5, name
