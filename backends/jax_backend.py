@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import sys
+import time
 from functools import partial
 from importlib import metadata
 
@@ -362,6 +363,57 @@ class JaxBackend(Backend):
         caches, pos = state
         logits, caches = model.jitted("step")(model.params, token, caches, jnp.int32(pos))
         return logits, (caches, pos + 1)
+
+    # ---------------------------------------------------------------- ops alone
+    ops_supported = True
+    ACTIVATIONS = ("x", "dt", "z", "Bm", "Cm", "q", "k", "v", "dout")  # in the run's dtype; A, D, dt_bias fp32
+
+    def op_step(self, arch, scan, inputs, dtype, mode):
+        if arch == "transformer":  # jax.nn.dot_product_attention takes (B, L, H, hd)
+            inputs = {k: np.ascontiguousarray(v.transpose(0, 2, 1, 3)) for k, v in inputs.items()}
+        a = {
+            k: jax.device_put(jnp.asarray(v, jnp.dtype(dtype) if k in self.ACTIVATIONS else jnp.float32), self.device)
+            for k, v in inputs.items()
+        }
+        dout = a.pop("dout")
+        if arch == "mamba":
+            names = ("x", "dt", "A", "Bm", "Cm", "D", "z", "dt_bias")
+            f32 = jnp.float32
+            delta_max = float(np.max(np.logaddexp(0.0, inputs["dt"] + inputs["dt_bias"])))
+            chunk = chunk_length(delta_max * float(np.max(-inputs["A"])), inputs["x"].shape[1])
+
+            def fn(x, dt, A, Bm, Cm, D, z, dt_bias):
+                delta = jax.nn.softplus(dt.astype(f32) + dt_bias)
+                y, _ = SCAN_FNS[scan](x.astype(f32), delta, A, Bm.astype(f32), Cm.astype(f32), chunk)
+                return (y + x.astype(f32) * D) * jax.nn.silu(z.astype(f32))
+        else:
+            names = ("q", "k", "v")
+
+            def fn(q, k, v):
+                return jax.nn.dot_product_attention(q, k, v, is_causal=True)
+
+        args = [a[n] for n in names]
+        if mode != "train":
+            fwd = jax.jit(fn)
+            return lambda: fwd(*args)
+        grads = jax.jit(
+            jax.grad(lambda *xs: jnp.sum(fn(*xs).astype(jnp.float32) * dout.astype(jnp.float32)), argnums=tuple(range(len(args))))
+        )
+        return lambda: grads(*args)[0]
+
+    def copy_bandwidth(self):
+        n = (64 << 20) if self.platform != "cpu" else (16 << 20)  # fp32 elements: 256 / 64 MiB
+        src = jax.device_put(jnp.ones(n, jnp.float32), self.device)
+        touch = jax.jit(lambda v: v + 1.0)  # reads and writes every element once
+        jax.block_until_ready(touch(src))
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(4):
+                out = touch(src)
+            jax.block_until_ready(out)
+            best = min(best, (time.perf_counter() - t0) / 4)
+        return 2 * n * 4 / best
 
     # ---------------------------------------------------------------- measurement
     def synchronize(self, out=None):

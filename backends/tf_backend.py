@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from importlib import metadata
 
 import numpy as np
@@ -103,6 +104,13 @@ def scan_chunked(x, dt, A, Bm, Cm, chunk):
 
 
 SCAN_FNS = {"sequential": scan_sequential, "chunked": scan_chunked}
+
+
+def _attention(q, k, v, mask):
+    """softmax(q k^T / sqrt(hd), masked) v with q, k, v (B, H, L, hd); scores in fp32."""
+    s = tf.cast(tf.einsum("bhqd,bhkd->bhqk", q, k), tf.float32) / math.sqrt(q.shape[-1])
+    s = tf.where(mask, s, -1e30)
+    return tf.einsum("bhqk,bhkd->bhqd", tf.cast(tf.nn.softmax(s, -1), v.dtype), v)
 
 
 def chunk_length(max_step: float, L: int) -> int:
@@ -211,9 +219,7 @@ class _GPT:
                 k, v = tf.cast(kc, self.dtype), tf.cast(vc, self.dtype)
                 cap = kc.shape[2]
                 mask = tf.range(cap)[None, :] <= (pos + tf.range(L))[:, None]
-            s = tf.cast(tf.einsum("bhqd,bhkd->bhqk", q, k), tf.float32) / math.sqrt(D // H)
-            s = tf.where(mask, s, -1e30)
-            o = tf.einsum("bhqk,bhkd->bhqd", tf.cast(tf.nn.softmax(s, -1), v.dtype), v)
+            o = _attention(q, k, v, mask)
             o = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [Bt, L, D])
             x = x + tf.cast(_linear(o, p[pre + "attn.c_proj.weight"], self.dtype, p[pre + "attn.c_proj.bias"]), tf.float32)
             m = _layernorm(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
@@ -376,6 +382,63 @@ class TFBackend(Backend):
                 return model.fn("step")(token, state)
             caches, pos = state
             return model.fn("gpt_step")(token, caches, tf.constant(pos, tf.int32)), (caches, pos + 1)
+
+    # ---------------------------------------------------------------- ops alone
+    ops_supported = True
+    ACTIVATIONS = ("x", "dt", "z", "Bm", "Cm", "q", "k", "v", "dout")  # in the run's dtype; A, D, dt_bias fp32
+
+    def op_step(self, arch, scan, inputs, dtype, mode):
+        with tf.device(self.device):
+            a = {k: tf.constant(v, dtype=tf.as_dtype(dtype) if k in self.ACTIVATIONS else tf.float32) for k, v in inputs.items()}
+        dout, f32 = a.pop("dout"), tf.float32
+        if arch == "mamba":
+            names = ("x", "dt", "A", "Bm", "Cm", "D", "z", "dt_bias")
+            delta_max = float(np.max(np.logaddexp(0.0, inputs["dt"] + inputs["dt_bias"])))
+            chunk = chunk_length(delta_max * float(np.max(-inputs["A"])), inputs["x"].shape[1])
+
+            def fn(x, dt, A, Bm, Cm, D, z, dt_bias):
+                delta = tf.nn.softplus(tf.cast(dt, f32) + dt_bias)
+                y, _ = SCAN_FNS[scan](tf.cast(x, f32), delta, A, tf.cast(Bm, f32), tf.cast(Cm, f32), chunk)
+                return (y + tf.cast(x, f32) * D) * tf.nn.silu(tf.cast(z, f32))
+        else:
+            names = ("q", "k", "v")
+            L = inputs["q"].shape[2]
+
+            def fn(q, k, v):
+                return _attention(q, k, v, tf.linalg.band_part(tf.ones([L, L], tf.bool), -1, 0))
+
+        args = [a[n] for n in names]
+        if mode == "train":
+            op = fn
+
+            def fn(*xs):
+                with tf.GradientTape() as tape:
+                    tape.watch(xs)
+                    loss = tf.reduce_sum(tf.cast(op(*xs), f32) * tf.cast(dout, f32))
+                return tape.gradient(loss, xs)[0]
+
+        compiled = tf.function(fn, jit_compile=JIT)
+
+        def step():
+            with tf.device(self.device):
+                return compiled(*args)
+
+        return step
+
+    def copy_bandwidth(self):
+        n = (64 << 20) if self.kind == "GPU" else (16 << 20)  # fp32 elements: 256 / 64 MiB
+        with tf.device(self.device):
+            src = tf.ones([n], tf.float32)
+        touch = tf.function(lambda v: v + 1.0, jit_compile=JIT)  # reads and writes every element once
+        self.synchronize(touch(src))
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            with tf.device(self.device):
+                outs = [touch(src) for _ in range(4)]
+            self.synchronize(outs[-1])
+            best = min(best, (time.perf_counter() - t0) / 4)
+        return 2 * n * 4 / best
 
     # ---------------------------------------------------------------- measurement
     def synchronize(self, out=None):

@@ -10,6 +10,8 @@ torch_triton.py; decode always uses the recurrent step.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ssmbench.config import ModelConfig, TransformerConfig
@@ -328,6 +330,55 @@ class TorchBackend(Backend):
     def decode_step(self, model, token, state):
         with torch.no_grad(), model.autocast():
             return model.module.step(token, state)
+
+    # ---------------------------------------------------------------- ops alone
+    ops_supported = True
+    ACTIVATIONS = ("x", "dt", "z", "Bm", "Cm", "q", "k", "v", "dout")  # in the run's dtype; A, D, dt_bias fp32
+
+    def op_step(self, arch, scan, inputs, dtype, mode):
+        t = {
+            k: torch.from_numpy(v).to(self.device, getattr(torch, dtype) if k in self.ACTIVATIONS else torch.float32)
+            for k, v in inputs.items()
+        }
+        dout = t.pop("dout")
+        if arch == "mamba":
+            names = ("x", "dt", "A", "Bm", "Cm", "D", "z", "dt_bias")
+            fn = lambda *a: selective_scan(scan, *a)[0]  # noqa: E731
+        else:
+            names = ("q", "k", "v")
+            fn = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+        args = [t[n] for n in names]
+        if mode != "train":
+
+            def forward():
+                with torch.no_grad():
+                    return fn(*args)
+
+            return forward
+        for a in args:
+            a.requires_grad_(True)
+        douts = {dout.dtype: dout, torch.float32: dout.float()}  # the pure-PyTorch scans return fp32
+
+        def train():
+            out = fn(*args)
+            return torch.autograd.grad(out, args, douts[out.dtype])[0]
+
+        return train
+
+    def copy_bandwidth(self):
+        n = (64 << 20) if self.device_type == "cuda" else (16 << 20)  # fp32 elements: 256 / 64 MiB
+        src = torch.ones(n, device=self.device)
+        dst = torch.empty_like(src)
+        best = float("inf")
+        for _ in range(5):
+            self.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(4):
+                dst.copy_(src)
+            self.synchronize()
+            best = min(best, (time.perf_counter() - t0) / 4)
+        del src, dst
+        return 2 * n * 4 / best
 
     # ---------------------------------------------------------------- measurement
     def synchronize(self, out=None):

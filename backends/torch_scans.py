@@ -98,7 +98,9 @@ def conv_silu(kind, x, weight, bias):
 
         return torch_triton.causal_conv_silu(x, weight, bias)
     L, K = x.shape[1], weight.shape[-1]
-    return torch.nn.functional.silu(torch.nn.functional.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=x.shape[2])[..., :L]).transpose(1, 2)
+    return torch.nn.functional.silu(
+        torch.nn.functional.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=x.shape[2])[..., :L]
+    ).transpose(1, 2)
 
 
 def selective_scan(kind, x, dt, A, Bm, Cm, D, z, dt_bias):

@@ -356,7 +356,9 @@ CONV_BLOCK_L, CONV_BLOCK_E = 32, 64
 
 
 @triton.jit
-def _conv_forward_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
+def _conv_forward_kernel(
+    x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr
+):
     pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t = pl * BL + tl.arange(0, BL)
     e = pe * BE + tl.arange(0, BE)

@@ -32,6 +32,8 @@ for STEP in "$@"; do
     jax-small) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R ;;
     jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
               $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
+    scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel $FAST --out $R
+                $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel --dtype bfloat16 $FAST --out $R ;;
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;

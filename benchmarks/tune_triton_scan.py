@@ -16,7 +16,6 @@ import itertools
 import statistics
 
 import torch
-
 from ssmbench.backends import torch_triton as tt
 
 BATCH, E, N = 8, 1536, 16
@@ -80,6 +79,18 @@ def median_ms(fn, reps=30, warmup=5):
     return statistics.median(times)
 
 
+def op(direction, ins, dout, tiling):
+    """The timed call: the inference forward, or a training forward (chunk states kept) + backward."""
+    if direction == "fwd":
+        return lambda: tt.forward(*ins, tiling=tiling)
+
+    def fwd_bwd():
+        _, _, states = tt.forward(*ins, store_states=True, tiling=tiling)
+        tt.backward(dout, *ins, states, tiling=tiling)
+
+    return fwd_bwd
+
+
 def floor_ms(L, dtype, direction):
     es = torch.empty((), dtype=dtype).element_size()
     ble, bln = BATCH * L * E, BATCH * L * N
@@ -108,20 +119,13 @@ def main():
         results = []
         for tiling in grids[direction]:
             try:
-                if direction == "fwd":
-                    fn = lambda: tt.forward(*ins, tiling=tiling)  # noqa: E731
-                else:
-
-                    def fn():
-                        _, _, st = tt.forward(*ins, store_states=True, tiling=tiling)
-                        tt.backward(dout, *ins, st, tiling=tiling)
-
-                ms = median_ms(fn)
+                ms = median_ms(op(direction, ins, dout, tiling))
             except Exception as exc:  # a tiling that does not compile (registers, shared memory)
                 print(f"{direction:8s} {str(dtype)[6:]:9s} L={L:5d} {tiling} failed: {type(exc).__name__}: {str(exc)[:120]}")
                 continue
             results.append((ms, tiling))
-            print(f"{direction:8s} {str(dtype)[6:]:9s} L={L:5d} {tiling}  {ms:8.3f} ms  {ms / floor_ms(L, dtype, direction):5.1f}x floor", flush=True)
+            mult = ms / floor_ms(L, dtype, direction)
+            print(f"{direction:8s} {str(dtype)[6:]:9s} L={L:5d} {tiling}  {ms:8.3f} ms  {mult:5.1f}x floor", flush=True)
         results.sort(key=lambda r: r[0])
         best[(direction, dtype)] = results[0][1]
     print("\nbest:")
@@ -134,15 +138,11 @@ def main():
         for dtype in (torch.float32, torch.bfloat16):
             ins = inputs(BATCH, L, E, N, dtype)
             dout = torch.randn_like(ins[0])
-            bf, bb = best[("fwd", dtype)], best[("fwd+bwd", dtype)]
-            f = median_ms(lambda: tt.forward(*ins, tiling=bf))
-
-            def fb():
-                _, _, st = tt.forward(*ins, store_states=True, tiling=bb)
-                tt.backward(dout, *ins, st, tiling=bb)
-
-            fbm = median_ms(fb)
-            print(f"L={L:5d} {str(dtype)[6:]:9s} fwd {f:7.3f} ms ({f / floor_ms(L, dtype, 'fwd'):4.1f}x)  fwd+bwd {fbm:7.3f} ms ({fbm / floor_ms(L, dtype, 'bwd'):4.1f}x)", flush=True)
+            f = median_ms(op("fwd", ins, dout, best[("fwd", dtype)]))
+            fb = median_ms(op("fwd+bwd", ins, dout, best[("fwd+bwd", dtype)]))
+            name = str(dtype)[6:]
+            print(f"L={L:5d} {name:9s} fwd {f:7.3f} ms ({f / floor_ms(L, dtype, 'fwd'):4.1f}x)", end="")
+            print(f"  fwd+bwd {fb:7.3f} ms ({fb / floor_ms(L, dtype, 'fwd+bwd'):4.1f}x)", flush=True)
 
 
 if __name__ == "__main__":

@@ -129,9 +129,9 @@ def presets():
 
 @app.command()
 def run(
-    suite: Annotated[str, typer.Argument(help="throughput | latency | depth-scaling | memory-ceiling | seqlen | parity")],
+    suite: Annotated[str, typer.Argument(help="throughput | latency | depth-scaling | memory-ceiling | seqlen | scan | parity")],
     backend: BackendOpt = None,
-    arch: Annotated[str | None, typer.Option(help="mamba | transformer | both (default: mamba; seqlen: both)")] = None,
+    arch: Annotated[str | None, typer.Option(help="mamba | transformer | both (default: mamba; seqlen, scan: both)")] = None,
     preset: PresetOpt = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
@@ -159,7 +159,11 @@ def run(
     layers_list: Annotated[str | None, typer.Option(help="depth-scaling: depths, comma list (default 1,2,4,8,16; --quick 1,2,4).")] = None,
     search: Annotated[str | None, typer.Option(help="memory-ceiling: batch | seq-len, the axis searched (default batch).")] = None,
     max_len: Annotated[
-        IntOpt, typer.Option(help="seqlen: longest length; lengths double from 256 (--quick: 64) up to it (default 8192; --quick 1024).")
+        IntOpt,
+        typer.Option(
+            help="seqlen, scan: longest length; lengths double from 256 (scan: 512; --quick: 64) up to it "
+            "(default 8192; --quick: 1024, scan 256)."
+        ),
     ] = None,
 ):
     """Run a benchmark suite; each point in a fresh process, each result saved as it ends."""
@@ -167,16 +171,21 @@ def run(
         suite_mod = suite_registry.get(suite)
     except KeyError:
         fail(f"suite {suite!r} is not available; choose from: {', '.join(suite_registry.SUITES)}")
-    given = {"--layers-list": (layers_list, "depth-scaling"), "--search": (search, "memory-ceiling"), "--max-len": (max_len, "seqlen")}
-    for flag, (value, owner) in given.items():
-        if value is not None and suite != owner:
-            fail(f"{flag} applies to `run {owner}` only, not to {suite!r}")
+    given = {
+        "--layers-list": (layers_list, ("depth-scaling",)),
+        "--search": (search, ("memory-ceiling",)),
+        "--max-len": (max_len, ("seqlen", "scan")),
+    }
+    for flag, (value, owners) in given.items():
+        if value is not None and suite not in owners:
+            fail(f"{flag} applies to `run {' | '.join(owners)}` only, not to {suite!r}")
     if search is not None:
         check_choice("--search", [search], ["batch", "seq-len"])
     axis = next((a for a in AXES.values() if a.suite == suite), None)
     values = int_list("--layers-list", layers_list)
-    if suite == "seqlen":
-        values = _seqlen_values(max_len, quick)
+    if suite in ("seqlen", "scan"):  # lengths doubling up to --max-len
+        positive("--max-len", max_len)
+        values = suite_mod.default_values(quick, max_len)
     _plan_and_execute(
         suite_mod.plan,
         suite,

@@ -97,6 +97,23 @@ class Backend(ABC):
     @abstractmethod
     def decode_step(self, model, token, state) -> tuple[Any, Any]: ...
 
+    # ------------------------------------------------------------------ ops alone (the scan suite)
+    ops_supported: bool = False  # whether op_step is implemented
+
+    def op_step(self, arch: str, scan: str, inputs: dict, dtype: str, mode: str):
+        """A zero-argument callable running one op alone (ssmbench.ops): the selective scan
+        ``scan`` (arch "mamba") or causal attention (arch "transformer"), forward or, for
+        mode "train", forward + backward for every input. ``inputs`` are ssmbench.ops' NumPy
+        arrays; activations run in ``dtype``, A, D and dt_bias in float32. The callable returns
+        out (forward) or dL/dx, dL/dq (train), in the framework's layout (JAX's attention works in
+        (B, L, H, hd)); its inputs are converted before, not inside, the timed call."""
+        raise NotImplementedError(f"{self.name} does not run ops alone")
+
+    def copy_bandwidth(self) -> float | None:
+        """Bytes/s of a large on-device copy, reads and writes counted (the memory floor's
+        denominator), or None where it is not measured."""
+        return None
+
     # ------------------------------------------------------------------ measurement support
     @abstractmethod
     def synchronize(self, out=None) -> None:

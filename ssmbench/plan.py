@@ -64,6 +64,7 @@ class Point:
     checks: list | None = None  # parity checks (parity.Check dicts) run by one worker instead of timing
     preset: str | None = None  # the --preset the point was planned from (reports print its published figures)
     axis: str | None = None  # the axis a sweep or search varies (seq_len, batch, n_layers, d_state)
+    op: bool = False  # time the op alone (ssmbench.ops: the scan, or attention), not the model
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -205,7 +205,55 @@ def sweep_md(suite: str):
     return md
 
 
+# ---------------------------------------------------------------------------- the scan alone
+def scan_md(records, figure: Figure | None) -> list[str]:
+    recs = [r for r in records if r["suite"] == "scan" and r["status"] == "ok" and (r.get("metrics") or {}).get("step_ms")]
+    if not recs:
+        return []
+    series: dict[tuple, dict] = {}
+    for r in recs:
+        series.setdefault((group_of(r), r["arch"], r["scan"], r["mode"], r["dtype"]), {})[r["seq_len"]] = r
+    lengths = sorted({r["seq_len"] for r in recs})
+    out = [
+        "**The scan alone.** Median ms per call at each length, with its multiple of the memory floor (the bytes the op",
+        "must move ÷ the device's measured copy bandwidth) in brackets; GB/s achieved at the longest length.",
+        "Attention is the baseline's causal attention on the same batch and length.",
+        "",
+    ]
+    rows = []
+    for (g, arch, scan, mode, dtype), by_len in series.items():
+        cells = []
+        for L in lengths:
+            m = (by_len.get(L) or {}).get("metrics") or {}
+            mult = m.get("floor_multiple")
+            cells.append("-" if not m else f"{_n(m['step_ms']['median'])}" + (f" ({mult:.1f}×)" if mult else ""))
+        top = (by_len[max(by_len)].get("metrics") or {}).get("achieved_bytes_per_s")
+        rows.append([g, "attention" if arch == "transformer" else scan, mode, dtype, *cells, _n(top / 1e9) if top else "-"])
+    out += _table(["where", "op", "mode", "dtype", *(f"L={L}" for L in lengths), "GB/s"], rows)
+    best = []  # the fastest scan against attention, per where/mode/dtype and length
+    for (g, arch, _, mode, dtype), by_len in series.items():
+        if arch != "transformer":
+            continue
+        ratios = []
+        for L, att in sorted(by_len.items()):
+            scans = [
+                (v[L]["metrics"]["step_ms"]["median"], k[2])
+                for k, v in series.items()
+                if k[0] == g and k[1] == "mamba" and k[3:] == (mode, dtype) and L in v
+            ]
+            if scans:
+                ms, name = min(scans)
+                ratios.append(f"{L}: {ms / att['metrics']['step_ms']['median']:.2f} ({name})")
+        if ratios:
+            best.append([g, mode, dtype, ", ".join(ratios)])
+    if best:
+        out += ["Fastest scan ÷ attention, by length (below 1: the scan is faster):", ""]
+        out += _table(["where", "mode", "dtype", "ratio (scan)"], best)
+    return out
+
+
 SECTIONS = {
+    "scan": scan_md,
     "depth-scaling": depth_md,
     "seqlen": seqlen_md,
     "memory-ceiling": ceiling_md,

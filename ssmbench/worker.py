@@ -18,6 +18,7 @@ import traceback
 
 import numpy as np
 
+from . import ops
 from .config import ModelConfig, TransformerConfig
 from .envinfo import peak_rss_bytes
 from .interface import BackendUnavailable
@@ -113,14 +114,21 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             }
         watch = point.memory_limit and not native_limit
         rss = RssMonitor(point.memory_limit if watch else None, out_path, res) if watch or point.backend.endswith("-cpu") else None
-        cfg = ModelConfig.from_dict(point.config) if point.arch == "mamba" else TransformerConfig.from_dict(point.config)
-        weights = init_weights(point.arch, cfg, point.seed)
-        res["params"] = count_params(weights)
-        backend.reset_peak_memory()
-        scan = point.scan if point.arch == "mamba" and point.mode != "decode" else None
-        model = backend.build(point.arch, weights, cfg, scan=scan, dtype=point.dtype)
-        del weights
-        step = make_step(backend, model, point, cfg.vocab)
+        if point.op:
+            if not backend.ops_supported:
+                return {**res, "status": "skipped", "error": f"{point.backend} does not run ops alone yet"}
+            res["copy_bytes_per_s"] = backend.copy_bandwidth()  # before the op's buffers exist
+            backend.reset_peak_memory()
+            step = backend.op_step(point.arch, point.scan, ops.inputs_for(point), point.dtype, point.mode)
+        else:
+            cfg = ModelConfig.from_dict(point.config) if point.arch == "mamba" else TransformerConfig.from_dict(point.config)
+            weights = init_weights(point.arch, cfg, point.seed)
+            res["params"] = count_params(weights)
+            backend.reset_peak_memory()
+            scan = point.scan if point.arch == "mamba" and point.mode != "decode" else None
+            model = backend.build(point.arch, weights, cfg, scan=scan, dtype=point.dtype)
+            del weights
+            step = make_step(backend, model, point, cfg.vocab)
         t = time_steps(step, backend.synchronize, warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time)
         if not backend.all_finite(t.first_output):
             return {**res, "status": "error", "error": "non-finite output (NaN or inf) on the first step"}
@@ -162,6 +170,8 @@ def metrics_from(parts: list[dict], point: Point) -> dict:
         "peak_mem_bytes": max((p["peak_mem_bytes"] or 0) for p in parts) or None,
         "mem_source": parts[0]["mem_source"],
     }
+    if point.op:
+        m |= ops.op_metrics(point, step["median"], parts[0].get("copy_bytes_per_s"))
     if parts[0].get("mem_baseline_bytes"):
         m["mem_baseline_bytes"] = min(p["mem_baseline_bytes"] for p in parts)
     if len(parts) > 1:

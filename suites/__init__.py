@@ -15,6 +15,7 @@ SUITES = {
     "depth-scaling": "depth_scaling",
     "memory-ceiling": "memory_ceiling",
     "seqlen": "seqlen",
+    "scan": "scan",
     "parity": "parity",
 }
 

@@ -30,7 +30,16 @@ def inputs(Bt, L, E, N, seed=0):
     def r(*s, scale=1.0, shift=0.0):
         return torch.randn(*s, generator=g, dtype=torch.float64) * scale + shift
 
-    return [r(Bt, L, E), r(Bt, L, E, scale=0.5, shift=-1.0), -torch.exp(r(E, N, scale=0.5)), r(Bt, L, N), r(Bt, L, N), r(E), r(Bt, L, E), r(E, scale=0.5)]
+    return [
+        r(Bt, L, E),
+        r(Bt, L, E, scale=0.5, shift=-1.0),
+        -torch.exp(r(E, N, scale=0.5)),
+        r(Bt, L, N),
+        r(Bt, L, N),
+        r(E),
+        r(Bt, L, E),
+        r(E, scale=0.5),
+    ]
 
 
 def reference(x, dt, A, Bm, Cm, D, z, dt_bias):
@@ -172,7 +181,9 @@ def test_causal_conv_silu_and_its_gradients_match_float64(shape):
     wt = torch.randn(Bt, L, E, generator=g, dtype=torch.float64)
     ins64 = [t.clone().requires_grad_() for t in (x, w, b)]
     x64, w64, b64 = ins64
-    out64 = torch.nn.functional.silu(torch.nn.functional.conv1d(x64.transpose(1, 2), w64, b64, padding=K - 1, groups=E)[..., :L]).transpose(1, 2)
+    out64 = torch.nn.functional.silu(torch.nn.functional.conv1d(x64.transpose(1, 2), w64, b64, padding=K - 1, groups=E)[..., :L]).transpose(
+        1, 2
+    )
     (out64 * wt).sum().backward()
     ins = [t.detach().float().to(DEVICE).requires_grad_() for t in (x, w, b)]
     out = tt.causal_conv_silu(*ins)
