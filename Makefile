@@ -13,7 +13,8 @@ TRITON ?= $(if $(GPU),,triton==3.6.0)
 TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s)),tensorflow,tensorflow-cpu))
 # ci-smoke: every suite on every backend, at the fewest points that still exercise it (< 5 min on
 # 2 cores). Train runs in throughput; forward in throughput and depth-scaling; decode in latency
-# and seqlen; every scan, dtype and path against the reference in `make test` (parity: float32 here).
+# and seqlen; the scan alone (fwd+bwd) vs attention in scan; every scan, dtype and path against
+# the reference in `make test` (parity: float32 here).
 SMOKE_OUT := reports/ci-smoke
 SMOKE_BASE := --backend all --quick --out $(SMOKE_OUT)/results --timeout 300
 SMOKE  := $(SMOKE_BASE) --arch both
@@ -49,7 +50,8 @@ ci-smoke: install
 	$(SSM) run throughput $(SMOKE)
 	$(SSM) run latency $(SMOKE) --mode decode
 	$(SSM) run depth-scaling $(SMOKE_BASE) --layers-list 1,2 --mode forward
-	$(SSM) run seqlen $(SMOKE) --max-len 128 --mode decode
+	$(SSM) run seqlen $(SMOKE) --max-len 64 --mode decode
+	$(SSM) run scan $(SMOKE) --max-len 64 --mode train --scan sequential
 	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 300MB
 	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
 	$(SSM) report $(SMOKE_OUT)/results --format html --output $(SMOKE_OUT)/report.html
