@@ -245,6 +245,7 @@ class _Model:
 
     def __init__(self, module, opt, device_type, amp_dtype):
         self.module, self.opt, self.device_type, self.amp_dtype = module, opt, device_type, amp_dtype
+        self.decoders = {}  # batch -> torch_graphs.StaticDecoder (Mamba decode on CUDA)
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -327,7 +328,16 @@ class TorchBackend(Backend):
         with torch.no_grad(), model.autocast():
             return model.module.prefill(tokens, capacity, model.amp_dtype or torch.float32)
 
+    graph_decode = False  # Mamba decode as one CUDA graph per token (torch_graphs.py)
+
     def decode_step(self, model, token, state):
+        if self.graph_decode and isinstance(model.module, MambaLM):
+            from .torch_graphs import StaticDecoder
+
+            batch = token.shape[0]
+            if batch not in model.decoders:
+                model.decoders[batch] = StaticDecoder(model.module, batch, self.device, model.amp_dtype, graph=True)
+            return model.decoders[batch](token, state)
         with torch.no_grad(), model.autocast():
             return model.module.step(token, state)
 
@@ -447,8 +457,11 @@ class TorchCUDA(TorchBackend):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
 
+    graph_decode = True
+
     def versions(self):
-        return {**super().versions(), "tf32": False, "device_count": torch.cuda.device_count()}
+        v = {**super().versions(), "tf32": False, "device_count": torch.cuda.device_count()}
+        return {**v, "mamba_decode": "CUDA graph, preallocated state"}
 
     def device_info(self):
         p = torch.cuda.get_device_properties(0)

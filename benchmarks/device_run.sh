@@ -34,6 +34,8 @@ for STEP in "$@"; do
               $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
     scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel $FAST --out $R
                 $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel --dtype bfloat16 $FAST --out $R ;;
+    decode) $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,4096,16384 --mode decode --dtype bfloat16 --arch both $FAST --out $R ;;
+    parity-torch) $SSM run parity -b torch-cuda --arch both --out $R ;;
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;

@@ -33,8 +33,10 @@ def make_step(backend, model, point: Point, vocab: int):
 
     train:   tokens (B, L) -> next-token cross-entropy, backward, AdamW update
     forward: tokens (B, L) -> logits (B, L, V) through the parallel path
-    decode:  one token per stream after a prefix of L tokens (per-token latency at context L);
-             every timed step starts from the same prefix state, so each one costs exactly that
+    decode:  one token per stream after a prefix of L tokens (per-token latency at context L).
+             The Transformer's every timed step starts from the same prefix KV cache, so each
+             one costs exactly context L; Mamba's state is O(1) whatever the context, so each
+             step feeds its state back (a backend may update it in place, as a CUDA graph does)
     """
     rng = np.random.default_rng(point.seed + 1)
     B, L = point.batch, point.seq_len
@@ -48,7 +50,15 @@ def make_step(backend, model, point: Point, vocab: int):
     prompt = backend.tokens(rng.integers(0, vocab, (B, L)))
     state = backend.prefill(model, prompt, L + 1)
     tok = backend.tokens(rng.integers(0, vocab, (B,)))
-    return lambda: backend.decode_step(model, tok, state)[0]
+    if point.arch == "transformer":
+        return lambda: backend.decode_step(model, tok, state)[0]
+    carry = [state]
+
+    def decode():
+        logits, carry[0] = backend.decode_step(model, tok, carry[0])
+        return logits
+
+    return decode
 
 
 def tokens_per_step(point: Point) -> int:

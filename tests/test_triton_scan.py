@@ -191,3 +191,47 @@ def test_causal_conv_silu_and_its_gradients_match_float64(shape):
     assert rel(out, out64) < 1e-5
     for name, a, r in zip(("x", "weight", "bias"), ins, ins64):
         assert rel(a.grad, r.grad) < 1e-5, name
+
+
+# ---------------------------------------------------------------------------- static-state decode
+def test_static_decoder_steps_like_the_functional_step(odd_model):
+    """The in-place, preallocated-state decode (eager here; a CUDA graph on torch-cuda) gives the
+    reference's logits token after token, from an empty state and from a prefill state."""
+    from ssmbench.backends.torch_graphs import StaticDecoder
+
+    w, toks = odd_model
+    m = _module(w, "sequential")
+    tok = torch.from_numpy(toks).to(DEVICE)
+    R = ref.mamba_logits(w, toks)
+    dec = StaticDecoder(m, tok.shape[0], DEVICE, None, graph=DEVICE == "cuda")
+    with torch.no_grad():
+        state = m.prefill(tok[:, :30], 37, torch.float32)
+    outs = []
+    for t in range(30, 37):
+        logits, state = dec(tok[:, t], state)
+        assert state is dec.state
+        outs.append(logits)
+    assert rel(torch.stack(outs, 1), torch.from_numpy(R[:, 30:])) < 1e-5
+    state = m.init_state(tok.shape[0], 0, DEVICE, None)  # a state from elsewhere is copied in
+    outs = []
+    for t in range(37):
+        logits, state = dec(tok[:, t], state)
+        outs.append(logits)
+    assert rel(torch.stack(outs, 1), torch.from_numpy(R)) < 1e-5
+
+
+def test_static_decoder_in_bfloat16_matches_autocast_steps(odd_model):
+    """Pre-cast Linear weights give what autocast's per-call casts give."""
+    from ssmbench.backends.torch_graphs import StaticDecoder
+
+    w, toks = odd_model
+    m = _module(w, "sequential")
+    tok = torch.from_numpy(toks).to(DEVICE)
+    dec = StaticDecoder(m, tok.shape[0], DEVICE, torch.bfloat16, graph=DEVICE == "cuda")
+    s_ref = m.init_state(tok.shape[0], 0, DEVICE, None)
+    s_dec = s_ref
+    for t in range(9):
+        with torch.no_grad(), torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+            want, s_ref = m.step(tok[:, t], s_ref)
+        got, s_dec = dec(tok[:, t], s_dec)
+        assert rel(got, want) < 1e-6, t
