@@ -415,6 +415,29 @@ class JaxBackend(Backend):
             best = min(best, (time.perf_counter() - t0) / 4)
         return 2 * n * 4 / best
 
+    def device_ceilings(self):
+        if self.platform == "cpu":
+            return None
+        from ssmbench.envinfo import matmul_rate
+
+        rates, mm = {}, jax.jit(lambda a, b: a @ b)
+        for dtype, n in (("bfloat16", 8192), ("float32", 4096)):  # fp32 at "highest" precision, as the models
+            key = jax.random.PRNGKey(0)
+            a = jax.device_put(jax.random.normal(key, (n, n), jnp.dtype(dtype)), self.device)
+            jax.block_until_ready(mm(a, a))
+            rates[dtype] = 2 * n**3 / matmul_rate(lambda a=a: mm(a, a), self.synchronize)
+            del a
+        return {"copy_bytes_per_s": self.copy_bandwidth(), "matmul_flops": rates}
+
+    def energy_joules(self):
+        if self.platform == "cpu":
+            return None
+        if not hasattr(self, "_energy"):
+            from ssmbench.envinfo import nvml_energy
+
+            self._energy = nvml_energy()  # the first GPU: JAX's device 0
+        return self._energy() if self._energy else None
+
     # ---------------------------------------------------------------- measurement
     def synchronize(self, out=None):
         if out is not None:

@@ -487,6 +487,27 @@ class TorchCUDA(TorchBackend):
     def peak_memory(self):
         return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
 
+    def device_ceilings(self):
+        from ssmbench.envinfo import matmul_rate
+
+        rates = {}
+        for dtype, n in (("bfloat16", 8192), ("float32", 4096)):  # fp32 is IEEE here (TF32 off)
+            a = torch.randn(n, n, device=self.device, dtype=getattr(torch, dtype))
+            b = torch.randn(n, n, device=self.device, dtype=a.dtype)
+            a @ b
+            rates[dtype] = 2 * n**3 / matmul_rate(lambda a=a, b=b: a @ b, self.synchronize)
+            del a, b
+        torch.cuda.empty_cache()
+        return {"copy_bytes_per_s": self.copy_bandwidth(), "matmul_flops": rates}
+
+    def energy_joules(self):
+        if not hasattr(self, "_energy"):
+            from ssmbench.envinfo import nvml_energy
+
+            uuid = getattr(torch.cuda.get_device_properties(0), "uuid", None)
+            self._energy = nvml_energy(f"GPU-{uuid}" if uuid else None)
+        return self._energy() if self._energy else None
+
 
 class TorchMPS(TorchBackend):
     name = "torch-mps"

@@ -34,6 +34,9 @@ for STEP in "$@"; do
               $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
     scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel $FAST --out $R
                 $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel --dtype bfloat16 $FAST --out $R ;;
+    metrics) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype float32 --min-time 0.5 --out $R
+             $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype bfloat16 --min-time 0.5 --out $R
+             $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train --dtype bfloat16 --min-iters 5 --min-time 0.5 --out $R ;;
     decode) $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,4096,16384 --mode decode --dtype bfloat16 --arch both $FAST --out $R ;;
     parity-torch) $SSM run parity -b torch-cuda --arch both --out $R ;;
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;

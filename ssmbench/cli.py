@@ -351,9 +351,19 @@ def results_table(title: str, records: list[dict]) -> Table:
         "status",
     ):
         t.add_column(col, justify="right" if col in ("tok/s", "params", "p99 ms", "compile s", "peak mem") else "left")
+    gpu = any("mfu" in (r.get("metrics") or {}) or "energy_j_per_token" in (r.get("metrics") or {}) for r in records)
+    if gpu:  # measured device ceilings and an energy counter: MFU and joules per token
+        t.add_column("MFU", justify="right")
+        t.add_column("mJ/tok", justify="right")
     for r in records:
         m = r.get("metrics") or {}
         step = m.get("step_ms")
+        extra = []
+        if gpu:
+            extra = [
+                f"{m['mfu'] * 100:.1f}%" if "mfu" in m else "-",
+                fmt_num(m["energy_j_per_token"] * 1e3) if "energy_j_per_token" in m else "-",
+            ]
         add_row(
             t,
             r["backend"],
@@ -369,6 +379,7 @@ def results_table(title: str, records: list[dict]) -> Table:
             f"{m['compile_s']:.2f}" if "compile_s" in m else "-",
             fmt_bytes(m.get("peak_mem_bytes")),
             Text(r["status"], style="" if r["status"] == "ok" else "red"),
+            *extra,
         )
     return t
 

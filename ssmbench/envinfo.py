@@ -116,6 +116,36 @@ def accelerators() -> dict:
 
 
 @cache
+def nvml_energy(uuid: str | None = None):
+    """A reader of a GPU's cumulative energy in joules (NVML's total-energy counter, mJ since the
+    driver loaded): the GPU with ``uuid``, else the first. None without NVML (nvidia-ml-py) or
+    where the GPU has no such counter."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByUUID(uuid) if uuid else pynvml.nvmlDeviceGetHandleByIndex(0)
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(h)  # raises where there is no counter
+    except Exception:  # noqa: BLE001 - no NVML or no counter: no energy figures
+        return None
+    return lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1e3
+
+
+def matmul_rate(matmul, sync, reps: int = 5) -> float:
+    """Seconds per call of ``matmul()`` (already warm): the best of 3 rounds of ``reps``."""
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        sync(None)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            out = matmul()
+        sync(out)
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
 def fingerprint() -> dict:
     from . import __version__
 

@@ -114,6 +114,17 @@ class Backend(ABC):
         denominator), or None where it is not measured."""
         return None
 
+    def device_ceilings(self) -> dict | None:
+        """What the device can do, measured here: {"copy_bytes_per_s", "matmul_flops":
+        {dtype: FLOP/s}}; MFU and memory floors are stated against it. None where not measured
+        (CPU backends)."""
+        return None
+
+    def energy_joules(self) -> float | None:
+        """The device's cumulative energy counter in joules (NVML's total energy), or None where
+        there is none. Read around the timed steps for joules per token."""
+        return None
+
     # ------------------------------------------------------------------ measurement support
     @abstractmethod
     def synchronize(self, out=None) -> None:

@@ -24,9 +24,20 @@ class Timing:
     compile_s: float
     samples_s: list
     first_output: Any
+    meter_delta: float | None = None  # the meter's change over the timed steps (e.g. joules)
 
 
-def time_steps(step: Callable[[], Any], sync: Callable[[Any], None], *, warmup: int, min_iters: int, min_time: float) -> Timing:
+def time_steps(
+    step: Callable[[], Any],
+    sync: Callable[[Any], None],
+    *,
+    warmup: int,
+    min_iters: int,
+    min_time: float,
+    meter: Callable[[], float | None] | None = None,
+) -> Timing:
+    """``meter`` (an energy counter, say) is read just before the first timed step and just
+    after the last one."""
     clock = time.perf_counter
     sync(None)
     t0 = clock()
@@ -36,10 +47,12 @@ def time_steps(step: Callable[[], Any], sync: Callable[[Any], None], *, warmup: 
     for _ in range(warmup):
         sync(step())
     samples = []
+    m0 = meter() if meter else None
     start = clock()
     while len(samples) < MAX_SAMPLES and (len(samples) < min_iters or clock() - start < min_time):
         t = clock()
         out = step()
         sync(out)
         samples.append(clock() - t)
-    return Timing(compile_s, samples, first)
+    m1 = meter() if meter else None
+    return Timing(compile_s, samples, first, None if m0 is None or m1 is None else m1 - m0)

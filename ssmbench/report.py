@@ -151,6 +151,7 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
             out.append(_md_row(cells))
         out.append("")
         out += secs.get(suite, [])
+    out += secs.get("efficiency", [])
     out += secs.get("published", [])
     if failures:
         out += ["## Points that did not complete", "", _md_row(["suite", "group", "point", "status", "message"]), _md_row(["---"] * 5)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import analysis as an
-from .report import _md_row, fmt_bytes, fmt_num
+from .report import _md_row, fmt_bytes, fmt_num, latest_by_point
 from .results import group_of
 
 Figure = Callable[[str, object], "str | None"]
@@ -252,7 +252,45 @@ def scan_md(records, figure: Figure | None) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------------------- hardware efficiency
+def efficiency_md(records, figure: Figure | None) -> list[str]:
+    recs = [
+        r
+        for r in latest_by_point(records).values()
+        if r["status"] == "ok" and any(k in (r.get("metrics") or {}) for k in ("mfu", "energy_j_per_token"))
+    ]
+    if not recs:
+        return []
+    out = [
+        "## Hardware efficiency",
+        "",
+        "MFU: the model's matmul-shaped FLOPs per step (ssmbench/flops.py) ÷ step time ÷ the matmul rate measured",
+        "on the same device at the run's dtype (fp32 without TF32; fp16 against bf16). Energy: NVML's total-energy",
+        "counter read around the timed steps.",
+        "",
+    ]
+    rows = []
+    for r in recs:
+        m = r["metrics"]
+        c = (r.get("env_backend") or {}).get("device_ceilings") or {}
+        rate = (c.get("matmul_flops") or {}).get("float32" if r["dtype"] == "float32" else "bfloat16")
+        rows.append(
+            [
+                _who(r),
+                f"{r['batch']} x {r['seq_len']}",
+                _pct(m.get("mfu")),
+                _n(m["achieved_flops"] / 1e12) if "achieved_flops" in m else "-",
+                _n(rate / 1e12) if rate else "-",
+                _n(m["energy_j_per_token"] * 1e3) if "energy_j_per_token" in m else "-",
+                _n(m.get("power_w")),
+            ]
+        )
+    out += _table(["series", "B x L", "MFU", "TFLOP/s", "matmul ceiling TFLOP/s", "mJ/token", "W"], rows)
+    return out
+
+
 SECTIONS = {
+    "efficiency": efficiency_md,
     "scan": scan_md,
     "depth-scaling": depth_md,
     "seqlen": seqlen_md,

@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from . import ops
+from . import flops, ops
 from .config import ModelConfig, TransformerConfig
 from .envinfo import peak_rss_bytes
 from .interface import BackendUnavailable
@@ -122,12 +122,18 @@ def measure(point: Point, out_path: str | None = None) -> dict:
                 "status": "skipped",
                 "error": f"{point.backend} does not run {point.dtype} (it runs: {', '.join(backend.dtypes)})",
             }
+        try:  # what the device can do, for MFU and memory floors (GPU backends); before any model
+            ceilings = backend.device_ceilings()
+        except Exception as e:  # noqa: BLE001 - a ceiling that cannot be measured leaves MFU out
+            ceilings = {"error": f"{type(e).__name__}: {e}"[:300]}
+        if ceilings:
+            res["versions"]["device_ceilings"] = ceilings
         watch = point.memory_limit and not native_limit
         rss = RssMonitor(point.memory_limit if watch else None, out_path, res) if watch or point.backend.endswith("-cpu") else None
         if point.op:
             if not backend.ops_supported:
                 return {**res, "status": "skipped", "error": f"{point.backend} does not run ops alone yet"}
-            res["copy_bytes_per_s"] = backend.copy_bandwidth()  # before the op's buffers exist
+            res["copy_bytes_per_s"] = (ceilings or {}).get("copy_bytes_per_s") or backend.copy_bandwidth()
             backend.reset_peak_memory()
             step = backend.op_step(point.arch, point.scan, ops.inputs_for(point), point.dtype, point.mode)
         else:
@@ -139,7 +145,8 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             model = backend.build(point.arch, weights, cfg, scan=scan, dtype=point.dtype)
             del weights
             step = make_step(backend, model, point, cfg.vocab)
-        t = time_steps(step, backend.synchronize, warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time)
+        meter = backend.energy_joules if backend.energy_joules() is not None else None
+        t = time_steps(step, backend.synchronize, warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time, meter=meter)
         if not backend.all_finite(t.first_output):
             return {**res, "status": "error", "error": "non-finite output (NaN or inf) on the first step"}
         peak, source = backend.peak_memory()
@@ -154,6 +161,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             "error": None,
             "compile_s": t.compile_s,
             "samples_s": t.samples_s,
+            "energy_j": t.meter_delta,
             "peak_mem_bytes": peak,
             "mem_source": source,
             **({"mem_baseline_bytes": rss.base} if from_rss else {}),
@@ -182,6 +190,15 @@ def metrics_from(parts: list[dict], point: Point) -> dict:
     }
     if point.op:
         m |= ops.op_metrics(point, step["median"], parts[0].get("copy_bytes_per_s"))
+    else:
+        ceilings = (parts[0].get("versions") or {}).get("device_ceilings") or {}
+        m |= flops.mfu(
+            point.arch, point.config, point.batch, point.seq_len, point.mode, point.dtype, step["median"], ceilings.get("matmul_flops")
+        )
+    if all(p.get("energy_j") is not None for p in parts):
+        joules, n = sum(p["energy_j"] for p in parts), len(samples)
+        timed_s = sum(samples)
+        m |= {"energy_j_per_step": joules / n, "energy_j_per_token": joules / n / tokens_per_step(point), "power_w": joules / timed_s}
     if parts[0].get("mem_baseline_bytes"):
         m["mem_baseline_bytes"] = min(p["mem_baseline_bytes"] for p in parts)
     if len(parts) > 1:

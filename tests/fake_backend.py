@@ -4,6 +4,8 @@ fake-ok returns finite numbers; fake-oom raises MemoryError; fake-crash dies wit
 fake-hang never returns; fake-nan returns NaN; fake-error raises ValueError. All fail (or not)
 on the first measured step, after the model was built, as a real backend would.
 
+fake-gpu has measured ceilings and an energy counter of exactly 50 W (MFU, joules per token).
+
 fake-mem is a device of FAKE_CAPACITY bytes (or --memory-limit, enforced "natively") whose step
 needs MEM_PER_TOKEN_LAYER * batch * seq_len * n_layers bytes: its OOM boundary is known exactly.
 """
@@ -125,4 +127,24 @@ class FakeMem(_Fake):
 
 
 BEHAVIOURS = ("ok", "oom", "crash", "hang", "nan", "error")
-BACKENDS = (FakeMem,) + tuple(type(f"Fake{b.title()}", (_Fake,), {"name": f"fake-{b}"}) for b in BEHAVIOURS)
+
+
+class FakeGpu(_Fake):
+    """A device with known ceilings and a 50 W energy counter; each step takes about 2 ms."""
+
+    name = "fake-gpu"
+    CEILINGS = {"copy_bytes_per_s": 1e11, "matmul_flops": {"float32": 1e12, "bfloat16": 4e12}}
+    WATTS = 50.0
+
+    def device_ceilings(self):
+        return self.CEILINGS
+
+    def energy_joules(self):
+        return self.WATTS * time.perf_counter()
+
+    def _step(self):
+        time.sleep(0.002)
+        return np.array([1.0])
+
+
+BACKENDS = (FakeMem, FakeGpu) + tuple(type(f"Fake{b.title()}", (_Fake,), {"name": f"fake-{b}"}) for b in BEHAVIOURS)
