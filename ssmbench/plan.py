@@ -186,6 +186,15 @@ def sweep_plan(suite: str, opts: RunOptions, axis: str, values: list, modes: lis
     return Plan(grid, steps(), total=len(grid))
 
 
+def doubling(first: int, top: int) -> list[int]:
+    """first, 2 first, 4 first, ... up to top (top alone when first > top)."""
+    out, n = [], first
+    while n <= top:
+        out.append(n)
+        n *= 2
+    return out or [top]
+
+
 def with_axis(opts: RunOptions, axis: str, value: int) -> RunOptions:
     """``opts`` with one axis set: a run field (seq_len, batch) or a model field (n_layers, d_state)."""
     if axis in ("seq_len", "batch"):

@@ -15,7 +15,7 @@ out of memory or time ends its series. `--preset mamba-130m` gives issue 5's sha
 
 from dataclasses import replace
 
-from ssmbench.plan import Plan, RunOptions, sweep_plan
+from ssmbench.plan import Plan, RunOptions, doubling, sweep_plan
 
 NAME = "scan"
 DESCRIPTION = "the selective scan alone per scan kind, vs causal attention at the same length"
@@ -27,13 +27,8 @@ BATCH = 8
 
 
 def default_values(quick: bool, max_len: int | None = None) -> list[int]:
-    first = QUICK_FIRST_LEN if quick else FIRST_LEN
     top = max_len or (QUICK_MAX_LEN if quick else DEFAULT_MAX_LEN)
-    out, n = [], first
-    while n <= top:
-        out.append(n)
-        n *= 2
-    return out or [top]
+    return doubling(QUICK_FIRST_LEN if quick else FIRST_LEN, top)
 
 
 def plan(opts: RunOptions) -> Plan:

@@ -10,7 +10,7 @@ The report fits log(ms) = a + s log(L) per arch and mode (s about 1 for Mamba, u
 attention, near 0 for Mamba decode) and finds the crossover length where Mamba becomes faster.
 """
 
-from ssmbench.plan import Plan, RunOptions, sweep_plan
+from ssmbench.plan import Plan, RunOptions, doubling, sweep_plan
 
 NAME = "seqlen"
 DESCRIPTION = "latency and memory vs sequence length, Mamba vs the Transformer baseline"
@@ -22,13 +22,8 @@ TRAIN_BATCH = 8  # forward/train batch when --batch is not given (smaller where 
 
 
 def default_values(quick: bool, max_len: int | None = None) -> list[int]:
-    first = QUICK_FIRST_LEN if quick else FIRST_LEN
     top = max_len or (QUICK_MAX_LEN if quick else DEFAULT_MAX_LEN)
-    out, n = [], first
-    while n <= top:
-        out.append(n)
-        n *= 2
-    return out or [top]
+    return doubling(QUICK_FIRST_LEN if quick else FIRST_LEN, top)
 
 
 def plan(opts: RunOptions) -> Plan:

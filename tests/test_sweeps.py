@@ -199,7 +199,7 @@ def test_depth_sweep_matches_the_transformer_at_each_depth(fake_backends, run_cl
         (["run", "throughput", "--layers-list", "1,2"], "--layers-list applies to `run depth-scaling` only"),
         (["run", "memory-ceiling", "--search", "depth"], "--search 'depth' is not allowed; choose from: batch, seq-len"),
         (["run", "seqlen", "--max-len", "0"], "--max-len 0 must be >= 1"),
-        (["run", "latency", "--max-len", "512"], "--max-len applies to `run seqlen` only"),
+        (["run", "latency", "--max-len", "512"], "--max-len applies to `run seqlen | scan` only"),
         (["sweep", "width"], "PARAM 'width' is not allowed; choose from: seqlen, depth, batch, dstate"),
         (["sweep", "batch", "--values", ""], "--values '' names no values"),
         (["sweep", "dstate", "--arch", "both"], "the SSM state size N sweep varies a Mamba-only setting"),
