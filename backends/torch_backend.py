@@ -264,6 +264,10 @@ class TorchBackend(Backend):
     def __init__(self):
         super().__init__()
         self.device = torch.device(self.device_type)
+        # An optimiser's first construction imports torch._dynamo, and Triton where installed:
+        # about 130 MB of resident memory that belongs to starting the framework, not to a model,
+        # so it happens here, before a worker takes its memory baseline (--memory-limit on CPU).
+        torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
     @classmethod
     def _torch_missing(cls):
