@@ -11,10 +11,24 @@ bias and softplus, A (E, N) the diagonal state matrix (negative), B, C (B, L, N)
 input-dependent projections, D (E,) the skip, z the gate. B batch, L length, E d_inner,
 N d_state.
 
-Forward: one program owns BLOCK_E channels of one sequence with all N states in registers and
-walks the sequence in chunks of T steps. Inside a chunk the recurrence is a parallel scan
-(``tl.associative_scan``) over the operator (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2), so the
-(B, L, E, N) states never leave the chip; only x, dt, z, B, C are read and out is written.
+Forward: one program owns BLOCK_E channels of one segment of one sequence, with all N states in
+registers, and walks its segment step by step in chunks of T steps (a chunk's loads are issued
+together, ahead of its arithmetic), so the (B, L, E, N) states never leave the chip; only x, dt,
+z, B, C are read and out is written.
+
+Segments: one program per (sequence, channel block) leaves most of a large GPU idle (384 one-warp
+programs for 132 SMs at the issue's shape), so the sequence is split into S segments. The state
+is linear in its start, so a segment's true start state follows from the segments before it:
+
+    h_end(s) = P_s ⊙ h_end(s-1) + H_s,   P_s = exp(A Σ_{t∈s} Δ_t),   H_s its end state from h = 0
+
+A first kernel computes every (H_s, Σ Δ) from x, dt and B alone (``_state_carry_kernel``); each
+program of the full forward then folds the carries of the segments before it into its start
+state. The backward splits the same way: its adjoint runs backwards with the same decays, so
+
+    G(s-1) = P_s ⊙ G(s) + a_{s0} g_{s0}(from G = 0),   G(s) = a_{s1} dL/dh_{s1} entering segment s
+
+(``_adjoint_carry_kernel``, from dt, z, dout and C alone).
 
 Backward recomputes instead of storing states. The forward keeps the state at each chunk's
 end ((B, L/T, E, N) fp32, T times smaller than the states). Walking the chunks backwards,
@@ -31,6 +45,7 @@ Without CUDA (this module's tests on CPU), kernels run under Triton's interprete
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -51,11 +66,13 @@ class Tiling:
     block_e: int  # channels per program (a power of two)
     chunk: int  # T, steps per chunk scanned in registers (a power of two)
     warps: int  # num_warps per program
+    per_sm: int = 0  # programs per SM to aim for by splitting the sequence into segments (0: no split)
 
 
 # Chosen on the lent H100 by benchmarks/tune_triton_scan.py at L=2048 (README: benchmarks)
-FORWARD = Tiling(block_e=32, chunk=16, warps=1)
-BACKWARD = Tiling(block_e=32, chunk=4, warps=1)
+FORWARD = Tiling(block_e=32, chunk=8, warps=1, per_sm=16)
+BACKWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
+MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
 
 
 # ---------------------------------------------------------------------------- device functions
@@ -110,6 +127,20 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
         return tl.where(mask, v, 0.0)
 
 
+@triton.jit
+def _fold_carries(carry_ptr, dsum_ptr, A2, pb, j, j_end, step, S, E, n, e, me, NP: tl.constexpr, BLOCK_E: tl.constexpr):
+    """v = P_j ⊙ v + H_j for segments j, j + step, ... before j_end, from v = 0: the state
+    (forward) or adjoint carry (backward) a segment starts from."""
+    v = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    j += pb * 0  # a tensor from the start: a literal j would change type inside the loop
+    while j != j_end:
+        ds = tl.load(dsum_ptr + (pb * S + j) * E + e, mask=me, other=0.0)
+        Hj = tl.load(carry_ptr + ((pb * S + j) * NP + n[:, None]) * E + e[None, :], mask=me[None, :], other=0.0)
+        v = tl.exp2(ds[None, :] * A2) * v + Hj
+        j += step
+    return v
+
+
 # ---------------------------------------------------------------------------- kernels
 # Tiles are (NP, BLOCK_E): one channel per lane, its N states in that lane's registers, so the
 # contraction with C is a sum inside a thread and loads of x, dt, z are coalesced along E.
@@ -117,11 +148,12 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
 def _forward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)
     out_ptr, last_ptr, states_ptr,  # outputs: out (B, L, E), last state (B, E, N), chunk states
-    L, E, N,
+    carry_ptr, dsum_ptr,  # the segments' (H_s, Σ Δ) from _state_carry_kernel: (B, S, NP, E), (B, S, E)
+    L, E, N, SC, S,  # SC chunks per segment, S segments
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, so_b, so_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STORE_STATES: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
-    pe, pb = tl.program_id(0), tl.program_id(1)
+    pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, NP)
     me, mn = e < E, n < N
@@ -134,10 +166,11 @@ def _forward_kernel(
     B_ptr += pb * sB_b
     C_ptr += pb * sC_b
     out_ptr += pb * so_b
-    h = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    h = _fold_carries(carry_ptr, dsum_ptr, A2, pb, 0, ps, 1, S, E, n, e, me, NP, BLOCK_E)
     n_chunks = (L + T - 1) // T
-    c = 0
-    while c < n_chunks:  # not range(): Triton's interpreter cannot index with a scalar under NumPy >= 2.4
+    c = ps * SC
+    c_end = tl.minimum(c + SC, n_chunks)
+    while c < c_end:  # not range(): Triton's interpreter cannot index with a scalar under NumPy >= 2.4
         # the chunk's loads first: a store between them would stop the compiler issuing them early
         xs, zs, dts, Bs, Cs = (), (), (), (), ()
         for i in tl.static_range(T):
@@ -161,18 +194,99 @@ def _forward_kernel(
         if STORE_STATES:
             tl.store(states_ptr + ((pb * n_chunks + c) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
         c += 1
-    tl.store(last_ptr + (pb * N + n[:, None]) * E + e[None, :], h, mask=mn[:, None] & me[None, :])
+    if ps == S - 1:
+        tl.store(last_ptr + (pb * N + n[:, None]) * E + e[None, :], h, mask=mn[:, None] & me[None, :])
+
+
+@triton.jit
+def _state_carry_kernel(
+    x_ptr, dt_ptr, B_ptr, A_ptr, bias_ptr, carry_ptr, dsum_ptr, L, E, N, SC, S,
+    sx_b, sx_l, sdt_b, sdt_l, sB_b, sB_l,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    """Segment s < S-1's end state from h = 0, H_s, and its Σ Δ. These segments end before the
+    last chunk, so no step lies past L."""
+    pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
+    n = tl.arange(0, NP)
+    me, mn = e < E, n < N
+    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    x_ptr += pb * sx_b
+    dt_ptr += pb * sdt_b
+    B_ptr += pb * sB_b
+    h = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    c = ps * SC
+    while c < (ps + 1) * SC:
+        xs, dts, Bs = (), (), ()
+        for i in tl.static_range(T):
+            t = c * T + i
+            xs += (_load_step(x_ptr, t, sx_l, e, me, EVEN),)
+            dts += (_load_step(dt_ptr, t, sdt_l, e, me, EVEN),)
+            Bs += (_load_step(B_ptr, t, sB_l, n, mn, EVEN),)
+        for i in tl.static_range(T):
+            delta = _softplus(dts[i] + bias)
+            dsum += delta
+            h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i])[None, :] * Bs[i][:, None]
+        c += 1
+    tl.store(carry_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
+    tl.store(dsum_ptr + (pb * S + ps) * E + e, dsum, mask=me)
+
+
+@triton.jit
+def _adjoint_carry_kernel(
+    dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, dout_ptr, carry_ptr, dsum_ptr, L, E, N, SC, S,
+    sdt_b, sdt_l, sz_b, sz_l, sC_b, sC_l, sdo_b, sdo_l,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    """Segment s > 0's adjoint carry from G(s) = 0, a_{s0} g_{s0}, and its Σ Δ: the adjoint
+    g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the segment, dy_t = dout_t silu(z_t)."""
+    pe, pb = tl.program_id(0), tl.program_id(1)
+    ps = tl.program_id(2) + 1
+    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
+    n = tl.arange(0, NP)
+    me, mn = e < E, n < N
+    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    dt_ptr += pb * sdt_b
+    z_ptr += pb * sz_b
+    C_ptr += pb * sC_b
+    dout_ptr += pb * sdo_b
+    g = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    a = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_E,), dtype=tl.float32)
+    n_chunks = (L + T - 1) // T
+    c = tl.minimum((ps + 1) * SC, n_chunks) - 1
+    while c >= ps * SC:
+        zs, dts, dos, Cs = (), (), (), ()
+        for i in tl.static_range(T):
+            t = c * T + i
+            m = me & (t < L)
+            zs += (_load_step(z_ptr, t, sz_l, e, m, EVEN),)
+            dts += (_load_step(dt_ptr, t, sdt_l, e, m, EVEN),)
+            dos += (_load_step(dout_ptr, t, sdo_l, e, m, EVEN),)
+            Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
+        for i in tl.static_range(T - 1, -1, -1):
+            delta = _past_end_zero(_softplus(dts[i] + bias), me & (c * T + i < L), EVEN)
+            dsum += delta
+            g = a * g + Cs[i][:, None] * (dos[i] * zs[i] * _sigmoid(zs[i]))[None, :]
+            a = tl.exp2(delta[None, :] * A2)
+        c -= 1
+    tl.store(carry_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], a * g, mask=me[None, :])
+    tl.store(dsum_ptr + (pb * S + ps) * E + e, dsum, mask=me)
 
 
 @triton.jit
 def _backward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr, states_ptr,  # inputs
+    carry_ptr, dsum_ptr,  # the segments' adjoint carries from _adjoint_carry_kernel
     dx_ptr, ddt_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,  # gradients
-    L, E, N, n_eblocks,
+    L, E, N, n_eblocks, SC, S,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
-    pe, pb = tl.program_id(0), tl.program_id(1)
+    pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, NP)
     me, mn = e < E, n < N
@@ -190,14 +304,14 @@ def _backward_kernel(
     dz_ptr += pb * sg_b
     dBp_ptr += (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB and dC
     dCp_ptr += (pb * n_eblocks + pe) * L * NP
-    g = tl.zeros((NP, BLOCK_E), dtype=tl.float32)  # dL/dh_{t+1}
-    a_next = tl.zeros((NP, BLOCK_E), dtype=tl.float32)  # exp(Δ_{t+1} A)
+    g = _fold_carries(carry_ptr, dsum_ptr, A2, pb, S - 1, ps, -1, S, E, n, e, me, NP, BLOCK_E)  # G(ps)
+    a_next = tl.full((NP, BLOCK_E), 1.0, dtype=tl.float32)  # G(ps) holds the segment's a_{s1} already
     dA = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
     dD = tl.zeros((BLOCK_E,), dtype=tl.float32)
     dbias = tl.zeros((BLOCK_E,), dtype=tl.float32)
     n_chunks = (L + T - 1) // T
-    c = n_chunks - 1
-    while c >= 0:  # the chunks backwards
+    c = tl.minimum((ps + 1) * SC, n_chunks) - 1
+    while c >= ps * SC:  # the segment's chunks backwards
         # the chunk's states again, from the state the forward kept at the previous chunk's end
         h0 = tl.load(states_ptr + ((pb * n_chunks + c - 1) * NP + n[:, None]) * E + e[None, :], mask=me[None, :] & (c > 0), other=0.0)
         xs, zs, dts, dos, Bs, Cs = (), (), (), (), (), ()
@@ -252,9 +366,10 @@ def _backward_kernel(
             _store_step(dBp_ptr, t, NP, n, dBs[j], t < L, EVEN)
             _store_step(dCp_ptr, t, NP, n, dCs[j], t < L, EVEN)
         c -= 1
-    tl.store(dAp_ptr + (pb * NP + n[:, None]) * E + e[None, :], dA, mask=me[None, :])
-    tl.store(dDp_ptr + pb * E + e, dD, mask=me)
-    tl.store(dbiasp_ptr + pb * E + e, dbias, mask=me)
+    part = pb * S + ps  # this program's share of dA, dD, dbias
+    tl.store(dAp_ptr + (part * NP + n[:, None]) * E + e[None, :], dA, mask=me[None, :])
+    tl.store(dDp_ptr + part * E + e, dD, mask=me)
+    tl.store(dbiasp_ptr + part * E + e, dbias, mask=me)
 
 
 # ---------------------------------------------------------------------------- host side
@@ -265,6 +380,20 @@ def _np(N: int) -> int:
 def _even(L, E, N, tiling) -> bool:
     """Whether every tile is full (no masks needed): the common case, compiled apart."""
     return L % tiling.chunk == 0 and E % tiling.block_e == 0 and N == _np(N)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors (1 under the interpreter, so tests choose S directly)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+
+
+def segments(n_chunks: int, programs: int, tiling: Tiling, device: torch.device) -> tuple[int, int]:
+    """(S segments, chunks per segment) for ``programs`` (sequence, channel block) pairs: enough
+    segments for about ``tiling.per_sm`` programs per SM, each a whole number of chunks."""
+    want = math.ceil(tiling.per_sm * _sm_count(device) / programs) if tiling.per_sm > 0 else 1
+    per_segment = math.ceil(n_chunks / max(1, min(MAX_SEGMENTS, n_chunks, want)))
+    return math.ceil(n_chunks / per_segment), per_segment
 
 
 def _lastdim_contiguous(*ts):
@@ -286,15 +415,22 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, store_states=False, tiling: Tili
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
+    f32 = {"device": x.device, "dtype": torch.float32}
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    last = torch.empty(Bt, N, E, device=x.device, dtype=torch.float32)
+    last = torch.empty(Bt, N, E, **f32)
     n_chunks = math.ceil(L / tl_.chunk)
-    states = torch.empty(Bt, n_chunks, NP, E, device=x.device, dtype=torch.float32) if store_states else last
-    grid = (triton.cdiv(E, tl_.block_e), Bt)
-    _forward_kernel[grid](
-        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, L, E, N,
-        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
-        BLOCK_E=tl_.block_e, NP=NP, T=tl_.chunk, STORE_STATES=store_states, EVEN=_even(L, E, N, tl_), num_warps=tl_.warps,
+    states = torch.empty(Bt, n_chunks, NP, E, **f32) if store_states else last
+    n_eb = triton.cdiv(E, tl_.block_e)
+    S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
+    carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
+    meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
+    if S > 1:
+        _state_carry_kernel[(n_eb, Bt, S - 1)](
+            x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
+        )  # fmt: skip
+    _forward_kernel[(n_eb, Bt, S)](
+        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, L, E, N, SC, S,
+        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out), STORE_STATES=store_states, **meta,
     )  # fmt: skip
     return out, last.transpose(1, 2), (states if store_states else None)
 
@@ -310,19 +446,25 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, states, *, tiling: Tiling | 
     assert states.shape[1] == math.ceil(L / tl_.chunk), "states were kept at another chunk length"
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
     f32 = {"device": x.device, "dtype": torch.float32}
+    At, D, dt_bias = A.t().contiguous(), D.contiguous(), dt_bias.contiguous()
+    S, SC = segments(states.shape[1], n_eb * Bt, tl_, x.device)
+    carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
     dBp, dCp = torch.empty(Bt, n_eb, L, NP, **f32), torch.empty(Bt, n_eb, L, NP, **f32)
-    dAp, dDp, dbp = torch.empty(Bt, NP, E, **f32), torch.empty(Bt, E, **f32), torch.empty(Bt, E, **f32)
-    grid = (n_eb, Bt)
-    _backward_kernel[grid](
-        x, dt, z, Bm, Cm, A.t().contiguous(), D.contiguous(), dt_bias.contiguous(), dout, states,
-        dx, ddt, dz, dBp, dCp, dAp, dDp, dbp, L, E, N, n_eb,
-        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx),
-        BLOCK_E=tl_.block_e, NP=NP, T=tl_.chunk, EVEN=_even(L, E, N, tl_), num_warps=tl_.warps,
+    dAp, dDp, dbp = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32), torch.empty(Bt, S, E, **f32)
+    meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
+    if S > 1:
+        _adjoint_carry_kernel[(n_eb, Bt, S - 1)](
+            dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
+        )  # fmt: skip
+    _backward_kernel[(n_eb, Bt, S)](
+        x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
+        dx, ddt, dz, dBp, dCp, dAp, dDp, dbp, L, E, N, n_eb, SC, S,
+        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
     )  # fmt: skip
     dB = dBp.sum(1)[..., :N].to(Bm.dtype)
     dC = dCp.sum(1)[..., :N].to(Cm.dtype)
-    dA = dAp.sum(0)[:N].t().to(A.dtype)
-    return dx, ddt, dA, dB, dC, dDp.sum(0).to(D.dtype), dz, dbp.sum(0).to(dt_bias.dtype)
+    dA = dAp.sum((0, 1))[:N].t().to(A.dtype)
+    return dx, ddt, dA, dB, dC, dDp.sum((0, 1)).to(D.dtype), dz, dbp.sum((0, 1)).to(dt_bias.dtype)
 
 
 class SelectiveScan(torch.autograd.Function):

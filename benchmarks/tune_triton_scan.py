@@ -105,9 +105,9 @@ def main():
     ap.add_argument("--tune-at", type=int, default=2048)
     args = ap.parse_args()
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", tt.triton.__version__)
-    grids = {
-        "fwd": [tt.Tiling(*c) for c in ((16, 8, 1), (32, 4, 1), (32, 8, 1), (32, 16, 1), (64, 8, 2))],
-        "fwd+bwd": [tt.Tiling(*c) for c in ((16, 4, 1), (32, 2, 1), (32, 4, 1), (64, 2, 2))],
+    grids = {  # (block_e, chunk, warps, per_sm): per_sm 0 runs one program per (sequence, channel block)
+        "fwd": [tt.Tiling(*c) for c in ((32, 16, 1, 0), (32, 16, 1, 8), (32, 16, 1, 16), (32, 16, 1, 32), (32, 8, 1, 16), (16, 16, 1, 16), (64, 16, 2, 16))],
+        "fwd+bwd": [tt.Tiling(*c) for c in ((32, 4, 1, 0), (32, 4, 1, 8), (32, 4, 1, 16), (32, 4, 1, 32), (16, 4, 1, 16), (32, 2, 1, 16))],
     }
     if args.quick:
         grids = {k: v[:2] for k, v in grids.items()}
