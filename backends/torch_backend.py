@@ -22,7 +22,7 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
 
-    from .torch_scans import conv_silu, selective_scan
+    from .torch_scans import add_norm, conv_silu, rmsnorm, selective_scan
 except ImportError:  # availability() reports it; nothing below runs without torch
     torch = None
 
@@ -30,11 +30,6 @@ SCANS = ("chunked", "parallel", "sequential")  # pure PyTorch, every device (tor
 
 
 # ============================================================================ models
-def _rmsnorm(x, w, eps=1e-5):
-    x = x.float()
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w.float()
-
-
 if torch is not None:
 
     class RMSNorm(nn.Module):
@@ -43,7 +38,7 @@ if torch is not None:
             self.weight = nn.Parameter(torch.ones(d))
 
         def forward(self, x):
-            return _rmsnorm(x, self.weight)
+            return rmsnorm(x, self.weight)
 
     class MambaMixer(nn.Module):
         def __init__(self, c: ModelConfig, scan: str):
@@ -112,19 +107,20 @@ if torch is not None:
             self.cfg = c
             self.backbone = Backbone(c, scan)
 
-        def _head(self, hidden, residual):
-            x = _rmsnorm(hidden.float() + residual, self.backbone.norm_f.weight)
+        def _head(self, hidden, residual, kind="sequential"):
+            x = add_norm(kind, hidden, residual, self.backbone.norm_f.weight)[0]
             return x.to(hidden.dtype) @ self.backbone.embedding.weight.T.to(hidden.dtype)
 
         def forward(self, tokens, return_state=False):
             hidden, residual, states = self.backbone.embedding(tokens), None, []
+            kind = self.backbone.layers[0].mixer.scan  # the triton kind fuses add + norm too
             for layer in self.backbone.layers:
-                residual = hidden.float() if residual is None else hidden.float() + residual
-                out = layer.mixer(layer.norm(residual), return_state=return_state)
+                x, residual = add_norm(kind, hidden, residual, layer.norm.weight)
+                out = layer.mixer(x, return_state=return_state)
                 hidden = out[0] if return_state else out
                 if return_state:
                     states.append(out[1])
-            logits = self._head(hidden, residual)
+            logits = self._head(hidden, residual, kind)
             return (logits, states) if return_state else logits
 
         def init_state(self, batch, capacity, device, dtype):
@@ -246,6 +242,8 @@ class _Model:
     def __init__(self, module, opt, device_type, amp_dtype):
         self.module, self.opt, self.device_type, self.amp_dtype = module, opt, device_type, amp_dtype
         self.decoders = {}  # batch -> torch_graphs.StaticDecoder (Mamba decode on CUDA)
+        self.trainers = {}  # (tokens shape) -> torch_graphs.StaticTrainer (the train step on CUDA)
+        self.train_graph = None  # why the train step runs eagerly, or "CUDA graph"
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -316,14 +314,43 @@ class TorchBackend(Backend):
         with torch.no_grad(), model.autocast():
             return model.module(tokens)
 
-    def train_step(self, model, tokens, targets):
+    @staticmethod
+    def _train_math(model, tokens, targets):
+        """Forward, cross-entropy, backward, AdamW update -> the loss; the gradients are left
+        for the next backward, which assigns them afresh once they are None."""
         with model.autocast():
             logits = model.module(tokens)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         loss.backward()
         model.opt.step()
-        model.opt.zero_grad(set_to_none=True)
         return loss.detach()
+
+    graph_train = False  # the train step as one CUDA graph (torch_graphs.StaticTrainer)
+
+    def train_step(self, model, tokens, targets):
+        if self.graph_train and model.train_graph is None:
+            model.train_graph = self._graph_refusal(model.module) or "CUDA graph"
+        if model.train_graph == "CUDA graph":
+            key = (tuple(tokens.shape), tuple(targets.shape))
+            if key not in model.trainers:
+                from .torch_graphs import StaticTrainer
+
+                step = lambda x, y: self._train_math(model, x, y)  # noqa: E731
+                model.trainers[key] = StaticTrainer(step, model.opt, tokens, targets)
+            return model.trainers[key](tokens, targets)
+        loss = self._train_math(model, tokens, targets)
+        model.opt.zero_grad(set_to_none=True)
+        return loss
+
+    @staticmethod
+    def _graph_refusal(module) -> str | None:
+        """Why the step cannot be one CUDA graph, or None: every op must stay on the device."""
+        if isinstance(module, MambaLM) and module.backbone.layers[0].mixer.scan == "chunked":
+            return "eager (the chunked scan reads its chunk length back to the host)"
+        return None
+
+    def execution(self, model) -> dict:
+        return {"train_step": model.train_graph} if model.train_graph else {}
 
     def init_state(self, model, batch, capacity):
         return model.module.init_state(batch, capacity, self.device, model.amp_dtype or torch.float32)
@@ -462,6 +489,7 @@ class TorchCUDA(TorchBackend):
         torch.backends.cudnn.allow_tf32 = False
 
     graph_decode = True
+    graph_train = True
 
     def versions(self):
         v = {**super().versions(), "tf32": False, "device_count": torch.cuda.device_count()}
@@ -472,7 +500,7 @@ class TorchCUDA(TorchBackend):
         return {"device": p.name, "memory_bytes": p.total_memory, "capability": f"{p.major}.{p.minor}", "sm_count": p.multi_processor_count}
 
     def _adamw_kwargs(self):
-        return {"fused": True}
+        return {"fused": True, "capturable": True}  # capturable: its step count on the GPU, for graphs
 
     def synchronize(self, out=None):
         torch.cuda.synchronize()

@@ -9,11 +9,11 @@ Scans (the Mamba parallel path; decode always uses the recurrent step):
                 (a1, b1) ∘ (a2, b2) = (a1 a2, a2 b1 + b2): O(L) work, O(log L) depth, any L
                 without padding to a power of two
     triton      (CUDA) one fused Triton kernel for the whole selective scan, softplus, D skip and
-                gate included, with a fused backward; it brings a fused causal conv + silu too:
-                torch_triton.py
+                gate included, with a fused backward (torch_triton.py); it brings fused kernels
+                for the causal conv + silu and the residual add + RMSNorm too (torch_fused.py)
 
-``conv_silu`` and ``selective_scan`` are the entry points the model calls, the latter with
-mamba-ssm's selective_scan_fn semantics, whichever the scan.
+``add_norm``, ``conv_silu`` and ``selective_scan`` are the entry points the model calls, the last
+with mamba-ssm's selective_scan_fn semantics, whichever the scan.
 """
 
 from __future__ import annotations
@@ -91,12 +91,29 @@ def scan_parallel(x, dt, A, Bm, Cm, h0=None):
 SCAN_FNS = {"sequential": scan_sequential, "chunked": scan_chunked, "parallel": scan_parallel}
 
 
+def rmsnorm(x, w, eps=1e-5):
+    x = x.float()
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w.float()
+
+
+def add_norm(kind, hidden, residual, weight):
+    """A block's residual add and RMSNorm: hidden (B, L, D), residual (B, L, D) fp32 | None ->
+    (RMSNorm(r) * weight, r) with r = hidden + residual in fp32 (the residual stream). The normed
+    output is fp32 here; the triton kind gives it in autocast's dtype, what the next Linear takes."""
+    if kind == "triton":
+        from . import torch_fused
+
+        return torch_fused.add_rmsnorm(hidden, residual, weight)
+    r = hidden.float() if residual is None else hidden.float() + residual
+    return rmsnorm(r, weight), r
+
+
 def conv_silu(kind, x, weight, bias):
     """silu(causal depthwise conv1d): x (B, L, E), weight (E, 1, K), bias (E,) -> (B, L, E)."""
     if kind == "triton":
-        from . import torch_triton
+        from . import torch_fused
 
-        return torch_triton.causal_conv_silu(x, weight, bias)
+        return torch_fused.causal_conv_silu(x, weight, bias)
     L, K = x.shape[1], weight.shape[-1]
     return torch.nn.functional.silu(
         torch.nn.functional.conv1d(x.transpose(1, 2), weight, bias, padding=K - 1, groups=x.shape[2])[..., :L]

@@ -30,8 +30,10 @@ state. The backward splits the same way: its adjoint runs backwards with the sam
 
 (``_adjoint_carry_kernel``, from dt, z, dout and C alone).
 
-Backward recomputes instead of storing states. The forward keeps the state at each chunk's
-end ((B, L/T, E, N) fp32, T times smaller than the states). Walking the chunks backwards,
+Backward recomputes instead of storing states. It first runs the forward again, keeping the
+state at each chunk's end ((B, L/T, E, N) fp32, T times smaller than the states; kept from the
+forward instead, they would live from a model's forward to its backward, 9.7 GB of mamba-130m's
+31 GB at batch 8 x 2048). Walking the chunks backwards,
 each program recomputes the chunk's states from the one before it, then scans the adjoint
 backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gradient from the two:
 
@@ -70,8 +72,8 @@ class Tiling:
 
 
 # Chosen on the lent H100 by benchmarks/tune_triton_scan.py at L=2048 (README: benchmarks)
-FORWARD = Tiling(block_e=32, chunk=8, warps=1, per_sm=16)
-BACKWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
+FORWARD = Tiling(block_e=32, chunk=8, warps=1, per_sm=32)
+BACKWARD = Tiling(block_e=32, chunk=2, warps=1, per_sm=64)
 MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
 
 
@@ -102,12 +104,14 @@ def _sigmoid(v):
 
 @triton.jit
 def _load_step(ptr, t, stride_l, idx, mask, EVEN: tl.constexpr):
-    """One step's vector: ptr[t * stride_l + idx] in fp32 (0 where masked; no mask when EVEN)."""
+    """One step's vector ptr[t * stride_l + idx] in its own dtype (0 where masked; no mask when
+    EVEN). Callers convert to fp32 where the value is used, after the chunk's loads are all
+    issued: a conversion right after each load waits for that load before the next is issued
+    (bf16 inputs ran 1.7x slower than fp32 that way)."""
     if EVEN:
-        v = tl.load(ptr + t * stride_l + idx)
+        return tl.load(ptr + t * stride_l + idx)
     else:
-        v = tl.load(ptr + t * stride_l + idx, mask=mask, other=0.0)
-    return v.to(tl.float32)
+        return tl.load(ptr + t * stride_l + idx, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -183,10 +187,10 @@ def _forward_kernel(
             Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
         outs = ()
         for i in tl.static_range(T):
-            x, z = xs[i], zs[i]
-            delta = _past_end_zero(_softplus(dts[i] + bias), me & (c * T + i < L), EVEN)
-            h = tl.exp2(delta[None, :] * A2) * h + (delta * x)[None, :] * Bs[i][:, None]
-            y = tl.sum(h * Cs[i][:, None], axis=0) + Dv * x
+            x, z = xs[i].to(tl.float32), zs[i].to(tl.float32)
+            delta = _past_end_zero(_softplus(dts[i].to(tl.float32) + bias), me & (c * T + i < L), EVEN)
+            h = tl.exp2(delta[None, :] * A2) * h + (delta * x)[None, :] * Bs[i].to(tl.float32)[:, None]
+            y = tl.sum(h * Cs[i].to(tl.float32)[:, None], axis=0) + Dv * x
             outs += (y * z * _sigmoid(z),)
         for i in tl.static_range(T):
             t = c * T + i
@@ -226,9 +230,9 @@ def _state_carry_kernel(
             dts += (_load_step(dt_ptr, t, sdt_l, e, me, EVEN),)
             Bs += (_load_step(B_ptr, t, sB_l, n, mn, EVEN),)
         for i in tl.static_range(T):
-            delta = _softplus(dts[i] + bias)
+            delta = _softplus(dts[i].to(tl.float32) + bias)
             dsum += delta
-            h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i])[None, :] * Bs[i][:, None]
+            h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i].to(tl.float32))[None, :] * Bs[i].to(tl.float32)[:, None]
         c += 1
     tl.store(carry_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
     tl.store(dsum_ptr + (pb * S + ps) * E + e, dsum, mask=me)
@@ -268,9 +272,10 @@ def _adjoint_carry_kernel(
             dos += (_load_step(dout_ptr, t, sdo_l, e, m, EVEN),)
             Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
         for i in tl.static_range(T - 1, -1, -1):
-            delta = _past_end_zero(_softplus(dts[i] + bias), me & (c * T + i < L), EVEN)
+            delta = _past_end_zero(_softplus(dts[i].to(tl.float32) + bias), me & (c * T + i < L), EVEN)
             dsum += delta
-            g = a * g + Cs[i][:, None] * (dos[i] * zs[i] * _sigmoid(zs[i]))[None, :]
+            z = zs[i].to(tl.float32)
+            g = a * g + Cs[i].to(tl.float32)[:, None] * (dos[i].to(tl.float32) * z * _sigmoid(z))[None, :]
             a = tl.exp2(delta[None, :] * A2)
         c -= 1
     tl.store(carry_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], a * g, mask=me[None, :])
@@ -320,21 +325,24 @@ def _backward_kernel(
             m = me & (t < L)
             xs += (_load_step(x_ptr, t, sx_l, e, m, EVEN),)
             zs += (_load_step(z_ptr, t, sz_l, e, m, EVEN),)
-            dts += (_load_step(dt_ptr, t, sdt_l, e, m, EVEN) + bias,)
+            dts += (_load_step(dt_ptr, t, sdt_l, e, m, EVEN),)
             dos += (_load_step(dout_ptr, t, sdo_l, e, m, EVEN),)
             Bs += (_load_step(B_ptr, t, sB_l, n, mn & (t < L), EVEN),)
             Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
         h = h0
-        hs, deltas = (), ()
+        hs, deltas, dtbs = (), (), ()
         for i in tl.static_range(T):
-            delta = _past_end_zero(_softplus(dts[i]), me & (c * T + i < L), EVEN)
-            h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i])[None, :] * Bs[i][:, None]
+            dtb = dts[i].to(tl.float32) + bias
+            delta = _past_end_zero(_softplus(dtb), me & (c * T + i < L), EVEN)
+            h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i].to(tl.float32))[None, :] * Bs[i].to(tl.float32)[:, None]
             hs += (h,)
             deltas += (delta,)
+            dtbs += (dtb,)
         # then backwards through it: g_t = C_t dy_t + a_{t+1} g_{t+1}
         dxs, ddts, dzs, dBs, dCs = (), (), (), (), ()
         for i in tl.static_range(T - 1, -1, -1):
-            x, z, do, Bv, Cv, delta = xs[i], zs[i], dos[i], Bs[i], Cs[i], deltas[i]
+            x, z, do, delta = xs[i].to(tl.float32), zs[i].to(tl.float32), dos[i].to(tl.float32), deltas[i]
+            Bv, Cv = Bs[i].to(tl.float32), Cs[i].to(tl.float32)
             sz = _sigmoid(z)
             y = tl.sum(hs[i] * Cv[:, None], axis=0) + Dv * x
             dy = do * z * sz
@@ -350,7 +358,7 @@ def _backward_kernel(
             dA += gah * delta[None, :]
             gB = tl.sum(g * Bv[:, None], axis=0)
             ddelta = x * gB + tl.sum(gah * A2, axis=0) * 0.6931471805599453  # A = A2 ln 2
-            draw = _past_end_zero(ddelta * _sigmoid(dts[i]), me & (c * T + i < L), EVEN)
+            draw = _past_end_zero(ddelta * _sigmoid(dtbs[i]), me & (c * T + i < L), EVEN)
             dbias += draw
             ddts += (draw,)
             dxs += (Dv * dy + gB * delta,)
@@ -435,15 +443,15 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, store_states=False, tiling: Tili
     return out, last.transpose(1, 2), (states if store_states else None)
 
 
-def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, states, *, tiling: Tiling | None = None):
+def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, tiling: Tiling | None = None):
     """The gradients of ``forward``'s out for every input, each in its input's dtype."""
     tl_ = tiling or BACKWARD
+    states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, store_states=True, tiling=tl_)[2]
     dout, x, dt, z, Bm, Cm = _lastdim_contiguous(dout, x, dt, z, Bm, Cm)
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
     n_eb = triton.cdiv(E, tl_.block_e)
-    assert states.shape[1] == math.ceil(L / tl_.chunk), "states were kept at another chunk length"
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
     f32 = {"device": x.device, "dtype": torch.float32}
     At, D, dt_bias = A.t().contiguous(), D.contiguous(), dt_bias.contiguous()
@@ -470,8 +478,8 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, states, *, tiling: Tiling | 
 class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, Bm, Cm, D, z, dt_bias):
-        out, last, states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, store_states=True)
-        ctx.save_for_backward(x, dt, A, Bm, Cm, D, z, dt_bias, states)
+        out, last, _ = forward(x, dt, A, Bm, Cm, D, z, dt_bias)
+        ctx.save_for_backward(x, dt, A, Bm, Cm, D, z, dt_bias)
         ctx.mark_non_differentiable(last)
         return out, last
 
@@ -483,120 +491,8 @@ class SelectiveScan(torch.autograd.Function):
 def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):
     """mamba-ssm's selective_scan_fn(x, dt, A, B, C, D, z, dt_bias, delta_softplus=True) in the
     (B, L, E) layout -> (out (B, L, E), last state (B, E, N)); differentiable in every input.
-    Without autograd (inference) the chunk states are not kept."""
+    The backward recomputes what it needs from the inputs."""
     ins = (x, dt, A, Bm, Cm, D, z, dt_bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in ins):
         return SelectiveScan.apply(*ins)
     return forward(*ins)[:2]
-
-
-# ============================================================================ causal conv + silu
-# out[b, t, e] = silu(bias[e] + Σ_k w[e, k] x[b, t - (K-1) + k, e])   (zeros before t = 0)
-# in the (B, L, E) layout the scan reads, so the model needs no transposes. The backward
-# recomputes the pre-activation, stores g = dL/d(pre) once, and forms dx from g's shifts.
-CONV_BLOCK_L, CONV_BLOCK_E = 32, 64
-
-
-@triton.jit
-def _conv_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr
-):
-    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    t = pl * BL + tl.arange(0, BL)
-    e = pe * BE + tl.arange(0, BE)
-    me = e < E
-    acc = tl.zeros((BL, BE), dtype=tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)[None, :]
-    for k in tl.static_range(K):
-        s = t - (K - 1) + k
-        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
-        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
-        acc += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * xk
-    out = acc * _sigmoid(acc)
-    tl.store(out_ptr + pb * so_b + t[:, None] * so_l + e[None, :], out.to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & me[None, :])
-
-
-@triton.jit
-def _conv_grad_pre_kernel(
-    x_ptr, w_ptr, bias_ptr, dout_ptr, g_ptr, dwp_ptr, dbp_ptr, L, E, n_ltiles, sx_b, sx_l, sd_b, sd_l,
-    K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr,
-):  # fmt: skip
-    """g = dout * silu'(pre) (fp32, (B, L, E)) and this tile's share of dw (K, E) and dbias (E)."""
-    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    t = pl * BL + tl.arange(0, BL)
-    e = pe * BE + tl.arange(0, BE)
-    me = e < E
-    mt = (t < L)[:, None] & me[None, :]
-    pre = tl.zeros((BL, BE), dtype=tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)[None, :]
-    for k in tl.static_range(K):
-        s = t - (K - 1) + k
-        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
-        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
-        pre += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * xk
-    sg = _sigmoid(pre)
-    do = tl.load(dout_ptr + pb * sd_b + t[:, None] * sd_l + e[None, :], mask=mt, other=0.0).to(tl.float32)
-    g = tl.where(mt, do * sg * (1.0 + pre * (1.0 - sg)), 0.0)
-    tl.store(g_ptr + (pb * L + t[:, None]) * E + e[None, :], g, mask=mt)
-    part = (pb * n_ltiles + pl) * E
-    for k in tl.static_range(K):  # dw[e, k] = Σ_t g[t] x[t - (K-1) + k]
-        s = t - (K - 1) + k
-        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
-        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
-        tl.store(dwp_ptr + (part * K) + e * K + k, tl.sum(g * xk, axis=0), mask=me)
-    tl.store(dbp_ptr + part + e, tl.sum(g, axis=0), mask=me)
-
-
-@triton.jit
-def _conv_grad_x_kernel(g_ptr, w_ptr, dx_ptr, L, E, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
-    """dx[t] = Σ_k w[k] g[t + (K-1) - k]."""
-    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    t = pl * BL + tl.arange(0, BL)
-    e = pe * BE + tl.arange(0, BE)
-    me = e < E
-    acc = tl.zeros((BL, BE), dtype=tl.float32)
-    for k in tl.static_range(K):
-        s = t + (K - 1) - k
-        m = (s < L)[:, None] & me[None, :]
-        gk = tl.load(g_ptr + (pb * L + s[:, None]) * E + e[None, :], mask=m, other=0.0)
-        acc += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * gk
-    tl.store(dx_ptr + (pb * L + t[:, None]) * E + e[None, :], acc.to(dx_ptr.dtype.element_ty), mask=(t < L)[:, None] & me[None, :])
-
-
-def _conv_grid(Bt, L, E):
-    return (triton.cdiv(L, CONV_BLOCK_L), triton.cdiv(E, CONV_BLOCK_E), Bt)
-
-
-class CausalConvSilu(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        Bt, L, E = x.shape
-        K = weight.shape[-1]
-        w = weight.reshape(E, K).contiguous()
-        (x,) = _lastdim_contiguous(x)
-        out = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
-        _conv_forward_kernel[_conv_grid(Bt, L, E)](x, w, bias, out, L, E, *_bl(x), *_bl(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
-        ctx.save_for_backward(x, weight, bias)
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        x, weight, bias = ctx.saved_tensors
-        Bt, L, E = x.shape
-        K = weight.shape[-1]
-        w = weight.reshape(E, K).contiguous()
-        (dout,) = _lastdim_contiguous(dout)
-        n_lt = triton.cdiv(L, CONV_BLOCK_L)
-        g = torch.empty(Bt, L, E, device=x.device, dtype=torch.float32)
-        dwp = torch.empty(Bt, n_lt, E, K, device=x.device, dtype=torch.float32)
-        dbp = torch.empty(Bt, n_lt, E, device=x.device, dtype=torch.float32)
-        grid = _conv_grid(Bt, L, E)
-        _conv_grad_pre_kernel[grid](x, w, bias, dout, g, dwp, dbp, L, E, n_lt, *_bl(x), *_bl(dout), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
-        dx = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
-        _conv_grad_x_kernel[grid](g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
-        dw = dwp.sum((0, 1)).reshape(weight.shape).to(weight.dtype)
-        return dx, dw, dbp.sum((0, 1)).to(bias.dtype)
-
-
-def causal_conv_silu(x, weight, bias):
-    """silu(causal depthwise conv) in the (B, L, E) layout: x (B, L, E), weight (E, 1, K),
-    bias (E,) -> (B, L, E) in x's dtype; differentiable in all three."""
-    return CausalConvSilu.apply(x, weight, bias)

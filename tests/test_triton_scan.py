@@ -12,6 +12,7 @@ from ssmbench.weights import init_weights
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 tt = pytest.importorskip("ssmbench.backends.torch_triton")
+tf_ = pytest.importorskip("ssmbench.backends.torch_fused")
 tb = pytest.importorskip("ssmbench.backends.torch_backend")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -199,11 +200,50 @@ def test_causal_conv_silu_and_its_gradients_match_float64(shape):
     )
     (out64 * wt).sum().backward()
     ins = [t.detach().float().to(DEVICE).requires_grad_() for t in (x, w, b)]
-    out = tt.causal_conv_silu(*ins)
+    out = tf_.causal_conv_silu(*ins)
     (out * wt.float().to(DEVICE)).sum().backward()
     assert rel(out, out64) < 1e-5
     for name, a, r in zip(("x", "weight", "bias"), ins, ins64):
         assert rel(a.grad, r.grad) < 1e-5, name
+
+
+# ---------------------------------------------------------------------------- residual add + RMSNorm
+def _add_norm64(h, res, w, eps=1e-5):
+    r = h if res is None else h + res
+    return r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * w, r
+
+
+@pytest.mark.parametrize("D,with_residual", [(40, True), (37, False), (256, True)], ids=["D40", "D37-first-block", "D256"])
+def test_add_rmsnorm_and_its_gradients_match_float64(D, with_residual):
+    """Both outputs carry gradient (the normed one into the mixer, r into the next block's add);
+    more rows than one backward program takes, so dw sums across programs."""
+    g = torch.Generator().manual_seed(D)
+    shape = (3, 29, D)
+    h, res = torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(*shape, generator=g, dtype=torch.float64)
+    w = 1.0 + 0.3 * torch.randn(D, generator=g, dtype=torch.float64)
+    wo, wr = torch.randn(*shape, generator=g, dtype=torch.float64), torch.randn(*shape, generator=g, dtype=torch.float64)
+    ins64 = [h.clone().requires_grad_(), res.clone().requires_grad_() if with_residual else None, w.clone().requires_grad_()]
+    out64, r64 = _add_norm64(*ins64)
+    ((out64 * wo).sum() + (r64 * wr).sum()).backward()
+    ins = [t.detach().float().to(DEVICE).requires_grad_() if t is not None else None for t in ins64]
+    out, r = tf_.add_rmsnorm(*ins)
+    assert out.dtype == torch.float32 and r.dtype == torch.float32
+    ((out * wo.float().to(DEVICE)).sum() + (r * wr.float().to(DEVICE)).sum()).backward()
+    assert rel(out, out64) < 1e-6 and rel(r, r64) < 1e-7
+    for name, a, b in zip(("hidden", "residual", "weight"), ins, ins64):
+        if b is not None:
+            assert rel(a.grad, b.grad) < 1e-5, name
+
+
+def test_add_rmsnorm_under_autocast_gives_the_compute_dtype_and_an_fp32_residual():
+    h = torch.randn(2, 7, 24, dtype=torch.float64)
+    res = torch.randn(2, 7, 24, dtype=torch.float64)
+    w = torch.rand(24, dtype=torch.float64) + 0.5
+    out64, r64 = _add_norm64(h.bfloat16().double(), res, w)
+    with torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        out, r = tf_.add_rmsnorm(h.bfloat16().to(DEVICE), res.float().to(DEVICE), w.float().to(DEVICE))
+    assert out.dtype == torch.bfloat16 and r.dtype == torch.float32
+    assert rel(r, r64) < 1e-7 and rel(out, out64) < 1e-2
 
 
 # ---------------------------------------------------------------------------- static-state decode

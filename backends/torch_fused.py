@@ -1,0 +1,233 @@
+"""Fused Triton kernels around the scan for torch-cuda (with the ``triton`` scan kind):
+
+    causal_conv_silu   silu(causal depthwise conv1d + bias), forward and backward, in the
+                       (B, L, E) layout the scan reads (cuDNN's depthwise conv1d backward had
+                       dominated mamba-130m's train step)
+    add_rmsnorm        the residual add and RMSNorm of every block in one pass: the residual
+                       stream stays fp32, the normed output comes out in the compute dtype, and
+                       the backward needs only the residual and 1/rms (eager RMSNorm keeps three
+                       fp32 (B, L, D) tensors per layer)
+
+Without CUDA the kernels run under Triton's interpreter (torch_triton sets it up).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .torch_triton import _bl, _lastdim_contiguous, _sigmoid, tl, triton
+
+# ============================================================================ causal conv + silu
+# out[b, t, e] = silu(bias[e] + Σ_k w[e, k] x[b, t - (K-1) + k, e])   (zeros before t = 0)
+# in the (B, L, E) layout the scan reads, so the model needs no transposes. The backward
+# recomputes the pre-activation, stores g = dL/d(pre) once, and forms dx from g's shifts.
+CONV_BLOCK_L, CONV_BLOCK_E = 32, 64
+
+
+@triton.jit
+def _conv_forward_kernel(
+    x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr
+):
+    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = pl * BL + tl.arange(0, BL)
+    e = pe * BE + tl.arange(0, BE)
+    me = e < E
+    acc = tl.zeros((BL, BE), dtype=tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(K):
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
+        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
+        acc += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * xk
+    out = acc * _sigmoid(acc)
+    tl.store(out_ptr + pb * so_b + t[:, None] * so_l + e[None, :], out.to(out_ptr.dtype.element_ty), mask=(t < L)[:, None] & me[None, :])
+
+
+@triton.jit
+def _conv_grad_pre_kernel(
+    x_ptr, w_ptr, bias_ptr, dout_ptr, g_ptr, dwp_ptr, dbp_ptr, L, E, n_ltiles, sx_b, sx_l, sd_b, sd_l,
+    K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr,
+):  # fmt: skip
+    """g = dout * silu'(pre) (fp32, (B, L, E)) and this tile's share of dw (K, E) and dbias (E)."""
+    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = pl * BL + tl.arange(0, BL)
+    e = pe * BE + tl.arange(0, BE)
+    me = e < E
+    mt = (t < L)[:, None] & me[None, :]
+    pre = tl.zeros((BL, BE), dtype=tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)[None, :]
+    for k in tl.static_range(K):
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
+        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
+        pre += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * xk
+    sg = _sigmoid(pre)
+    do = tl.load(dout_ptr + pb * sd_b + t[:, None] * sd_l + e[None, :], mask=mt, other=0.0).to(tl.float32)
+    g = tl.where(mt, do * sg * (1.0 + pre * (1.0 - sg)), 0.0)
+    tl.store(g_ptr + (pb * L + t[:, None]) * E + e[None, :], g, mask=mt)
+    part = (pb * n_ltiles + pl) * E
+    for k in tl.static_range(K):  # dw[e, k] = Σ_t g[t] x[t - (K-1) + k]
+        s = t - (K - 1) + k
+        m = ((s >= 0) & (s < L))[:, None] & me[None, :]
+        xk = tl.load(x_ptr + pb * sx_b + s[:, None] * sx_l + e[None, :], mask=m, other=0.0).to(tl.float32)
+        tl.store(dwp_ptr + (part * K) + e * K + k, tl.sum(g * xk, axis=0), mask=me)
+    tl.store(dbp_ptr + part + e, tl.sum(g, axis=0), mask=me)
+
+
+@triton.jit
+def _conv_grad_x_kernel(g_ptr, w_ptr, dx_ptr, L, E, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
+    """dx[t] = Σ_k w[k] g[t + (K-1) - k]."""
+    pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    t = pl * BL + tl.arange(0, BL)
+    e = pe * BE + tl.arange(0, BE)
+    me = e < E
+    acc = tl.zeros((BL, BE), dtype=tl.float32)
+    for k in tl.static_range(K):
+        s = t + (K - 1) - k
+        m = (s < L)[:, None] & me[None, :]
+        gk = tl.load(g_ptr + (pb * L + s[:, None]) * E + e[None, :], mask=m, other=0.0)
+        acc += tl.load(w_ptr + e * K + k, mask=me, other=0.0).to(tl.float32)[None, :] * gk
+    tl.store(dx_ptr + (pb * L + t[:, None]) * E + e[None, :], acc.to(dx_ptr.dtype.element_ty), mask=(t < L)[:, None] & me[None, :])
+
+
+def _conv_grid(Bt, L, E):
+    return (triton.cdiv(L, CONV_BLOCK_L), triton.cdiv(E, CONV_BLOCK_E), Bt)
+
+
+class CausalConvSilu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        Bt, L, E = x.shape
+        K = weight.shape[-1]
+        w = weight.reshape(E, K).contiguous()
+        (x,) = _lastdim_contiguous(x)
+        out = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
+        _conv_forward_kernel[_conv_grid(Bt, L, E)](x, w, bias, out, L, E, *_bl(x), *_bl(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        ctx.save_for_backward(x, weight, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, weight, bias = ctx.saved_tensors
+        Bt, L, E = x.shape
+        K = weight.shape[-1]
+        w = weight.reshape(E, K).contiguous()
+        (dout,) = _lastdim_contiguous(dout)
+        n_lt = triton.cdiv(L, CONV_BLOCK_L)
+        g = torch.empty(Bt, L, E, device=x.device, dtype=torch.float32)
+        dwp = torch.empty(Bt, n_lt, E, K, device=x.device, dtype=torch.float32)
+        dbp = torch.empty(Bt, n_lt, E, device=x.device, dtype=torch.float32)
+        grid = _conv_grid(Bt, L, E)
+        _conv_grad_pre_kernel[grid](x, w, bias, dout, g, dwp, dbp, L, E, n_lt, *_bl(x), *_bl(dout), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        dx = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
+        _conv_grad_x_kernel[grid](g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        dw = dwp.sum((0, 1)).reshape(weight.shape).to(weight.dtype)
+        return dx, dw, dbp.sum((0, 1)).to(bias.dtype)
+
+
+def causal_conv_silu(x, weight, bias):
+    """silu(causal depthwise conv) in the (B, L, E) layout: x (B, L, E), weight (E, 1, K),
+    bias (E,) -> (B, L, E) in x's dtype; differentiable in all three."""
+    return CausalConvSilu.apply(x, weight, bias)
+
+
+# ============================================================================ residual add + RMSNorm
+# r = hidden + residual (fp32; hidden alone in the first block), out = r / rms(r) * weight with
+# rms(r) = sqrt(mean(r²) + eps), one row of D per program. Backward, with r̂ = r / rms(r):
+#   dr = dr' + (w dy - r̂ mean(r̂ w dy)) / rms(r)      (dr' flows in from the next block's add)
+#   dw = Σ_rows dy r̂,   dhidden = dresidual = dr
+NORM_ROWS = 32  # rows per backward program: each sums its rows' share of dw in registers
+
+
+@triton.jit
+def _add_norm_forward_kernel(
+    h_ptr, res_ptr, w_ptr, out_ptr, r_ptr, rstd_ptr, D, eps, BD: tl.constexpr, HAS_RES: tl.constexpr
+):
+    row = tl.program_id(0).to(tl.int64)
+    d = tl.arange(0, BD)
+    md = d < D
+    r = tl.load(h_ptr + row * D + d, mask=md, other=0.0).to(tl.float32)
+    if HAS_RES:
+        r += tl.load(res_ptr + row * D + d, mask=md, other=0.0).to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(r * r, axis=0) / D + eps)
+    w = tl.load(w_ptr + d, mask=md, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * D + d, (r * rstd * w).to(out_ptr.dtype.element_ty), mask=md)
+    tl.store(r_ptr + row * D + d, r, mask=md)
+    tl.store(rstd_ptr + row, rstd)
+
+
+@triton.jit
+def _add_norm_backward_kernel(
+    dy_ptr, dr_next_ptr, r_ptr, rstd_ptr, w_ptr, dh_ptr, dres_ptr, dwp_ptr, M, D,
+    BD: tl.constexpr, ROWS: tl.constexpr, HAS_DR_NEXT: tl.constexpr, HAS_RES: tl.constexpr,
+):  # fmt: skip
+    p = tl.program_id(0)
+    d = tl.arange(0, BD)
+    md = d < D
+    w = tl.load(w_ptr + d, mask=md, other=0.0).to(tl.float32)
+    dw = tl.zeros((BD,), dtype=tl.float32)
+    row = p * ROWS
+    end = tl.minimum(row + ROWS, M)
+    while row < end:
+        off = row.to(tl.int64) * D + d
+        rstd = tl.load(rstd_ptr + row)
+        rh = tl.load(r_ptr + off, mask=md, other=0.0) * rstd
+        dy = tl.load(dy_ptr + off, mask=md, other=0.0).to(tl.float32)
+        wdy = w * dy
+        dr = (wdy - rh * (tl.sum(rh * wdy, axis=0) / D)) * rstd
+        if HAS_DR_NEXT:
+            dr += tl.load(dr_next_ptr + off, mask=md, other=0.0).to(tl.float32)
+        tl.store(dh_ptr + off, dr.to(dh_ptr.dtype.element_ty), mask=md)
+        if HAS_RES:
+            tl.store(dres_ptr + off, dr, mask=md)
+        dw += dy * rh
+        row += 1
+    tl.store(dwp_ptr + p * D + d, dw, mask=md)
+
+
+def _norm_meta(D):
+    BD = triton.next_power_of_2(D)
+    return {"BD": BD, "num_warps": max(1, min(8, BD // 256))}
+
+
+class AddRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, residual, weight, eps, out_dtype):
+        shape, D = hidden.shape, hidden.shape[-1]
+        h = hidden.reshape(-1, D).contiguous()
+        res = residual.reshape(-1, D).contiguous() if residual is not None else h
+        M = h.shape[0]
+        out = torch.empty(M, D, device=h.device, dtype=out_dtype)
+        r = torch.empty(M, D, device=h.device, dtype=torch.float32)
+        rstd = torch.empty(M, device=h.device, dtype=torch.float32)
+        _add_norm_forward_kernel[(M,)](h, res, weight, out, r, rstd, D, eps, HAS_RES=residual is not None, **_norm_meta(D))
+        ctx.save_for_backward(r, rstd, weight)
+        ctx.hidden_dtype, ctx.has_res = hidden.dtype, residual is not None
+        ctx.set_materialize_grads(False)
+        return out.view(shape), r.view(shape)
+
+    @staticmethod
+    def backward(ctx, dout, dr_next):
+        r, rstd, weight = ctx.saved_tensors
+        M, D = r.shape
+        dy = torch.zeros_like(r) if dout is None else dout.reshape(M, D).contiguous()
+        drn = dr_next.reshape(M, D).contiguous() if dr_next is not None else dy
+        dh = torch.empty(M, D, device=r.device, dtype=ctx.hidden_dtype)
+        dres = torch.empty(M, D, device=r.device, dtype=torch.float32) if ctx.has_res else dh
+        n_prog = triton.cdiv(M, NORM_ROWS)
+        dwp = torch.empty(n_prog, D, device=r.device, dtype=torch.float32)
+        _add_norm_backward_kernel[(n_prog,)](
+            dy, drn, r, rstd, weight, dh, dres, dwp, M, D,
+            ROWS=NORM_ROWS, HAS_DR_NEXT=dr_next is not None, HAS_RES=ctx.has_res, **_norm_meta(D),
+        )  # fmt: skip
+        shape = dout.shape if dout is not None else dr_next.shape
+        dw = dwp.sum(0).to(weight.dtype)
+        return dh.view(shape), (dres.view(shape) if ctx.has_res else None), dw, None, None
+
+
+def add_rmsnorm(hidden, residual, weight, eps: float = 1e-5):
+    """(RMSNorm(r) * weight, r) with r = hidden + residual in fp32 (hidden alone when residual is
+    None): hidden (..., D) in any dtype, residual (..., D) fp32 | None, weight (D,). The normed
+    output has autocast's dtype where autocast is on (what the next Linear would cast it to),
+    else fp32. Differentiable in hidden, residual and weight."""
+    dev = hidden.device.type
+    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
+    return AddRMSNorm.apply(hidden, residual, weight, eps, out_dtype)
