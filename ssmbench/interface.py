@@ -125,6 +125,11 @@ class Backend(ABC):
         there is none. Read around the timed steps for joules per token."""
         return None
 
+    def execution(self, model) -> dict:
+        """How this model's steps ran, where a backend chooses per model (after timing; into
+        the record's env_backend), e.g. {"train_step": "CUDA graph"}."""
+        return {}
+
     # ------------------------------------------------------------------ measurement support
     @abstractmethod
     def synchronize(self, out=None) -> None:

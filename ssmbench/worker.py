@@ -147,6 +147,8 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             step = make_step(backend, model, point, cfg.vocab)
         meter = backend.energy_joules if backend.energy_joules() is not None else None
         t = time_steps(step, backend.synchronize, warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time, meter=meter)
+        if not point.op:
+            res["versions"] |= backend.execution(model)
         if not backend.all_finite(t.first_output):
             return {**res, "status": "error", "error": "non-finite output (NaN or inf) on the first step"}
         peak, source = backend.peak_memory()
