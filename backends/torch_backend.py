@@ -76,6 +76,13 @@ if torch is not None:
             """h (B, D), state (conv (B, E, K), ssm (B, E, N)) -> (B, D), new state."""
             conv, ssm = state
             x, z = self.in_proj(h).chunk(2, dim=-1)
+            if self.scan == "triton":  # two fused kernels (torch_fused.py): decode is launch-bound
+                from .torch_fused import conv_step, ssm_step
+
+                conv, xc = conv_step(conv, x, self.conv1d.weight, self.conv1d.bias)
+                dt, Bm, Cm = self._ssm_inputs(xc)
+                y, ssm = ssm_step(xc, dt, z, Bm, Cm, self.A_log, self.D, self.dt_proj.bias, ssm)
+                return self.out_proj(y), (conv, ssm)
             conv = torch.cat([conv[..., 1:], x[..., None].to(conv.dtype)], -1)
             xc = F.silu((conv * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias).to(x.dtype)
             dt, Bm, Cm = self._ssm_inputs(xc)
@@ -135,11 +142,12 @@ if torch is not None:
 
         def step(self, token, state):
             hidden, residual, new = self.backbone.embedding(token), None, []
+            kind = self.backbone.layers[0].mixer.scan
             for layer, s in zip(self.backbone.layers, state):
-                residual = hidden.float() if residual is None else hidden.float() + residual
-                hidden, s = layer.mixer.step(layer.norm(residual), s)
+                x, residual = add_norm(kind, hidden, residual, layer.norm.weight)
+                hidden, s = layer.mixer.step(x, s)
                 new.append(s)
-            return self._head(hidden, residual), new
+            return self._head(hidden, residual, kind), new
 
     def sinusoidal(L, D, offset, device):
         half = D // 2

@@ -7,6 +7,8 @@
                        stream stays fp32, the normed output comes out in the compute dtype, and
                        the backward needs only the residual and 1/rms (eager RMSNorm keeps three
                        fp32 (B, L, D) tensors per layer)
+    conv_step,         one decode token of a mixer: the conv state's shift + silu, and the SSM
+    ssm_step           state update with the C contraction, D skip and gate
 
 Without CUDA the kernels run under Triton's interpreter (torch_triton sets it up).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .torch_triton import _bl, _lastdim_contiguous, _sigmoid, tl, triton
+from .torch_triton import _bl, _lastdim_contiguous, _sigmoid, _softplus, tl, triton
 
 # ============================================================================ causal conv + silu
 # out[b, t, e] = silu(bias[e] + Σ_k w[e, k] x[b, t - (K-1) + k, e])   (zeros before t = 0)
@@ -231,3 +233,82 @@ def add_rmsnorm(hidden, residual, weight, eps: float = 1e-5):
     dev = hidden.device.type
     out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
     return AddRMSNorm.apply(hidden, residual, weight, eps, out_dtype)
+
+
+# ============================================================================ one decode step
+# The recurrent step of a Mamba mixer for one token, in two kernels instead of some twenty
+# small ops (decode is launch-bound: CUDA graphs remove the host, not the kernels). Both write
+# new state tensors: the step stays functional, like MambaMixer.step.
+STEP_BLOCK_E = 32
+
+
+@triton.jit
+def _conv_step_kernel(conv_ptr, x_ptr, w_ptr, bias_ptr, conv_out_ptr, xc_ptr, E, sx_b, K: tl.constexpr, KP: tl.constexpr, BE: tl.constexpr):
+    """conv' = [conv[..., 1:], x]  (B, E, K) fp32;  xc = silu(Σ_k conv'[k] w[k] + bias)."""
+    pb, pe = tl.program_id(0), tl.program_id(1)
+    e = pe * BE + tl.arange(0, BE)
+    k = tl.arange(0, KP)
+    me = e < E
+    m2 = me[:, None] & (k < K)[None, :]
+    base = (pb * E + e[:, None]) * K + k[None, :]
+    shifted = tl.load(conv_ptr + base + 1, mask=m2 & (k < K - 1)[None, :], other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + pb * sx_b + e, mask=me, other=0.0).to(tl.float32)
+    new = tl.where((k == K - 1)[None, :], x[:, None], shifted)
+    tl.store(conv_out_ptr + base, new, mask=m2)
+    w = tl.load(w_ptr + e[:, None] * K + k[None, :], mask=m2, other=0.0).to(tl.float32)
+    pre = tl.sum(new * w, axis=1) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    tl.store(xc_ptr + pb * E + e, (pre * _sigmoid(pre)).to(xc_ptr.dtype.element_ty), mask=me)
+
+
+@triton.jit
+def _ssm_step_kernel(
+    xc_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_log_ptr, D_ptr, bias_ptr, h_ptr, h_out_ptr, y_ptr,
+    E, N, sdt_b, sz_b, sB_b, sC_b, NP: tl.constexpr, BE: tl.constexpr,
+):  # fmt: skip
+    """Δ = softplus(dt + dt_bias); h' = exp(Δ A) h + Δ x B, A = -exp(A_log);
+    y = (C · h' + D x) silu(z), in xc's dtype."""
+    pb, pe = tl.program_id(0), tl.program_id(1)
+    e = pe * BE + tl.arange(0, BE)
+    n = tl.arange(0, NP)
+    me, mn = e < E, n < N
+    m2 = me[:, None] & mn[None, :]
+    x = tl.load(xc_ptr + pb * E + e, mask=me, other=0.0).to(tl.float32)
+    v = tl.load(dt_ptr + pb * sdt_b + e, mask=me, other=0.0).to(tl.float32) + tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    delta = _softplus(v)
+    A = -tl.exp(tl.load(A_log_ptr + e[:, None] * N + n[None, :], mask=m2, other=0.0).to(tl.float32))
+    Bv = tl.load(B_ptr + pb * sB_b + n, mask=mn, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + pb * sC_b + n, mask=mn, other=0.0).to(tl.float32)
+    hidx = (pb * E + e[:, None]) * N + n[None, :]
+    h = tl.load(h_ptr + hidx, mask=m2, other=0.0)
+    h = tl.exp(delta[:, None] * A) * h + (delta * x)[:, None] * Bv[None, :]
+    tl.store(h_out_ptr + hidx, h, mask=m2)
+    z = tl.load(z_ptr + pb * sz_b + e, mask=me, other=0.0).to(tl.float32)
+    y = (tl.sum(h * Cv[None, :], axis=1) + tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32) * x) * z * _sigmoid(z)
+    tl.store(y_ptr + pb * E + e, y.to(y_ptr.dtype.element_ty), mask=me)
+
+
+def conv_step(conv, x, weight, bias):
+    """conv (B, E, K) fp32, x (B, E) (a view with unit stride along E), weight (E, 1, K), bias (E,)
+    -> (new conv state (B, E, K) fp32, silu(conv output) (B, E) in x's dtype)."""
+    Bt, E, K = conv.shape
+    conv = conv.contiguous()
+    new, xc = torch.empty_like(conv), torch.empty(Bt, E, device=x.device, dtype=x.dtype)
+    _conv_step_kernel[(Bt, triton.cdiv(E, STEP_BLOCK_E))](
+        conv, x, weight.reshape(E, K).contiguous(), bias, new, xc, E, x.stride(0), K=K, KP=triton.next_power_of_2(K), BE=STEP_BLOCK_E
+    )  # fmt: skip
+    return new, xc
+
+
+def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
+    """One token of the selective SSM: xc, dt (before bias and softplus), z (B, E); Bm, Cm (B, N);
+    A_log (E, N); D, dt_bias (E,); h (B, E, N) fp32 -> (gated y (B, E) in xc's dtype, new h)."""
+    Bt, E, N = h.shape
+    (xc,) = _lastdim_contiguous(xc)
+    dt, z, Bm, Cm = _lastdim_contiguous(dt, z, Bm, Cm)
+    h = h.contiguous()
+    h_new, y = torch.empty_like(h), torch.empty(Bt, E, device=xc.device, dtype=xc.dtype)
+    _ssm_step_kernel[(Bt, triton.cdiv(E, STEP_BLOCK_E))](
+        xc, dt, z, Bm, Cm, A_log.contiguous(), D, dt_bias, h, h_new, y, E, N,
+        dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=max(2, triton.next_power_of_2(N)), BE=STEP_BLOCK_E,
+    )  # fmt: skip
+    return y, h_new

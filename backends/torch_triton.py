@@ -73,7 +73,7 @@ class Tiling:
 
 # Chosen on the lent H100 by benchmarks/tune_triton_scan.py at L=2048 (README: benchmarks)
 FORWARD = Tiling(block_e=32, chunk=8, warps=1, per_sm=32)
-BACKWARD = Tiling(block_e=32, chunk=2, warps=1, per_sm=64)
+BACKWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
 MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
 
 

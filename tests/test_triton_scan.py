@@ -247,13 +247,14 @@ def test_add_rmsnorm_under_autocast_gives_the_compute_dtype_and_an_fp32_residual
 
 
 # ---------------------------------------------------------------------------- static-state decode
-def test_static_decoder_steps_like_the_functional_step(odd_model):
+@pytest.mark.parametrize("scan", ["sequential", "triton"])
+def test_static_decoder_steps_like_the_functional_step(odd_model, scan):
     """The in-place, preallocated-state decode (eager here; a CUDA graph on torch-cuda) gives the
     reference's logits token after token, from an empty state and from a prefill state."""
     from ssmbench.backends.torch_graphs import StaticDecoder
 
     w, toks = odd_model
-    m = _module(w, "sequential")
+    m = _module(w, scan)  # triton: the fused add + norm, conv and SSM step kernels
     tok = torch.from_numpy(toks).to(DEVICE)
     R = ref.mamba_logits(w, toks)
     dec = StaticDecoder(m, tok.shape[0], DEVICE, None, graph=DEVICE == "cuda")
@@ -273,18 +274,21 @@ def test_static_decoder_steps_like_the_functional_step(odd_model):
     assert rel(torch.stack(outs, 1), torch.from_numpy(R)) < 1e-5
 
 
-def test_static_decoder_in_bfloat16_matches_autocast_steps(odd_model):
+@pytest.mark.parametrize("scan", ["sequential", "triton"])
+def test_static_decoder_in_bfloat16_matches_autocast_steps(odd_model, scan):
     """Pre-cast Linear weights give what autocast's per-call casts give."""
     from ssmbench.backends.torch_graphs import StaticDecoder
 
     w, toks = odd_model
-    m = _module(w, "sequential")
+    m, eager = _module(w, scan), _module(w, "sequential")
     tok = torch.from_numpy(toks).to(DEVICE)
     dec = StaticDecoder(m, tok.shape[0], DEVICE, torch.bfloat16, graph=DEVICE == "cuda")
-    s_ref = m.init_state(tok.shape[0], 0, DEVICE, None)
+    s_ref = s_eager = m.init_state(tok.shape[0], 0, DEVICE, None)
     s_dec = s_ref
     for t in range(9):
         with torch.no_grad(), torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
             want, s_ref = m.step(tok[:, t], s_ref)
+            plain, s_eager = eager.step(tok[:, t], s_eager)  # the fused step kernels vs eager ops
         got, s_dec = dec(tok[:, t], s_dec)
         assert rel(got, want) < 1e-6, t
+        assert rel(want, plain) < 3e-2, t  # bf16 roundings in other places (the parity tolerance)
