@@ -32,8 +32,8 @@ for STEP in "$@"; do
     jax-small) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R ;;
     jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
               $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
-    scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel $FAST --out $R
-                $SSM run scan -b torch-cuda --preset mamba-130m --scan triton,parallel --dtype bfloat16 $FAST --out $R ;;
+    scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton $FAST --out $R
+                $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
     metrics) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype float32 --min-time 0.5 --out $R
              $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype bfloat16 --min-time 0.5 --out $R
              $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train --dtype bfloat16 --min-iters 5 --min-time 0.5 --out $R ;;
