@@ -60,8 +60,6 @@ if not torch.cuda.is_available():  # run the kernels under Triton's interpreter 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-LOG2E = 1.4426950408889634
-
 
 @dataclass(frozen=True)
 class Tiling:
@@ -132,6 +130,18 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
 
 
 @triton.jit
+def _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.constexpr):
+    """Program pe's channels e and states n with their masks, A (stored (N, E)) as an (NP, BLOCK_E)
+    tile times log2(e) (for exp2), and dt_bias."""
+    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
+    n = tl.arange(0, NP)
+    me, mn = e < E, n < N
+    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634  # log2(e)
+    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    return e, n, me, mn, A2, bias
+
+
+@triton.jit
 def _fold_carries(carry_ptr, dsum_ptr, A2, pb, j, j_end, step, S, E, n, e, me, NP: tl.constexpr, BLOCK_E: tl.constexpr):
     """v = P_j ⊙ v + H_j for segments j, j + step, ... before j_end, from v = 0: the state
     (forward) or adjoint carry (backward) a segment starts from."""
@@ -158,12 +168,8 @@ def _forward_kernel(
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STORE_STATES: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, NP)
-    me, mn = e < E, n < N
-    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
     z_ptr += pb * sz_b
@@ -211,11 +217,7 @@ def _state_carry_kernel(
     """Segment s < S-1's end state from h = 0, H_s, and its Σ Δ. These segments end before the
     last chunk, so no step lies past L."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, NP)
-    me, mn = e < E, n < N
-    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
-    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
     B_ptr += pb * sB_b
@@ -248,11 +250,7 @@ def _adjoint_carry_kernel(
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the segment, dy_t = dout_t silu(z_t)."""
     pe, pb = tl.program_id(0), tl.program_id(1)
     ps = tl.program_id(2) + 1
-    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, NP)
-    me, mn = e < E, n < N
-    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
-    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     dt_ptr += pb * sdt_b
     z_ptr += pb * sz_b
     C_ptr += pb * sC_b
@@ -292,12 +290,8 @@ def _backward_kernel(
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
-    n = tl.arange(0, NP)
-    me, mn = e < E, n < N
-    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
-    bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
     z_ptr += pb * sz_b
