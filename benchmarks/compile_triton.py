@@ -1,0 +1,99 @@
+"""Compile every Triton kernel of the torch-cuda backend for a CUDA GPU on a machine without
+one, and print each kernel's registers and spills (the bundled ptxas -v). The tests run the
+kernels under Triton's interpreter, which checks their arithmetic but not that they compile
+for a GPU; run this before spending device time.
+
+    python benchmarks/compile_triton.py [--capability 90]
+
+Exits 1 if a kernel does not compile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+os.environ["TRITON_INTERPRET"] = "0"  # compile, do not interpret (before triton is imported)
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from ssmbench.backends import torch_fused as tf  # noqa: E402
+from ssmbench.backends import torch_triton as tt  # noqa: E402
+
+# pointers holding activations take the run's dtype; the rest (A, D, biases, states) are fp32
+ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_ptr", "dx_ptr", "ddt_ptr", "dz_ptr",
+               "h_ptr", "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr"}  # fmt: skip
+SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True}
+
+
+def kernels():
+    """(name, kernel, constexprs, num_warps) at the shapes the model uses."""
+    f, b = tt.FORWARD, tt.BACKWARD
+    yield "scan forward", tt._forward_kernel, {**SCAN, "T": f.chunk, "STORE_STATES": False}, f.warps
+    yield "scan forward, keeping states", tt._forward_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk, "STORE_STATES": True}, b.warps
+    yield "state carry", tt._state_carry_kernel, {**SCAN, "T": f.chunk}, f.warps
+    yield "adjoint carry", tt._adjoint_carry_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}, b.warps
+    yield "scan backward", tt._backward_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}, b.warps
+    yield "scan backward, ragged tiles", tt._backward_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk, "EVEN": False}, b.warps
+    conv = {"K": 4, "BL": tf.CONV_BLOCK_L, "BE": tf.CONV_BLOCK_E}
+    yield "conv forward", tf._conv_forward_kernel, conv, 4
+    yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4
+    yield "conv grad x", tf._conv_grad_x_kernel, conv, 4
+    norm = tf._norm_meta(768)
+    warps = norm.pop("num_warps")
+    yield "add + norm forward", tf._add_norm_forward_kernel, {**norm, "HAS_RES": True}, warps
+    yield "add + norm backward", tf._add_norm_backward_kernel, {**norm, "ROWS": tf.NORM_ROWS, "HAS_DR_NEXT": True, "HAS_RES": True}, warps
+    yield "decode conv step", tf._conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4
+    yield "decode ssm step", tf._ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4
+
+
+def compile_one(kernel, constexprs, warps, dtype, capability):
+    sig, cx = {}, {}
+    for i, name in enumerate(kernel.arg_names):
+        if name in constexprs:
+            sig[name], cx[(i,)] = "constexpr", constexprs[name]
+        elif name.endswith("_ptr"):
+            sig[name] = "*" + (dtype if name in ACTIVATIONS else "fp32")
+        else:
+            sig[name] = "fp32" if name == "eps" else "i32"
+    src = ASTSource(fn=kernel, signature=sig, constexprs=cx)
+    return triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
+
+
+def ptxas_report(ptx: str, capability: int) -> str:
+    from triton.backends.nvidia import compiler as nvc
+
+    exe = pathlib.Path(nvc.__file__).parent / "bin" / "ptxas"
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
+        fh.write(ptx)
+    arch = f"sm_{capability}a" if capability >= 90 else f"sm_{capability}"
+    out = subprocess.run([str(exe), "-v", "--gpu-name", arch, fh.name, "-o", os.devnull], capture_output=True, text=True)
+    os.unlink(fh.name)
+    lines = [ln.split("info    : ")[-1] for ln in out.stderr.splitlines() if "registers" in ln or "spill" in ln]
+    return " | ".join(lines) or out.stderr.strip()[-200:]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--capability", type=int, default=90, help="compute capability x 10 (90: H100)")
+    args = ap.parse_args()
+    failed = 0
+    for name, kernel, constexprs, warps in kernels():
+        for dtype in ("fp32", "bf16"):
+            try:
+                k = compile_one(kernel, constexprs, warps, dtype, args.capability)
+                print(f"{name:30s} {dtype}  {ptxas_report(k.asm['ptx'], args.capability)}", flush=True)
+            except Exception as exc:  # noqa: BLE001 - report every kernel, then fail
+                failed += 1
+                print(f"{name:30s} {dtype}  FAILED: {type(exc).__name__}: {str(exc)[:400]}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
