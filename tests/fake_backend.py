@@ -142,6 +142,9 @@ class FakeGpu(_Fake):
     def energy_joules(self):
         return self.WATTS * time.perf_counter()
 
+    def execution(self, model):
+        return {"train_step": "fake graph"}  # how the steps ran: into the record's env_backend
+
     def _step(self):
         time.sleep(0.002)
         return np.array([1.0])

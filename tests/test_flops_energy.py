@@ -73,6 +73,7 @@ def test_worker_reports_mfu_energy_and_ceilings(fake_backends, tmp_path):
     (rec,) = read_records(tmp_path / "r.jsonl")
     m = rec["metrics"]
     assert rec["env_backend"]["device_ceilings"] == FakeGpu.CEILINGS
+    assert rec["env_backend"]["train_step"] == "fake graph"  # Backend.execution, after timing
     median_s = m["step_ms"]["median"] / 1e3
     assert m["mfu"] == pytest.approx(flops.step_flops("mamba", rec["config"], 2, 8, "train") / median_s / 1e12)
     assert m["power_w"] == pytest.approx(FakeGpu.WATTS, rel=0.2)  # the timed window includes host gaps
