@@ -292,6 +292,7 @@ def conv_step(conv, x, weight, bias):
     -> (new conv state (B, E, K) fp32, silu(conv output) (B, E) in x's dtype)."""
     Bt, E, K = conv.shape
     conv = conv.contiguous()
+    (x,) = _lastdim_contiguous(x)  # the kernel steps batch rows by x.stride(0), channels by 1
     new, xc = torch.empty_like(conv), torch.empty(Bt, E, device=x.device, dtype=x.dtype)
     _conv_step_kernel[(Bt, triton.cdiv(E, STEP_BLOCK_E))](
         conv, x, weight.reshape(E, K).contiguous(), bias, new, xc, E, x.stride(0), K=K, KP=triton.next_power_of_2(K), BE=STEP_BLOCK_E
@@ -303,7 +304,7 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
     """One token of the selective SSM: xc, dt (before bias and softplus), z (B, E); Bm, Cm (B, N);
     A_log (E, N); D, dt_bias (E,); h (B, E, N) fp32 -> (gated y (B, E) in xc's dtype, new h)."""
     Bt, E, N = h.shape
-    (xc,) = _lastdim_contiguous(xc)
+    xc = xc.contiguous()  # indexed as (B, E) rows of E
     dt, z, Bm, Cm = _lastdim_contiguous(dt, z, Bm, Cm)
     h = h.contiguous()
     h_new, y = torch.empty_like(h), torch.empty(Bt, E, device=xc.device, dtype=xc.dtype)

@@ -97,8 +97,9 @@ class StaticTrainer:
         self.step, self.opt = step, opt
         self.tokens, self.targets = tokens.clone(), targets.clone()
         params = [p for g in opt.param_groups for p in g["params"]]
-        saved = [p.detach().clone() for p in params]
-        saved_state = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in params if p in opt.state}
+        # kept on the host: a device copy would add the parameters to the run's peak memory
+        saved = [p.detach().to("cpu", copy=True) for p in params]
+        saved_state = {p: {k: v.to("cpu", copy=True) for k, v in opt.state[p].items()} for p in params if p in opt.state}
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):

@@ -26,7 +26,10 @@ A first kernel computes every (H_s, Σ Δ) from x, dt and B alone (``_state_carr
 program of the full forward then folds the carries of the segments before it into its start
 state. The backward splits the same way: its adjoint runs backwards with the same decays, so
 
-    G(s-1) = P_s ⊙ G(s) + a_{s0} g_{s0}(from G = 0),   G(s) = a_{s1} dL/dh_{s1} entering segment s
+    G(s-1) = P_s ⊙ G(s) + a_{s0} g_{s0}(from G = 0)
+
+where segment s covers steps s0..s1-1, g_t = dL/dh_t, a_t = exp(Δ_t A), and G(s) = a_{s1} g_{s1}
+is what the segment after s hands back to s's last step (G(S-1) = 0).
 
 (``_adjoint_carry_kernel``, from dt, z, dout and C alone).
 
@@ -39,7 +42,7 @@ backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gra
 
     dB_t = Σ_e dL/dh_t Δ_t x_t          dC_t = Σ_e dy_t h_t           (partial sums per channel block)
     dΔ_t = x_t (dL/dh_t · B_t) + Σ_n dL/dh_t (h_t - Δ_t x_t B_t) A    (a_t h_{t-1} = h_t - b_t: no division)
-    dA   = Σ_t dL/dh_t (h_t - Δ_t x_t B_t) Δ_t                      (per sequence, summed on the host)
+    dA   = Σ_t dL/dh_t (h_t - Δ_t x_t B_t) Δ_t                      (per sequence and segment, summed on the host)
 
 Inputs may be fp32, bf16 or fp16; arithmetic and the state are fp32; out has x's dtype.
 Without CUDA (this module's tests on CPU), kernels run under Triton's interpreter.
@@ -304,7 +307,7 @@ def _backward_kernel(
     dBp_ptr += (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB and dC
     dCp_ptr += (pb * n_eblocks + pe) * L * NP
     g = _fold_carries(carry_ptr, dsum_ptr, A2, pb, S - 1, ps, -1, S, E, n, e, me, NP, BLOCK_E)  # G(ps)
-    a_next = tl.full((NP, BLOCK_E), 1.0, dtype=tl.float32)  # G(ps) holds the segment's a_{s1} already
+    a_next = tl.full((NP, BLOCK_E), 1.0, dtype=tl.float32)  # G(ps) = a_{s1} g_{s1} has its decay already
     dA = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
     dD = tl.zeros((BLOCK_E,), dtype=tl.float32)
     dbias = tl.zeros((BLOCK_E,), dtype=tl.float32)

@@ -28,38 +28,41 @@ from ssmbench.backends import torch_triton as tt  # noqa: E402
 
 # pointers holding activations take the run's dtype; the rest (A, D, biases, states) are fp32
 ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_ptr", "dx_ptr", "ddt_ptr", "dz_ptr",
-               "h_ptr", "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr"}  # fmt: skip
+               "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr"}  # fmt: skip
 SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True}
+ONE_SEGMENT = {"S": 1, "SC": 1}  # Triton specialises integer arguments equal to 1 as constants
 
 
 def kernels():
-    """(name, kernel, constexprs, num_warps) at the shapes the model uses."""
+    """(name, kernel, constexprs, num_warps, other pointers in the run's dtype) at the shapes the
+    model uses, ragged tiles and a single segment included."""
     f, b = tt.FORWARD, tt.BACKWARD
-    yield "scan forward", tt._forward_kernel, {**SCAN, "T": f.chunk, "STORE_STATES": False}, f.warps
-    yield "scan forward, keeping states", tt._forward_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk, "STORE_STATES": True}, b.warps
-    yield "state carry", tt._state_carry_kernel, {**SCAN, "T": f.chunk}, f.warps
-    yield "adjoint carry", tt._adjoint_carry_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}, b.warps
-    yield "scan backward", tt._backward_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}, b.warps
-    yield "scan backward, ragged tiles", tt._backward_kernel, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk, "EVEN": False}, b.warps
+    fwd, bwd = {**SCAN, "T": f.chunk}, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}
+    for tag, extra in (("", {}), (", ragged tiles", {"EVEN": False}), (", one segment", ONE_SEGMENT)):
+        yield "scan forward" + tag, tt._forward_kernel, {**fwd, "STORE_STATES": False, **extra}, f.warps, ()
+        yield "scan forward, states" + tag, tt._forward_kernel, {**bwd, "STORE_STATES": True, **extra}, b.warps, ()
+        yield "state carry" + tag, tt._state_carry_kernel, {**fwd, **extra}, f.warps, ()
+        yield "adjoint carry" + tag, tt._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
+        yield "scan backward" + tag, tt._backward_kernel, {**bwd, **extra}, b.warps, ()
     conv = {"K": 4, "BL": tf.CONV_BLOCK_L, "BE": tf.CONV_BLOCK_E}
-    yield "conv forward", tf._conv_forward_kernel, conv, 4
-    yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4
-    yield "conv grad x", tf._conv_grad_x_kernel, conv, 4
+    yield "conv forward", tf._conv_forward_kernel, conv, 4, ()
+    yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4, ()
+    yield "conv grad x", tf._conv_grad_x_kernel, conv, 4, ()
     norm = tf._norm_meta(768)
     warps = norm.pop("num_warps")
-    yield "add + norm forward", tf._add_norm_forward_kernel, {**norm, "HAS_RES": True}, warps
-    yield "add + norm backward", tf._add_norm_backward_kernel, {**norm, "ROWS": tf.NORM_ROWS, "HAS_DR_NEXT": True, "HAS_RES": True}, warps
-    yield "decode conv step", tf._conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4
-    yield "decode ssm step", tf._ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4
+    yield "add + norm forward", tf._add_norm_forward_kernel, {**norm, "HAS_RES": True}, warps, ("h_ptr",)
+    yield "add + norm backward", tf._add_norm_backward_kernel, {**norm, "ROWS": tf.NORM_ROWS, "HAS_DR_NEXT": True, "HAS_RES": True}, warps, ()
+    yield "decode conv step", tf._conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4, ()
+    yield "decode ssm step", tf._ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
 
 
-def compile_one(kernel, constexprs, warps, dtype, capability):
+def compile_one(kernel, constexprs, warps, dtype, capability, activations=()):
     sig, cx = {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in constexprs:
             sig[name], cx[(i,)] = "constexpr", constexprs[name]
         elif name.endswith("_ptr"):
-            sig[name] = "*" + (dtype if name in ACTIVATIONS else "fp32")
+            sig[name] = "*" + (dtype if name in ACTIVATIONS or name in activations else "fp32")
         else:
             sig[name] = "fp32" if name == "eps" else "i32"
     src = ASTSource(fn=kernel, signature=sig, constexprs=cx)
@@ -84,14 +87,14 @@ def main() -> int:
     ap.add_argument("--capability", type=int, default=90, help="compute capability x 10 (90: H100)")
     args = ap.parse_args()
     failed = 0
-    for name, kernel, constexprs, warps in kernels():
+    for name, kernel, constexprs, warps, activations in kernels():
         for dtype in ("fp32", "bf16"):
             try:
-                k = compile_one(kernel, constexprs, warps, dtype, args.capability)
-                print(f"{name:30s} {dtype}  {ptxas_report(k.asm['ptx'], args.capability)}", flush=True)
+                k = compile_one(kernel, constexprs, warps, dtype, args.capability, activations)
+                print(f"{name:38s} {dtype}  {ptxas_report(k.asm['ptx'], args.capability)}", flush=True)
             except Exception as exc:  # noqa: BLE001 - report every kernel, then fail
                 failed += 1
-                print(f"{name:30s} {dtype}  FAILED: {type(exc).__name__}: {str(exc)[:400]}", flush=True)
+                print(f"{name:38s} {dtype}  FAILED: {type(exc).__name__}: {str(exc)[:400]}", flush=True)
     return 1 if failed else 0
 
 

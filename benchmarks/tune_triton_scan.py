@@ -133,7 +133,6 @@ def main():
     for (direction, dtype), tiling in best.items():
         print(f"  {direction:8s} {str(dtype)[6:]:9s} {tiling}")
     tf, tb = best[("fwd", torch.float32)], best[("fwd+bwd", torch.float32)]
-    tt.FORWARD = best[("fwd", torch.float32)]
     print(f"max relative error vs float64 (fp32, best tilings): {check(tf, tb):.2e}")
     print("\nL, dtype, fwd ms, fwd+bwd ms, floor multiples")
     for L in [int(v) for v in args.lengths.split(",")]:
