@@ -114,7 +114,7 @@ if torch is not None:
             self.cfg = c
             self.backbone = Backbone(c, scan)
 
-        def _head(self, hidden, residual, kind="sequential"):
+        def _head(self, hidden, residual, kind):
             x = add_norm(kind, hidden, residual, self.backbone.norm_f.weight)[0]
             return x.to(hidden.dtype) @ self.backbone.embedding.weight.T.to(hidden.dtype)
 

@@ -140,9 +140,7 @@ NORM_ROWS = 32  # rows per backward program: each sums its rows' share of dw in 
 
 
 @triton.jit
-def _add_norm_forward_kernel(
-    h_ptr, res_ptr, w_ptr, out_ptr, r_ptr, rstd_ptr, D, eps, BD: tl.constexpr, HAS_RES: tl.constexpr
-):
+def _add_norm_forward_kernel(h_ptr, res_ptr, w_ptr, out_ptr, r_ptr, rstd_ptr, D, eps, BD: tl.constexpr, HAS_RES: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     d = tl.arange(0, BD)
     md = d < D

@@ -25,7 +25,7 @@ put back, so the first replay is the first step from the model as built.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn

@@ -139,7 +139,9 @@ def _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.cons
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, NP)
     me, mn = e < E, n < N
-    A2 = tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634  # log2(e)
+    A2 = (
+        tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    )  # log2(e)
     bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
     return e, n, me, mn, A2, bias
 
@@ -387,7 +389,7 @@ def _even(L, E, N, tiling) -> bool:
     return L % tiling.chunk == 0 and E % tiling.block_e == 0 and N == _np(N)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _sm_count(device: torch.device) -> int:
     """Streaming multiprocessors (1 under the interpreter, so tests choose S directly)."""
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1

@@ -20,11 +20,10 @@ import tempfile
 os.environ["TRITON_INTERPRET"] = "0"  # compile, do not interpret (before triton is imported)
 
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-
 from ssmbench.backends import torch_fused as tf  # noqa: E402
 from ssmbench.backends import torch_triton as tt  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
 
 # pointers holding activations take the run's dtype; the rest (A, D, biases, states) are fp32
 ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_ptr", "dx_ptr", "ddt_ptr", "dz_ptr",
@@ -51,7 +50,13 @@ def kernels():
     norm = tf._norm_meta(768)
     warps = norm.pop("num_warps")
     yield "add + norm forward", tf._add_norm_forward_kernel, {**norm, "HAS_RES": True}, warps, ("h_ptr",)
-    yield "add + norm backward", tf._add_norm_backward_kernel, {**norm, "ROWS": tf.NORM_ROWS, "HAS_DR_NEXT": True, "HAS_RES": True}, warps, ()
+    yield (
+        "add + norm backward",
+        tf._add_norm_backward_kernel,
+        {**norm, "ROWS": tf.NORM_ROWS, "HAS_DR_NEXT": True, "HAS_RES": True},
+        warps,
+        (),
+    )
     yield "decode conv step", tf._conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4, ()
     yield "decode ssm step", tf._ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
 

@@ -107,7 +107,19 @@ def main():
     args = ap.parse_args()
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", tt.triton.__version__)
     grids = {  # (block_e, chunk, warps, per_sm): per_sm 0 runs one program per (sequence, channel block)
-        "fwd": [tt.Tiling(*c) for c in ((32, 8, 1, 0), (32, 8, 1, 16), (32, 8, 1, 32), (32, 8, 1, 64), (64, 8, 1, 16), (64, 8, 1, 32), (64, 4, 1, 32), (64, 8, 2, 32))],
+        "fwd": [
+            tt.Tiling(*c)
+            for c in (
+                (32, 8, 1, 0),
+                (32, 8, 1, 16),
+                (32, 8, 1, 32),
+                (32, 8, 1, 64),
+                (64, 8, 1, 16),
+                (64, 8, 1, 32),
+                (64, 4, 1, 32),
+                (64, 8, 2, 32),
+            )
+        ],
         "fwd+bwd": [tt.Tiling(*c) for c in ((32, 4, 1, 0), (32, 4, 1, 32), (32, 4, 1, 64), (32, 2, 1, 64), (64, 2, 1, 32), (64, 4, 1, 32))],
     }
     if args.quick:

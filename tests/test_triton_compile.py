@@ -18,7 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def test_every_kernel_compiles_for_sm90_and_no_new_kernel_spills():
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compile_triton.py")], capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compile_triton.py")], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
     assert len(lines) == 2 * 22 and all("registers" in ln for ln in lines), out.stdout  # 22 variants x fp32, bf16
