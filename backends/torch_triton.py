@@ -33,8 +33,8 @@ is what the segment after s hands back to s's last step (G(S-1) = 0).
 
 (``_adjoint_carry_kernel``, from dt, z, dout and C alone).
 
-Backward recomputes instead of storing states. It first runs the forward again, keeping the
-state at each chunk's end ((B, L/T, E, N) fp32, T times smaller than the states; kept from the
+Backward recomputes instead of storing states. It first runs the forward again (the states only:
+no out, and z and C unread), keeping the state at each chunk's end ((B, L/T, E, N) fp32, T times smaller than the states; kept from the
 forward instead, they would live from a model's forward to its backward, 9.7 GB of mamba-130m's
 31 GB at batch 8 x 2048). Walking the chunks backwards,
 each program recomputes the chunk's states from the one before it, then scans the adjoint
@@ -170,8 +170,10 @@ def _forward_kernel(
     carry_ptr, dsum_ptr,  # the segments' (H_s, Σ Δ) from _state_carry_kernel: (B, S, NP, E), (B, S, E)
     L, E, N, SC, S,  # SC chunks per segment, S segments
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, so_b, so_l,
-    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STORE_STATES: tl.constexpr, EVEN: tl.constexpr,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STATES_ONLY: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
+    """STATES_ONLY (the backward's recompute): store each chunk's end state instead of out, and
+    read neither z nor C."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
@@ -192,22 +194,26 @@ def _forward_kernel(
             t = c * T + i
             m = me & (t < L)
             xs += (_load_step(x_ptr, t, sx_l, e, m, EVEN),)
-            zs += (_load_step(z_ptr, t, sz_l, e, m, EVEN),)
             dts += (_load_step(dt_ptr, t, sdt_l, e, m, EVEN),)
             Bs += (_load_step(B_ptr, t, sB_l, n, mn & (t < L), EVEN),)
-            Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
+            if not STATES_ONLY:
+                zs += (_load_step(z_ptr, t, sz_l, e, m, EVEN),)
+                Cs += (_load_step(C_ptr, t, sC_l, n, mn & (t < L), EVEN),)
         outs = ()
         for i in tl.static_range(T):
-            x, z = xs[i].to(tl.float32), zs[i].to(tl.float32)
+            x = xs[i].to(tl.float32)
             delta = _past_end_zero(_softplus(dts[i].to(tl.float32) + bias), me & (c * T + i < L), EVEN)
             h = tl.exp2(delta[None, :] * A2) * h + (delta * x)[None, :] * Bs[i].to(tl.float32)[:, None]
-            y = tl.sum(h * Cs[i].to(tl.float32)[:, None], axis=0) + Dv * x
-            outs += (y * z * _sigmoid(z),)
-        for i in tl.static_range(T):
-            t = c * T + i
-            _store_step(out_ptr, t, so_l, e, outs[i], me & (t < L), EVEN)
-        if STORE_STATES:
+            if not STATES_ONLY:
+                z = zs[i].to(tl.float32)
+                y = tl.sum(h * Cs[i].to(tl.float32)[:, None], axis=0) + Dv * x
+                outs += (y * z * _sigmoid(z),)
+        if STATES_ONLY:
             tl.store(states_ptr + ((pb * n_chunks + c) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
+        else:
+            for i in tl.static_range(T):
+                t = c * T + i
+                _store_step(out_ptr, t, so_l, e, outs[i], me & (t < L), EVEN)
         c += 1
     if ps == S - 1:
         tl.store(last_ptr + (pb * N + n[:, None]) * E + e[None, :], h, mask=mn[:, None] & me[None, :])
@@ -289,7 +295,7 @@ def _adjoint_carry_kernel(
 def _backward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr, states_ptr,  # inputs
     carry_ptr, dsum_ptr,  # the segments' adjoint carries from _adjoint_carry_kernel
-    dx_ptr, ddt_ptr, dz_ptr, dBp_ptr, dCp_ptr, dAp_ptr, dDp_ptr, dbiasp_ptr,  # gradients
+    dx_ptr, ddt_ptr, dz_ptr, dBp_ptr, dCp_ptr, dparts_ptr,  # gradients (dparts: dA, dD, dbias shares)
     L, E, N, n_eblocks, SC, S,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
@@ -373,10 +379,10 @@ def _backward_kernel(
             _store_step(dBp_ptr, t, NP, n, dBs[j], t < L, EVEN)
             _store_step(dCp_ptr, t, NP, n, dCs[j], t < L, EVEN)
         c -= 1
-    part = pb * S + ps  # this program's share of dA, dD, dbias
-    tl.store(dAp_ptr + (part * NP + n[:, None]) * E + e[None, :], dA, mask=me[None, :])
-    tl.store(dDp_ptr + part * E + e, dD, mask=me)
-    tl.store(dbiasp_ptr + part * E + e, dbias, mask=me)
+    part = (pb * S + ps) * (NP + 2)  # this program's share: NP rows of dA, then dD, dbias
+    tl.store(dparts_ptr + (part + n[:, None]) * E + e[None, :], dA, mask=me[None, :])
+    tl.store(dparts_ptr + (part + NP) * E + e, dD, mask=me)
+    tl.store(dparts_ptr + (part + NP + 1) * E + e, dbias, mask=me)
 
 
 # ---------------------------------------------------------------------------- host side
@@ -411,10 +417,11 @@ def _bl(t):
     return t.stride(0), t.stride(1)
 
 
-def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, store_states=False, tiling: Tiling | None = None):
-    """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) ->
-    out (B, L, E) in x's dtype, last state (B, E, N) fp32, chunk-end states or None."""
-    tl_ = tiling or (BACKWARD if store_states else FORWARD)
+def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, tiling: Tiling | None = None):
+    """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) -> out (B, L, E) in x's
+    dtype, last state (B, E, N) fp32, None; or with ``states_only`` (the backward's recompute)
+    None, the last state, and each chunk's end state (B, L/T, NP, E) fp32."""
+    tl_ = tiling or (BACKWARD if states_only else FORWARD)
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
@@ -423,10 +430,10 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, store_states=False, tiling: Tili
     N = A.shape[1]
     NP = _np(N)
     f32 = {"device": x.device, "dtype": torch.float32}
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
     last = torch.empty(Bt, N, E, **f32)
     n_chunks = math.ceil(L / tl_.chunk)
-    states = torch.empty(Bt, n_chunks, NP, E, **f32) if store_states else last
+    states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
+    out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
     n_eb = triton.cdiv(E, tl_.block_e)
     S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
     carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
@@ -437,15 +444,17 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, store_states=False, tiling: Tili
         )  # fmt: skip
     _forward_kernel[(n_eb, Bt, S)](
         x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, L, E, N, SC, S,
-        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out), STORE_STATES=store_states, **meta,
+        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out), STATES_ONLY=states_only, **meta,
     )  # fmt: skip
-    return out, last.transpose(1, 2), (states if store_states else None)
+    if states_only:
+        return None, last.transpose(1, 2), states
+    return out, last.transpose(1, 2), None
 
 
 def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, tiling: Tiling | None = None):
     """The gradients of ``forward``'s out for every input, each in its input's dtype."""
     tl_ = tiling or BACKWARD
-    states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, store_states=True, tiling=tl_)[2]
+    states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, tiling=tl_)[2]
     dout, x, dt, z, Bm, Cm = _lastdim_contiguous(dout, x, dt, z, Bm, Cm)
     Bt, L, E = x.shape
     N = A.shape[1]
@@ -456,8 +465,9 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, tiling: Tiling | None = N
     At, D, dt_bias = A.t().contiguous(), D.contiguous(), dt_bias.contiguous()
     S, SC = segments(states.shape[1], n_eb * Bt, tl_, x.device)
     carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
-    dBp, dCp = torch.empty(Bt, n_eb, L, NP, **f32), torch.empty(Bt, n_eb, L, NP, **f32)
-    dAp, dDp, dbp = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32), torch.empty(Bt, S, E, **f32)
+    # per-program partial sums, two buffers so that two reductions finish them (host time counts at short L)
+    dBCp = torch.empty(2, Bt, n_eb, L, NP, **f32)  # dB, dC per channel block
+    parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
     meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
     if S > 1:
         _adjoint_carry_kernel[(n_eb, Bt, S - 1)](
@@ -465,13 +475,13 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, tiling: Tiling | None = N
         )  # fmt: skip
     _backward_kernel[(n_eb, Bt, S)](
         x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
-        dx, ddt, dz, dBp, dCp, dAp, dDp, dbp, L, E, N, n_eb, SC, S,
+        dx, ddt, dz, dBCp[0], dBCp[1], parts, L, E, N, n_eb, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
     )  # fmt: skip
-    dB = dBp.sum(1)[..., :N].to(Bm.dtype)
-    dC = dCp.sum(1)[..., :N].to(Cm.dtype)
-    dA = dAp.sum((0, 1))[:N].t().to(A.dtype)
-    return dx, ddt, dA, dB, dC, dDp.sum((0, 1)).to(D.dtype), dz, dbp.sum((0, 1)).to(dt_bias.dtype)
+    dBC = dBCp.sum(2)[..., :N]  # (2, B, L, N)
+    sums = parts.sum((0, 1))  # (NP + 2, E)
+    dA, dD, dbias = sums[:N].t().to(A.dtype), sums[NP].to(D.dtype), sums[NP + 1].to(dt_bias.dtype)
+    return dx, ddt, dA, dBC[0].to(Bm.dtype), dBC[1].to(Cm.dtype), dD, dz, dbias
 
 
 class SelectiveScan(torch.autograd.Function):

@@ -38,8 +38,8 @@ def kernels():
     f, b = tt.FORWARD, tt.BACKWARD
     fwd, bwd = {**SCAN, "T": f.chunk}, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}
     for tag, extra in (("", {}), (", ragged tiles", {"EVEN": False}), (", one segment", ONE_SEGMENT)):
-        yield "scan forward" + tag, tt._forward_kernel, {**fwd, "STORE_STATES": False, **extra}, f.warps, ()
-        yield "scan forward, states" + tag, tt._forward_kernel, {**bwd, "STORE_STATES": True, **extra}, b.warps, ()
+        yield "scan forward" + tag, tt._forward_kernel, {**fwd, "STATES_ONLY": False, **extra}, f.warps, ()
+        yield "scan forward, states" + tag, tt._forward_kernel, {**bwd, "STATES_ONLY": True, **extra}, b.warps, ()
         yield "state carry" + tag, tt._state_carry_kernel, {**fwd, **extra}, f.warps, ()
         yield "adjoint carry" + tag, tt._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
         yield "scan backward" + tag, tt._backward_kernel, {**bwd, **extra}, b.warps, ()

@@ -2,7 +2,7 @@
 FORWARD and BACKWARD): every candidate is checked against the float64 reference first, then
 timed at the issue's shape (batch 8, d_inner 1536, d_state 16) for fp32 and bf16 inputs.
 
-    python benchmarks/tune_triton_scan.py [--lengths 512,2048,8192] [--quick]
+    python benchmarks/tune_triton_scan.py [--lengths 512,2048,8192] [--quick | --defaults] [--profile]
 
 Prints one line per (direction, dtype, L, tiling) with the median ms over CUDA events and the
 multiple of the memory floor (the bytes the op must move / 3.0 TB/s, the H100's measured copy
@@ -57,8 +57,8 @@ def check(tiling_f, tiling_b, shape=(2, 67, 40, 16)):
     out64 = reference(*ins64)
     (out64 * w).sum().backward()
     ins = [t.detach().float().cuda() for t in ins64]
-    out, _, _ = tt.forward(*ins, store_states=True, tiling=tiling_b)
     out_inf, _, _ = tt.forward(*ins, tiling=tiling_f)
+    out, _, _ = tt.forward(*ins, tiling=tiling_b)
     grads = tt.backward((w.float().cuda()), *ins, tiling=tiling_b)
     errs = [rel(out.cpu(), out64.detach()), rel(out_inf.cpu(), out64.detach())]
     errs += [rel(gr.cpu(), t.grad) for gr, t in zip(grads, ins64)]
@@ -77,6 +77,36 @@ def median_ms(fn, reps=30, warmup=5):
         b.synchronize()
         times.append(a.elapsed_time(b))
     return statistics.median(times)
+
+
+def graph_ms(fn, reps=20):
+    """GPU time alone: ``reps`` calls captured in one CUDA graph, median of 10 replays / reps.
+    Against median_ms (eager), the difference is what the host adds (Python, launches)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(reps):
+            fn()
+    return median_ms(graph.replay, reps=10, warmup=2) / reps
+
+
+def profile(ins, dout, tiling):
+    """Each kernel's share of one forward + backward (torch.profiler, CUDA time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
+
+    fn = op("fwd+bwd", ins, dout, tiling)
+    fn()
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(10):
+            fn()
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by="cuda_time_total", row_limit=14))
 
 
 def op(direction, ins, dout, tiling):
@@ -104,6 +134,8 @@ def main():
     ap.add_argument("--lengths", default="2048")
     ap.add_argument("--quick", action="store_true", help="a handful of tilings")
     ap.add_argument("--tune-at", type=int, default=2048)
+    ap.add_argument("--defaults", action="store_true", help="time torch_triton's FORWARD and BACKWARD only")
+    ap.add_argument("--profile", action="store_true", help="each kernel's CUDA time at --tune-at")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", tt.triton.__version__)
     grids = {  # (block_e, chunk, warps, per_sm): per_sm 0 runs one program per (sequence, channel block)
@@ -124,6 +156,8 @@ def main():
     }
     if args.quick:
         grids = {k: v[:2] for k, v in grids.items()}
+    if args.defaults:
+        grids = {"fwd": [tt.FORWARD], "fwd+bwd": [tt.BACKWARD]}
     best = {}
     for direction, dtype in itertools.product(("fwd", "fwd+bwd"), (torch.float32, torch.bfloat16)):
         L = args.tune_at
@@ -146,16 +180,21 @@ def main():
         print(f"  {direction:8s} {str(dtype)[6:]:9s} {tiling}")
     tf, tb = best[("fwd", torch.float32)], best[("fwd+bwd", torch.float32)]
     print(f"max relative error vs float64 (fp32, best tilings): {check(tf, tb):.2e}")
-    print("\nL, dtype, fwd ms, fwd+bwd ms, floor multiples")
+    if args.profile:
+        for dtype in (torch.float32, torch.bfloat16):
+            ins = inputs(BATCH, args.tune_at, E, N, dtype)
+            print(f"profile, {str(dtype)[6:]}, L={args.tune_at}")
+            profile(ins, torch.randn_like(ins[0]), best[("fwd+bwd", dtype)])
+    print("\nL, dtype, fwd ms, fwd+bwd ms (eager, CUDA events), floor multiples; [GPU alone, in a CUDA graph]")
     for L in [int(v) for v in args.lengths.split(",")]:
         for dtype in (torch.float32, torch.bfloat16):
             ins = inputs(BATCH, L, E, N, dtype)
             dout = torch.randn_like(ins[0])
-            f = median_ms(op("fwd", ins, dout, best[("fwd", dtype)]))
-            fb = median_ms(op("fwd+bwd", ins, dout, best[("fwd+bwd", dtype)]))
+            fwd, fb = op("fwd", ins, dout, best[("fwd", dtype)]), op("fwd+bwd", ins, dout, best[("fwd+bwd", dtype)])
+            f, b = median_ms(fwd), median_ms(fb)
             name = str(dtype)[6:]
-            print(f"L={L:5d} {name:9s} fwd {f:7.3f} ms ({f / floor_ms(L, dtype, 'fwd'):4.1f}x)", end="")
-            print(f"  fwd+bwd {fb:7.3f} ms ({fb / floor_ms(L, dtype, 'fwd+bwd'):4.1f}x)", flush=True)
+            print(f"L={L:5d} {name:9s} fwd {f:7.3f} ms ({f / floor_ms(L, dtype, 'fwd'):4.1f}x) [{graph_ms(fwd):7.3f}]", end="")
+            print(f"  fwd+bwd {b:7.3f} ms ({b / floor_ms(L, dtype, 'fwd+bwd'):4.1f}x) [{graph_ms(fb):7.3f}]", flush=True)
 
 
 if __name__ == "__main__":
