@@ -22,6 +22,7 @@ try:
     import torch.nn as nn
     import torch.nn.functional as F
 
+    from .torch_head import head_loss
     from .torch_scans import add_norm, conv_silu, rmsnorm, selective_scan
 except ImportError:  # availability() reports it; nothing below runs without torch
     torch = None
@@ -114,11 +115,15 @@ if torch is not None:
             self.cfg = c
             self.backbone = Backbone(c, scan)
 
-        def _head(self, hidden, residual, kind):
-            x = add_norm(kind, hidden, residual, self.backbone.norm_f.weight)[0]
-            return x.to(hidden.dtype) @ self.backbone.embedding.weight.T.to(hidden.dtype)
+        def _final(self, hidden, residual, kind):
+            """The last add + norm, in the blocks' output dtype: what the head multiplies."""
+            return add_norm(kind, hidden, residual, self.backbone.norm_f.weight)[0].to(hidden.dtype)
 
-        def forward(self, tokens, return_state=False):
+        def _head(self, x):
+            return x @ self.backbone.embedding.weight.T.to(x.dtype)
+
+        def features(self, tokens, return_state=False):
+            """tokens (B, L) -> the final norm's output (B, L, D) [, each layer's last state]."""
             hidden, residual, states = self.backbone.embedding(tokens), None, []
             kind = self.backbone.layers[0].mixer.scan  # the triton kind fuses add + norm too
             for layer in self.backbone.layers:
@@ -127,8 +132,17 @@ if torch is not None:
                 hidden = out[0] if return_state else out
                 if return_state:
                     states.append(out[1])
-            logits = self._head(hidden, residual, kind)
-            return (logits, states) if return_state else logits
+            x = self._final(hidden, residual, kind)
+            return (x, states) if return_state else x
+
+        def head_weight(self):
+            return self.backbone.embedding.weight  # tied
+
+        def forward(self, tokens, return_state=False):
+            if return_state:
+                x, states = self.features(tokens, return_state=True)
+                return self._head(x), states
+            return self._head(self.features(tokens))
 
         def init_state(self, batch, capacity, device, dtype):
             c = self.cfg  # the SSM state stays fp32 whatever the compute dtype
@@ -147,7 +161,7 @@ if torch is not None:
                 x, residual = add_norm(kind, hidden, residual, layer.norm.weight)
                 hidden, s = layer.mixer.step(x, s)
                 new.append(s)
-            return self._head(hidden, residual, kind), new
+            return self._head(self._final(hidden, residual, kind)), new
 
     def sinusoidal(L, D, offset, device):
         half = D // 2
@@ -212,13 +226,20 @@ if torch is not None:
             self.cfg = t
             self.transformer = GPTBody(t)
 
-        def _run(self, tokens, caches=None, pos=0):
+        def features(self, tokens, caches=None, pos=0):
+            """tokens (B, L) at positions pos.. -> the final LayerNorm's output (B, L, D)."""
             tr = self.transformer
             x = tr.wte(tokens) + sinusoidal(tokens.shape[1], self.cfg.d_model, pos, tokens.device)
             for i, block in enumerate(tr.h):
                 x = block(x, None if caches is None else caches[i], pos)
-            x = tr.ln_f(x)
-            return x @ tr.wte.weight.T.to(x.dtype)
+            return tr.ln_f(x)
+
+        def head_weight(self):
+            return self.transformer.wte.weight  # tied
+
+        def _run(self, tokens, caches=None, pos=0):
+            x = self.features(tokens, caches, pos)
+            return x @ self.transformer.wte.weight.T.to(x.dtype)
 
         def forward(self, tokens):
             return self._run(tokens)
@@ -325,10 +346,10 @@ class TorchBackend(Backend):
     @staticmethod
     def _train_math(model, tokens, targets):
         """Forward, cross-entropy, backward, AdamW update -> the loss; the gradients are left
-        for the next backward, which assigns them afresh once they are None."""
+        for the next backward, which assigns them afresh once they are None. The head and the
+        loss are one chunked op (torch_head.py): the (tokens, vocab) logits are never whole."""
         with model.autocast():
-            logits = model.module(tokens)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            loss = head_loss(model.module.features(tokens), model.module.head_weight(), targets)
         loss.backward()
         model.opt.step()
         return loss.detach()

@@ -9,6 +9,8 @@
                        fp32 (B, L, D) tensors per layer)
     conv_step,         one decode token of a mixer: the conv state's shift + silu, and the SSM
     ssm_step           state update with the C contraction, D skip and gate
+    cross_entropy_     a chunk of logits -> each row's cross-entropy, and in place the gradient
+                       (torch_head.py's fused head + loss on CUDA)
 
 Without CUDA the kernels run under Triton's interpreter (torch_triton sets it up).
 """
@@ -311,3 +313,48 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
         dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=max(2, triton.next_power_of_2(N)), BE=STEP_BLOCK_E,
     )  # fmt: skip
     return y, h_new
+
+
+# ============================================================================ cross-entropy rows
+# For one row l (V,) of logits and its target y: loss = lse - l[y] with lse = log Σ_v exp(l_v),
+# and in place l <- scale (softmax(l) - onehot(y)). Two sweeps of V: the first keeps a running
+# max and sum per lane (combined at the end), the second writes the gradient. fp32 arithmetic.
+CE_BLOCK_V = 4096
+
+
+@triton.jit
+def _cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, V, stride, scale, BV: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * stride
+    v = tl.arange(0, BV)
+    m = tl.full((BV,), -1.0e30, tl.float32)  # finite: exp(m - m') stays defined for empty lanes
+    s = tl.zeros((BV,), dtype=tl.float32)
+    start = 0  # while, not range: Triton's interpreter cannot loop to a runtime bound
+    while start < V:
+        mask = start + v < V
+        x = tl.load(base + start + v, mask=mask, other=-1.0e30).to(tl.float32)
+        m_new = tl.maximum(m, x)
+        s = s * tl.exp(m - m_new) + tl.where(mask, tl.exp(x - m_new), 0.0)
+        m = m_new
+        start += BV
+    top = tl.max(m, axis=0)
+    lse = top + tl.log(tl.sum(s * tl.exp(m - top), axis=0))
+    y = tl.load(targets_ptr + row)
+    tl.store(loss_ptr + row, lse - tl.load(base + y).to(tl.float32))
+    start = 0
+    while start < V:
+        mask = start + v < V
+        x = tl.load(base + start + v, mask=mask, other=0.0).to(tl.float32)
+        g = scale * (tl.exp(x - lse) - tl.where(start + v == y, 1.0, 0.0))
+        tl.store(base + start + v, g.to(logits_ptr.dtype.element_ty), mask=mask)
+        start += BV
+
+
+def cross_entropy_(logits, targets, scale: float):
+    """logits (R, V) with unit stride along V, targets (R,) int -> each row's loss (R,) fp32;
+    overwrites logits with scale * (softmax(logits) - onehot(targets)) in their dtype."""
+    R, V = logits.shape
+    loss = torch.empty(R, device=logits.device, dtype=torch.float32)
+    bv = min(CE_BLOCK_V, triton.next_power_of_2(V))
+    _cross_entropy_kernel[(R,)](logits, targets, loss, V, logits.stride(0), scale, BV=bv, num_warps=max(1, min(8, bv // 512)))
+    return loss

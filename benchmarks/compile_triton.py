@@ -27,7 +27,8 @@ from triton.compiler import ASTSource  # noqa: E402
 
 # pointers holding activations take the run's dtype; the rest (A, D, biases, states) are fp32
 ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_ptr", "dx_ptr", "ddt_ptr", "dz_ptr",
-               "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr"}  # fmt: skip
+               "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr", "logits_ptr"}  # fmt: skip
+FIXED = {"targets_ptr": "*i64", "eps": "fp32", "scale": "fp32"}  # any other scalar is an i32
 SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True}
 ONE_SEGMENT = {"S": 1, "SC": 1}  # Triton specialises integer arguments equal to 1 as constants
 
@@ -59,6 +60,7 @@ def kernels():
     )
     yield "decode conv step", tf._conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4, ()
     yield "decode ssm step", tf._ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
+    yield "cross-entropy rows", tf._cross_entropy_kernel, {"BV": tf.CE_BLOCK_V}, 8, ()
 
 
 def compile_one(kernel, constexprs, warps, dtype, capability, activations=()):
@@ -66,10 +68,12 @@ def compile_one(kernel, constexprs, warps, dtype, capability, activations=()):
     for i, name in enumerate(kernel.arg_names):
         if name in constexprs:
             sig[name], cx[(i,)] = "constexpr", constexprs[name]
+        elif name in FIXED:
+            sig[name] = FIXED[name]
         elif name.endswith("_ptr"):
             sig[name] = "*" + (dtype if name in ACTIVATIONS or name in activations else "fp32")
         else:
-            sig[name] = "fp32" if name == "eps" else "i32"
+            sig[name] = "i32"
     src = ASTSource(fn=kernel, signature=sig, constexprs=cx)
     return triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
 

@@ -1,0 +1,106 @@
+"""The fused, chunked head + cross-entropy of the torch train step (torch_head.py) against float64
+and against the unfused autocast computation it replaces; its Triton row kernel under Triton's
+interpreter (on CPU) or on the GPU."""
+
+import numpy as np
+import pytest
+
+from ssmbench import reference as ref
+
+torch = pytest.importorskip("torch")
+th = pytest.importorskip("ssmbench.backends.torch_head")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel(a, b):
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return float((a - b).norm() / b.norm())
+
+
+def problem(T, D, V, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, D, generator=g, dtype=torch.float64)
+    w = torch.randn(V, D, generator=g, dtype=torch.float64) / D**0.5 * 3  # logits of a few units
+    y = torch.randint(0, V, (T,), generator=g)
+    y[0], y[-1] = 0, V - 1  # the first and the last class
+    return x.to(DEVICE, dtype), w.to(DEVICE, dtype), y.to(DEVICE)
+
+
+def grads(loss_fn, x, w, y):
+    x, w = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    loss = loss_fn(x, w, y)
+    loss.backward()
+    return loss.detach(), x.grad, w.grad
+
+
+def unfused(x, w, y):
+    return torch.nn.functional.cross_entropy((x @ w.T).double(), y)
+
+
+@pytest.mark.parametrize("rows", [None, 1, 7])
+def test_exact_in_fp32(rows):
+    """Loss, dx and dW against float64 at odd shapes: one chunk, one row a chunk, a ragged last one."""
+    x, w, y = problem(37, 19, 101)
+    want = grads(unfused, x, w, y)
+    got = grads(lambda x, w, y: th.head_loss(x, w, y, rows=rows), x.float(), w.float(), y)
+    for name, a, b in zip(("loss", "dx", "dW"), got, want):
+        assert a.dtype == torch.float32
+        assert rel(a, b) < 2e-6, name
+    loss64 = ref.cross_entropy((x @ w.T).cpu().numpy()[None], y.cpu().numpy()[None])
+    assert abs(float(got[0]) - loss64) < 1e-5 * abs(loss64)
+
+
+def test_grad_is_scaled_by_the_upstream_gradient():
+    """The backward multiplies the gradients formed in the forward by dL/dloss."""
+    x, w, y = problem(9, 8, 33, dtype=torch.float32)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+    (3.0 * th.head_loss(x, w, y, rows=4)).backward()
+    x2, w2 = x.detach().clone().requires_grad_(True), w.detach().clone().requires_grad_(True)
+    (3.0 * unfused(x2, w2, y)).backward()
+    assert rel(x.grad, x2.grad) < 2e-6 and rel(w.grad, w2.grad) < 2e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_matches_unfused_autocast(dtype):
+    """Under autocast: the same numbers as logits in the compute dtype -> fp32 cross-entropy,
+    to the compute dtype's precision; gradients come out in the inputs' dtypes."""
+    if DEVICE == "cpu" and dtype is torch.float16:
+        pytest.skip("fp16 autocast is a GPU dtype")
+    x, w, y = problem(45, 24, 77, dtype=torch.float32)
+    with torch.autocast(DEVICE, dtype=dtype):
+        want = grads(lambda x, w, y: torch.nn.functional.cross_entropy((x @ w.T).float(), y), x, w, y)
+        got = grads(lambda x, w, y: th.head_loss(x, w, y, rows=16), x, w, y)
+    assert got[1].dtype == got[2].dtype == torch.float32
+    for name, a, b in zip(("loss", "dx", "dW"), got, want):
+        assert rel(a, b) < 2e-2, name
+    exact = grads(unfused, x.double(), w.double(), y)
+    assert rel(got[0], exact[0]) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("V", [5, 1000])
+def test_triton_rows_match_torch_rows(dtype, V):
+    """The CUDA row kernel (several V blocks with a ragged last one; a single short block)
+    against the torch ops that run elsewhere."""
+    pytest.importorskip("triton")
+    tf_ = pytest.importorskip("ssmbench.backends.torch_fused")
+    monkey = tf_.CE_BLOCK_V
+    tf_.CE_BLOCK_V = 256  # several blocks at V = 1000 (and a short one at V = 5)
+    try:
+        g = torch.Generator().manual_seed(1)
+        logits = (torch.randn(6, V, generator=g) * 4).to(DEVICE, dtype)
+        y = torch.tensor([0, V - 1, 2 % V, 3 % V, V // 2, 1], device=DEVICE)
+        a, b = logits.clone(), logits.clone()
+        loss_k = tf_.cross_entropy_(a, y, 0.25)
+        loss_t = th._cross_entropy_torch(b, y, 0.25)
+    finally:
+        tf_.CE_BLOCK_V = monkey
+    tol = 1e-6 if dtype is torch.float32 else 1e-2
+    assert rel(loss_k, loss_t) < tol
+    assert rel(a, b) < tol
+    lf = logits.double().cpu()
+    want = torch.logsumexp(lf, -1) - lf.gather(1, y.cpu()[:, None])[:, 0]
+    assert np.allclose(loss_k.cpu().numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
