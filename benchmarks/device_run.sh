@@ -23,7 +23,7 @@ for STEP in "$@"; do
              $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
     tests) python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
            tail -3 "$OUT/pytest.txt" ;;
-    tests-torch) python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_torch_graphs.py" "$REPO/tests/test_model_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
+    tests-torch) python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_head_loss.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_torch_graphs.py" "$REPO/tests/test_model_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
            tail -3 "$OUT/pytest.txt" ;;
     triton) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton,parallel --mode train,forward --out $R
             $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton,parallel --mode train,forward --dtype bfloat16 --out $R
@@ -36,7 +36,7 @@ for STEP in "$@"; do
                 $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
     metrics) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype float32 --min-time 0.5 --out $R
              $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype bfloat16 --min-time 0.5 --out $R
-             $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train --dtype bfloat16 --min-iters 5 --min-time 0.5 --out $R ;;
+             $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train --dtype bfloat16 --arch both --min-iters 5 --min-time 0.5 --out $R ;;
     decode) $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,4096,16384 --mode decode --dtype bfloat16 --arch both $FAST --out $R ;;
     parity-torch) $SSM run parity -b torch-cuda --arch both --out $R ;;
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
@@ -49,5 +49,6 @@ for STEP in "$@"; do
     130m) $SSM run throughput -b torch-cuda --preset mamba-130m --arch both --scan chunked,parallel --dtype bfloat16 --timeout 300 --min-iters 5 --out $R ;;
   esac
 done
+tar czf "$OUT/results.tgz" -C "$OUT" results 2>/dev/null  # many small files come back as one
 $SSM report $R > "$OUT/report.md"  # plots are drawn here, from the fetched results (no matplotlib there)
 grep -A40 -E "^\*\*(Depth|Sequence)" "$OUT/report.md" | grep -v "^$" | head -80
