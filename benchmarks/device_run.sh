@@ -42,6 +42,7 @@ for STEP in "$@"; do
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;
+    seqlen-fused) $SSM sweep seqlen -b torch-cuda --mode train,forward $FAST --out $R ;;
     seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;
     depth-torch) $SSM run depth-scaling -b torch-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
     depth-jax) $SSM run depth-scaling -b jax-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
