@@ -34,9 +34,11 @@ is what the segment after s hands back to s's last step (G(S-1) = 0).
 (``_adjoint_carry_kernel``, from dt, z, dout and C alone).
 
 Backward recomputes instead of storing states. It first runs the forward again (the states only:
-no out, and z and C unread), keeping the state at each chunk's end ((B, L/T, E, N) fp32, T times smaller than the states; kept from the
-forward instead, they would live from a model's forward to its backward, 9.7 GB of mamba-130m's
-31 GB at batch 8 x 2048). Walking the chunks backwards,
+no out, and z and C unread), keeping the state at each chunk's end ((B, L/T, E, N) fp32, T times
+smaller than the states; kept from the forward instead, they would live from a model's forward to
+its backward, 9.7 GB of mamba-130m's 31 GB at batch 8 x 2048). The forward keeps only each
+segment's start state ((B, S, N, E), S <= 64), so the recompute needs no carry kernel. Walking
+the chunks backwards,
 each program recomputes the chunk's states from the one before it, then scans the adjoint
 backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gradient from the two:
 
@@ -168,12 +170,15 @@ def _forward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)
     out_ptr, last_ptr, states_ptr,  # outputs: out (B, L, E), last state (B, E, N), chunk states
     carry_ptr, dsum_ptr,  # the segments' (H_s, Σ Δ) from _state_carry_kernel: (B, S, NP, E), (B, S, E)
+    starts_ptr,  # each segment's start state (B, S, NP, E): written (KEEP_STARTS) or read (FROM_STARTS)
     L, E, N, SC, S,  # SC chunks per segment, S segments
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, so_b, so_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STATES_ONLY: tl.constexpr, EVEN: tl.constexpr,
+    KEEP_STARTS: tl.constexpr, FROM_STARTS: tl.constexpr,
 ):  # fmt: skip
     """STATES_ONLY (the backward's recompute): store each chunk's end state instead of out, and
-    read neither z nor C."""
+    read neither z nor C. KEEP_STARTS: also store the start state each program folded;
+    FROM_STARTS: read it instead of folding the carries (the recompute, from its forward's)."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
@@ -183,7 +188,12 @@ def _forward_kernel(
     B_ptr += pb * sB_b
     C_ptr += pb * sC_b
     out_ptr += pb * so_b
-    h = _fold_carries(carry_ptr, dsum_ptr, A2, pb, 0, ps, 1, S, E, n, e, me, NP, BLOCK_E)
+    if FROM_STARTS:
+        h = tl.load(starts_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], mask=me[None, :], other=0.0)
+    else:
+        h = _fold_carries(carry_ptr, dsum_ptr, A2, pb, 0, ps, 1, S, E, n, e, me, NP, BLOCK_E)
+    if KEEP_STARTS:
+        tl.store(starts_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
     n_chunks = (L + T - 1) // T
     c = ps * SC
     c_end = tl.minimum(c + SC, n_chunks)
@@ -417,10 +427,14 @@ def _bl(t):
     return t.stride(0), t.stride(1)
 
 
-def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, tiling: Tiling | None = None):
-    """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) -> out (B, L, E) in x's
-    dtype, last state (B, E, N) fp32, None; or with ``states_only`` (the backward's recompute)
-    None, the last state, and each chunk's end state (B, L/T, NP, E) fp32."""
+def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=False, starts=None, tiling: Tiling | None = None):
+    """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) -> (out (B, L, E) in x's
+    dtype, last state (B, E, N) fp32, kept), where kept is None, or with ``keep_starts`` the
+    segments' start states and their length in steps ((B, S, NP, E) fp32, int).
+
+    ``states_only`` (the backward's recompute): out is None and kept is each chunk's end state
+    (B, L/T, NP, E) fp32. Given a forward's ``starts``, it runs on that forward's segments from
+    their start states, without the carry kernel (where the segments are whole chunks here)."""
     tl_ = tiling or (BACKWARD if states_only else FORWARD)
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
@@ -435,26 +449,34 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, tiling: Tilin
     states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
     out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
     n_eb = triton.cdiv(E, tl_.block_e)
-    S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
-    carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
+    from_starts = starts is not None and states_only and starts[1] % tl_.chunk == 0
+    if from_starts:
+        start_states, S, SC = starts[0], starts[0].shape[1], starts[1] // tl_.chunk
+    else:
+        S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
+        start_states = torch.empty(Bt, S, NP, E, **f32) if keep_starts else last
     meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
-    if S > 1:
+    carry, dsum = last, last  # unread where S = 1 or the start states are given
+    if S > 1 and not from_starts:
+        carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         _state_carry_kernel[(n_eb, Bt, S - 1)](
             x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
     _forward_kernel[(n_eb, Bt, S)](
-        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, L, E, N, SC, S,
-        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out), STATES_ONLY=states_only, **meta,
+        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
+        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
+        STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
     )  # fmt: skip
     if states_only:
         return None, last.transpose(1, 2), states
-    return out, last.transpose(1, 2), None
+    return out, last.transpose(1, 2), ((start_states, SC * tl_.chunk) if keep_starts else None)
 
 
-def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, tiling: Tiling | None = None):
-    """The gradients of ``forward``'s out for every input, each in its input's dtype."""
+def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tiling | None = None):
+    """The gradients of ``forward``'s out for every input, each in its input's dtype. ``starts``:
+    what ``forward(keep_starts=True)`` kept, to recompute the states without the carry kernel."""
     tl_ = tiling or BACKWARD
-    states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, tiling=tl_)[2]
+    states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, starts=starts, tiling=tl_)[2]
     dout, x, dt, z, Bm, Cm = _lastdim_contiguous(dout, x, dt, z, Bm, Cm)
     Bt, L, E = x.shape
     N = A.shape[1]
@@ -487,14 +509,16 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, tiling: Tiling | None = N
 class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, Bm, Cm, D, z, dt_bias):
-        out, last, _ = forward(x, dt, A, Bm, Cm, D, z, dt_bias)
-        ctx.save_for_backward(x, dt, A, Bm, Cm, D, z, dt_bias)
+        out, last, (starts, steps) = forward(x, dt, A, Bm, Cm, D, z, dt_bias, keep_starts=True)
+        ctx.save_for_backward(x, dt, A, Bm, Cm, D, z, dt_bias, starts)
+        ctx.segment_steps = steps
         ctx.mark_non_differentiable(last)
         return out, last
 
     @staticmethod
     def backward(ctx, dout, _dlast):
-        return backward(dout, *ctx.saved_tensors)
+        *ins, starts = ctx.saved_tensors
+        return backward(dout, *ins, starts=(starts, ctx.segment_steps))
 
 
 def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):

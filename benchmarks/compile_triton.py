@@ -39,8 +39,10 @@ def kernels():
     f, b = tt.FORWARD, tt.BACKWARD
     fwd, bwd = {**SCAN, "T": f.chunk}, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}
     for tag, extra in (("", {}), (", ragged tiles", {"EVEN": False}), (", one segment", ONE_SEGMENT)):
-        yield "scan forward" + tag, tt._forward_kernel, {**fwd, "STATES_ONLY": False, **extra}, f.warps, ()
-        yield "scan forward, states" + tag, tt._forward_kernel, {**bwd, "STATES_ONLY": True, **extra}, b.warps, ()
+        keep, recompute = {"STATES_ONLY": False, "KEEP_STARTS": True, "FROM_STARTS": False}, {"STATES_ONLY": True, "KEEP_STARTS": False}
+        yield "scan forward" + tag, tt._forward_kernel, {**fwd, **keep, **extra}, f.warps, ()
+        yield "scan recompute" + tag, tt._forward_kernel, {**bwd, **recompute, "FROM_STARTS": True, **extra}, b.warps, ()
+        yield "scan recompute, carries" + tag, tt._forward_kernel, {**bwd, **recompute, "FROM_STARTS": False, **extra}, b.warps, ()
         yield "state carry" + tag, tt._state_carry_kernel, {**fwd, **extra}, f.warps, ()
         yield "adjoint carry" + tag, tt._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
         yield "scan backward" + tag, tt._backward_kernel, {**bwd, **extra}, b.warps, ()

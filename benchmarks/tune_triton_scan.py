@@ -110,14 +110,15 @@ def profile(ins, dout, tiling):
 
 
 def op(direction, ins, dout, tiling):
-    """The timed call: the forward alone, or the forward (FORWARD's tiling) + the backward, which
-    recomputes the chunk states at its own tiling."""
+    """The timed call: the forward alone, or what autograd runs: the forward (FORWARD's tiling,
+    keeping its segments' start states) + the backward, which recomputes the chunk states at its
+    own tiling."""
     if direction == "fwd":
         return lambda: tt.forward(*ins, tiling=tiling)
 
     def fwd_bwd():
-        tt.forward(*ins)
-        tt.backward(dout, *ins, tiling=tiling)
+        kept = tt.forward(*ins, keep_starts=True)[2]
+        tt.backward(dout, *ins, starts=kept, tiling=tiling)
 
     return fwd_bwd
 

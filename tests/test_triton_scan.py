@@ -54,11 +54,11 @@ def reference(x, dt, A, Bm, Cm, D, z, dt_bias):
     return (torch.stack(ys, 1) + D * x) * torch.nn.functional.silu(z), h
 
 
-def run_both(shape, tiling, monkeypatch, dtype=torch.float32, seed=0):
+def run_both(shape, tiling, monkeypatch, dtype=torch.float32, seed=0, backward_tiling=None):
     """(out, last, grads) from the kernel in ``dtype`` and from the reference on the same
     (rounded) inputs, for the loss sum(out * w)."""
     monkeypatch.setattr(tt, "FORWARD", tiling)
-    monkeypatch.setattr(tt, "BACKWARD", tiling)
+    monkeypatch.setattr(tt, "BACKWARD", backward_tiling or tiling)
     ins64 = inputs(*shape, seed=seed)
     lowp = {0, 1, 3, 4, 6}  # x, dt, B, C, z are activations in the compute dtype; A, D, dt_bias stay fp32
     ins = [(t.to(dtype) if i in lowp else t.float()).to(DEVICE).requires_grad_() for i, t in enumerate(ins64)]
@@ -101,6 +101,28 @@ def test_fp32_out_state_and_every_gradient_within_1e5(case, monkeypatch):
     assert rel(last, last64) < 1e-5
     for name, g, g64 in zip(NAMES, grads, grads64):
         assert g.shape == g64.shape and g.dtype == torch.float32, name
+        assert rel(g, g64) < 1e-5, name
+
+
+@pytest.mark.parametrize(
+    "forward_tiling, backward_tiling, carry_recomputed",
+    [
+        (tt.Tiling(4, 8, 1, per_sm=12), tt.Tiling(4, 4, 1, per_sm=3), False),  # 8-step segments, 4-step chunks
+        (tt.Tiling(4, 2, 1, per_sm=12), tt.Tiling(4, 4, 1, per_sm=12), True),  # 2-step segments: not whole chunks
+    ],
+)
+def test_backward_recomputes_from_the_forwards_segment_starts_or_from_carries(forward_tiling, backward_tiling, carry_recomputed, monkeypatch):
+    """The recompute reuses the start states the forward kept when its segments are whole
+    backward chunks (no carry kernel), and computes carries otherwise; exact either way."""
+    calls = []
+    real = tt.segments
+    monkeypatch.setattr(tt, "segments", lambda *a: calls.append(a) or real(*a))
+    (out, last, grads), (out64, last64, grads64) = run_both(
+        (2, 37, 6, 5), forward_tiling, monkeypatch, backward_tiling=backward_tiling
+    )
+    assert len(calls) == (3 if carry_recomputed else 2)  # forward, [recompute,] backward kernel
+    assert rel(out, out64) < 1e-5
+    for name, g, g64 in zip(NAMES, grads, grads64):
         assert rel(g, g64) < 1e-5, name
 
 
