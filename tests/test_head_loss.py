@@ -103,4 +103,3 @@ def test_triton_rows_match_torch_rows(dtype, V):
     lf = logits.double().cpu()
     want = torch.logsumexp(lf, -1) - lf.gather(1, y.cpu()[:, None])[:, 0]
     assert np.allclose(loss_k.cpu().numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
-

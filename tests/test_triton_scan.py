@@ -111,15 +111,13 @@ def test_fp32_out_state_and_every_gradient_within_1e5(case, monkeypatch):
         (tt.Tiling(4, 2, 1, per_sm=12), tt.Tiling(4, 4, 1, per_sm=12), True),  # 2-step segments: not whole chunks
     ],
 )
-def test_backward_recomputes_from_the_forwards_segment_starts_or_from_carries(forward_tiling, backward_tiling, carry_recomputed, monkeypatch):
+def test_backward_recomputes_from_the_forward_segment_starts_or_carries(forward_tiling, backward_tiling, carry_recomputed, monkeypatch):
     """The recompute reuses the start states the forward kept when its segments are whole
     backward chunks (no carry kernel), and computes carries otherwise; exact either way."""
     calls = []
     real = tt.segments
     monkeypatch.setattr(tt, "segments", lambda *a: calls.append(a) or real(*a))
-    (out, last, grads), (out64, last64, grads64) = run_both(
-        (2, 37, 6, 5), forward_tiling, monkeypatch, backward_tiling=backward_tiling
-    )
+    (out, last, grads), (out64, last64, grads64) = run_both((2, 37, 6, 5), forward_tiling, monkeypatch, backward_tiling=backward_tiling)
     assert len(calls) == (3 if carry_recomputed else 2)  # forward, [recompute,] backward kernel
     assert rel(out, out64) < 1e-5
     for name, g, g64 in zip(NAMES, grads, grads64):
