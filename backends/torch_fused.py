@@ -318,7 +318,9 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
 # ============================================================================ cross-entropy rows
 # For one row l (V,) of logits and its target y: loss = lse - l[y] with lse = log Σ_v exp(l_v),
 # and in place l <- scale (softmax(l) - onehot(y)). Two sweeps of V: the first keeps a running
-# max and sum per lane (combined at the end), the second writes the gradient. fp32 arithmetic.
+# max and sum per lane (combined at the end) and picks l[y], the second writes the gradient
+# (l[y] is read in the first: with several warps, the second may overwrite it before another
+# warp reads it). fp32 arithmetic. Targets must lie in [0, V): they are not checked.
 CE_BLOCK_V = 4096
 
 
@@ -327,8 +329,10 @@ def _cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, V, stride, scale, B
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride
     v = tl.arange(0, BV)
+    y = tl.load(targets_ptr + row)
     m = tl.full((BV,), -1.0e30, tl.float32)  # finite: exp(m - m') stays defined for empty lanes
     s = tl.zeros((BV,), dtype=tl.float32)
+    picked = tl.zeros((BV,), dtype=tl.float32)  # l[y], read in this sweep: the next overwrites it
     start = 0  # while, not range: Triton's interpreter cannot loop to a runtime bound
     while start < V:
         mask = start + v < V
@@ -336,11 +340,11 @@ def _cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, V, stride, scale, B
         m_new = tl.maximum(m, x)
         s = s * tl.exp(m - m_new) + tl.where(mask, tl.exp(x - m_new), 0.0)
         m = m_new
+        picked += tl.where(start + v == y, x, 0.0)
         start += BV
     top = tl.max(m, axis=0)
     lse = top + tl.log(tl.sum(s * tl.exp(m - top), axis=0))
-    y = tl.load(targets_ptr + row)
-    tl.store(loss_ptr + row, lse - tl.load(base + y).to(tl.float32))
+    tl.store(loss_ptr + row, lse - tl.sum(picked, axis=0))
     start = 0
     while start < V:
         mask = start + v < V

@@ -12,7 +12,7 @@ step's peak memory, and ~35 GB of memory traffic.
 How. The loss is a scalar, so its gradient is known in the forward: for each chunk of tokens,
 
     l   = x_c Wᵀ                        (c, V) in the compute dtype, the only (·, V) buffer
-    g   = (softmax(l) - onehot(y_c)) / T   written over l in one pass (fp32 arithmetic)
+    g   = (softmax(l) - onehot(y_c)) / T   written over l (fp32 arithmetic; two sweeps of V)
     dx_c = g W,   dW += g x_cᵀ
 
 and the backward only scales dx and dW by the incoming gradient. The numbers are autocast's:
@@ -22,6 +22,9 @@ elsewhere it is a few torch ops.
 """
 
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 
@@ -46,11 +49,19 @@ def _cross_entropy_torch(logits, targets, scale: float):
 
 def cross_entropy_rows(logits, targets, scale: float):
     """logits (R, V) -> row losses (R,) fp32; logits become scale * (softmax - onehot(targets))."""
-    if logits.is_cuda:
-        from .torch_fused import cross_entropy_
-
-        return cross_entropy_(logits, targets, scale)
+    if logits.is_cuda and _triton_rows() is not None:
+        return _triton_rows()(logits, targets, scale)
     return _cross_entropy_torch(logits, targets, scale)
+
+
+@functools.cache
+def _triton_rows():
+    """torch_fused.cross_entropy_, or None where Triton is missing (a CUDA torch without it)."""
+    try:
+        from .torch_fused import cross_entropy_
+    except ImportError:
+        return None
+    return cross_entropy_
 
 
 class HeadLoss(torch.autograd.Function):
@@ -82,9 +93,14 @@ def head_loss(x, weight, targets, rows: int | None = None):
     """Mean cross-entropy of the logits x Wᵀ against targets, without keeping the logits.
 
     x (..., D) the final norm's output (any dtype; the matmuls run in autocast's dtype where
-    autocast is on, else x's), weight (V, D) the head, targets (...) int -> scalar fp32.
-    ``rows`` tokens a chunk (default: CHUNK_ELEMENTS logits). Differentiable in x and weight."""
+    autocast is on, else x's), weight (V, D) the head, targets (...) int in [0, V) (unchecked;
+    no ignore_index) -> scalar fp32. ``rows`` tokens a chunk (default: equal chunks of about
+    CHUNK_ELEMENTS logits). Differentiable in x and weight; the incoming gradient scales dx and
+    dW after they are formed (in the compute dtype for dx)."""
     V, D = weight.shape
     x = x.reshape(-1, D).to(_compute_dtype(x)).contiguous()
-    rows = rows or max(1, CHUNK_ELEMENTS // V)
+    if rows is None:  # equal chunks of about CHUNK_ELEMENTS logits, rows a multiple of 128
+        T = x.shape[0]
+        chunks = math.ceil(T * V / CHUNK_ELEMENTS)
+        rows = max(1, min(T, 128 * math.ceil(T / chunks / 128)))
     return HeadLoss.apply(x, weight, targets.reshape(-1), rows)

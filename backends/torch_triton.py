@@ -37,8 +37,9 @@ Backward recomputes instead of storing states. It first runs the forward again (
 no out, and z and C unread), keeping the state at each chunk's end ((B, L/T, E, N) fp32, T times
 smaller than the states; kept from the forward instead, they would live from a model's forward to
 its backward, 9.7 GB of mamba-130m's 31 GB at batch 8 x 2048). The forward keeps only each
-segment's start state ((B, S, N, E), S <= 64), so the recompute needs no carry kernel. Walking
-the chunks backwards,
+segment's start state ((B, S, NP, E) fp32, S <= 64), so the recompute needs no carry kernel
+where those segments are whole chunks of the backward's tiling (the default tilings: 8-step
+forward chunks, 4-step backward ones). Walking the chunks backwards,
 each program recomputes the chunk's states from the one before it, then scans the adjoint
 backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gradient from the two:
 
@@ -524,7 +525,7 @@ class SelectiveScan(torch.autograd.Function):
 def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):
     """mamba-ssm's selective_scan_fn(x, dt, A, B, C, D, z, dt_bias, delta_softplus=True) in the
     (B, L, E) layout -> (out (B, L, E), last state (B, E, N)); differentiable in every input.
-    The backward recomputes what it needs from the inputs."""
+    The backward recomputes what it needs from the inputs and the segments' start states."""
     ins = (x, dt, A, Bm, Cm, D, z, dt_bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in ins):
         return SelectiveScan.apply(*ins)

@@ -41,6 +41,7 @@ def kernels():
     for tag, extra in (("", {}), (", ragged tiles", {"EVEN": False}), (", one segment", ONE_SEGMENT)):
         keep, recompute = {"STATES_ONLY": False, "KEEP_STARTS": True, "FROM_STARTS": False}, {"STATES_ONLY": True, "KEEP_STARTS": False}
         yield "scan forward" + tag, tt._forward_kernel, {**fwd, **keep, **extra}, f.warps, ()
+        yield "scan forward, inference" + tag, tt._forward_kernel, {**fwd, **keep, "KEEP_STARTS": False, **extra}, f.warps, ()
         yield "scan recompute" + tag, tt._forward_kernel, {**bwd, **recompute, "FROM_STARTS": True, **extra}, b.warps, ()
         yield "scan recompute, carries" + tag, tt._forward_kernel, {**bwd, **recompute, "FROM_STARTS": False, **extra}, b.warps, ()
         yield "state carry" + tag, tt._state_carry_kernel, {**fwd, **extra}, f.warps, ()

@@ -16,7 +16,10 @@ What autograd keeps per token and layer (elements):
                residuals (2D): about 12D + 2H; plus the attention matrix and its softmax
                (2 * n_head * L, fp32) where it is materialised (JAX and TF here; torch's SDPA
                kernels do not keep it, so the model overestimates torch's long sequences).
-  Head:        logits, their softmax and the logits' gradient: 3V fp32.
+  Head:        logits, their softmax and the logits' gradient: 3V fp32. torch's train step
+               fuses the head with the loss (backends/torch_head.py): x and its gradient (2D)
+               per token, and one chunk of about HEAD_CHUNK logits (plus an fp32 temporary)
+               and dW at any batch.
 
 Forward (inference) keeps no activations across layers: per_token is one layer's worth.
 It is a model, not a measurement: the memory-ceiling report prints its prediction beside the
@@ -32,7 +35,9 @@ SCAN_STATES = {  # fp32 (B, L, E, N) tensors kept per Mamba layer for the backwa
     "chunked": 5,  # seed 004's estimate for a chunked log-space scan
     "parallel": 5,  # log-space cumulative sums: exp(dt A), its cumsum, dt B x, ratios, h
     "associative": 4,  # exp(dt A) and dt B x, plus the up-sweep's pairs (about 2 more)
+    "triton": 0,  # the fused scan keeps its inputs (counted above) and per-segment start states
 }
+HEAD_CHUNK = 1 << 28  # logits per chunk of torch's fused head + loss (torch_head.CHUNK_ELEMENTS)
 DEFAULT_SCAN_STATES = 5
 HALF = ("bfloat16", "float16")
 
@@ -70,6 +75,9 @@ def estimate(
     head = 3 * V * 4 + D * act
     if mode == "train":
         fixed = 16 * params + (2 * params if dtype in HALF else 0)
+        if framework == "torch":
+            head = 2 * D * act
+            fixed += min(batch * seq_len, max(1, HEAD_CHUNK // V)) * V * (act + 4) + V * D * (4 + act)
         per_token = layers * per_layer + head
     else:
         fixed = 4 * params
