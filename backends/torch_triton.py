@@ -436,13 +436,24 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=F
     ``states_only`` (the backward's recompute): out is None and kept is each chunk's end state
     (B, L/T, NP, E) fp32. Given a forward's ``starts``, it runs on that forward's segments from
     their start states, without the carry kernel (where the segments are whole chunks here)."""
-    tl_ = tiling or (BACKWARD if states_only else FORWARD)
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
+    ins = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
+    return _forward(*ins, states_only=states_only, keep_starts=keep_starts, starts=starts, tiling=tiling)
+
+
+def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
+    """The inputs in the kernels' layouts: unit stride along the last dim, and A transposed to
+    (N, E), E fastest like every tile (a copy: the backward prepares once for its recompute too)."""
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
-    At, D, dt_bias = A.t().contiguous(), D.contiguous(), dt_bias.contiguous()  # A as (N, E): E fastest, like every tile
+    return x, dt, A.t().contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
+
+
+def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
+    """``forward`` on prepared inputs (A as At, (N, E))."""
+    tl_ = tiling or (BACKWARD if states_only else FORWARD)
     Bt, L, E = x.shape
-    N = A.shape[1]
+    N = At.shape[0]
     NP = _np(N)
     f32 = {"device": x.device, "dtype": torch.float32}
     last = torch.empty(Bt, N, E, **f32)
@@ -477,15 +488,15 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     """The gradients of ``forward``'s out for every input, each in its input's dtype. ``starts``:
     what ``forward(keep_starts=True)`` kept, to recompute the states without the carry kernel."""
     tl_ = tiling or BACKWARD
-    states = forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, starts=starts, tiling=tl_)[2]
-    dout, x, dt, z, Bm, Cm = _lastdim_contiguous(dout, x, dt, z, Bm, Cm)
+    x, dt, At, Bm, Cm, D, z, dt_bias = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
+    (dout,) = _lastdim_contiguous(dout)
+    states = _forward(x, dt, At, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
     n_eb = triton.cdiv(E, tl_.block_e)
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
     f32 = {"device": x.device, "dtype": torch.float32}
-    At, D, dt_bias = A.t().contiguous(), D.contiguous(), dt_bias.contiguous()
     S, SC = segments(states.shape[1], n_eb * Bt, tl_, x.device)
     carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
     # per-program partial sums, two buffers so that two reductions finish them (host time counts at short L)
