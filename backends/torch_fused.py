@@ -12,7 +12,7 @@
     cross_entropy_     a chunk of logits -> each row's cross-entropy, and in place the gradient
                        (torch_head.py's fused head + loss on CUDA)
 
-Without CUDA the kernels run under Triton's interpreter (torch_triton sets it up).
+Without CUDA the kernels run under Triton's interpreter (torch_launch sets it up).
 """
 
 from __future__ import annotations

@@ -55,16 +55,11 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 
-if not torch.cuda.is_available():  # run the kernels under Triton's interpreter on a CPU; this
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # works only before the first `import triton`
-
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
+from .torch_launch import Launcher, tl, triton  # Triton as torch_launch set it up: interpreted without CUDA
 
 
 @dataclass(frozen=True)
@@ -397,6 +392,11 @@ def _backward_kernel(
 
 
 # ---------------------------------------------------------------------------- host side
+# Launched without Triton's per-call argument binding, which at short L costs more host time than
+# the kernels take on the GPU (torch_launch.py)
+_launch = {k: Launcher(k) for k in (_state_carry_kernel, _forward_kernel, _adjoint_carry_kernel, _backward_kernel)}
+
+
 def _np(N: int) -> int:
     return max(2, triton.next_power_of_2(N))
 
@@ -436,15 +436,15 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=F
     ``states_only`` (the backward's recompute): out is None and kept is each chunk's end state
     (B, L/T, NP, E) fp32. Given a forward's ``starts``, it runs on that forward's segments from
     their start states, without the carry kernel (where the segments are whole chunks here)."""
-    if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
-        raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
     ins = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
     return _forward(*ins, states_only=states_only, keep_starts=keep_starts, starts=starts, tiling=tiling)
 
 
 def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
     """The inputs in the kernels' layouts: unit stride along the last dim, and A transposed to
-    (N, E), E fastest like every tile (a copy: the backward prepares once for its recompute too)."""
+    (N, E), E fastest like every tile (a copy: autograd's forward saves what it prepared)."""
+    if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
+        raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
     return x, dt, A.t().contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
 
@@ -471,10 +471,10 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     carry, dsum = last, last  # unread where S = 1 or the start states are given
     if S > 1 and not from_starts:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
-        _state_carry_kernel[(n_eb, Bt, S - 1)](
+        _launch[_state_carry_kernel][(n_eb, Bt, S - 1)](
             x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
-    _forward_kernel[(n_eb, Bt, S)](
+    _launch[_forward_kernel][(n_eb, Bt, S)](
         x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
         STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
@@ -487,12 +487,16 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
 def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tiling | None = None):
     """The gradients of ``forward``'s out for every input, each in its input's dtype. ``starts``:
     what ``forward(keep_starts=True)`` kept, to recompute the states without the carry kernel."""
+    return _backward(dout, *_prepared(x, dt, A, Bm, Cm, D, z, dt_bias), starts=starts, tiling=tiling)
+
+
+def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
+    """``backward`` on prepared inputs (A as At, (N, E))."""
     tl_ = tiling or BACKWARD
-    x, dt, At, Bm, Cm, D, z, dt_bias = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
     (dout,) = _lastdim_contiguous(dout)
     states = _forward(x, dt, At, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
     Bt, L, E = x.shape
-    N = A.shape[1]
+    N = At.shape[0]
     NP = _np(N)
     n_eb = triton.cdiv(E, tl_.block_e)
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
@@ -504,25 +508,26 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
     meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
     if S > 1:
-        _adjoint_carry_kernel[(n_eb, Bt, S - 1)](
+        _launch[_adjoint_carry_kernel][(n_eb, Bt, S - 1)](
             dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
         )  # fmt: skip
-    _backward_kernel[(n_eb, Bt, S)](
+    _launch[_backward_kernel][(n_eb, Bt, S)](
         x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
         dx, ddt, dz, dBCp[0], dBCp[1], parts, L, E, N, n_eb, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
     )  # fmt: skip
     dBC = dBCp.sum(2)[..., :N]  # (2, B, L, N)
     sums = parts.sum((0, 1))  # (NP + 2, E)
-    dA, dD, dbias = sums[:N].t().to(A.dtype), sums[NP].to(D.dtype), sums[NP + 1].to(dt_bias.dtype)
+    dA, dD, dbias = sums[:N].t().to(At.dtype), sums[NP].to(D.dtype), sums[NP + 1].to(dt_bias.dtype)
     return dx, ddt, dA, dBC[0].to(Bm.dtype), dBC[1].to(Cm.dtype), dD, dz, dbias
 
 
 class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, Bm, Cm, D, z, dt_bias):
-        out, last, (starts, steps) = forward(x, dt, A, Bm, Cm, D, z, dt_bias, keep_starts=True)
-        ctx.save_for_backward(x, dt, A, Bm, Cm, D, z, dt_bias, starts)
+        ins = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)  # once for both passes
+        out, last, (starts, steps) = _forward(*ins, states_only=False, keep_starts=True, starts=None, tiling=None)
+        ctx.save_for_backward(*ins, starts)
         ctx.segment_steps = steps
         ctx.mark_non_differentiable(last)
         return out, last
@@ -530,7 +535,7 @@ class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlast):
         *ins, starts = ctx.saved_tensors
-        return backward(dout, *ins, starts=(starts, ctx.segment_steps))
+        return _backward(dout, *ins, starts=(starts, ctx.segment_steps), tiling=None)
 
 
 def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):

@@ -2,7 +2,7 @@
 FORWARD and BACKWARD): every candidate is checked against the float64 reference first, then
 timed at the issue's shape (batch 8, d_inner 1536, d_state 16) for fp32 and bf16 inputs.
 
-    python benchmarks/tune_triton_scan.py [--lengths 512,2048,8192] [--quick | --defaults] [--profile]
+    python benchmarks/tune_triton_scan.py [--lengths 512,2048,8192] [--quick | --defaults] [--profile] [--triton-launch]
 
 Prints one line per (direction, dtype, L, tiling) with the median ms over CUDA events and the
 multiple of the memory floor (the bytes the op must move / 3.0 TB/s, the H100's measured copy
@@ -16,6 +16,7 @@ import itertools
 import statistics
 
 import torch
+from ssmbench.backends import torch_launch
 from ssmbench.backends import torch_triton as tt
 
 BATCH, E, N = 8, 1536, 16
@@ -115,6 +116,13 @@ def op(direction, ins, dout, tiling):
     own tiling."""
     if direction == "fwd":
         return lambda: tt.forward(*ins, tiling=tiling)
+    if direction == "autograd":  # as a user calls it: selective_scan, then autograd's backward
+        leaves = [t.detach().requires_grad_() if t.is_floating_point() else t for t in ins]
+
+        def through_autograd():
+            torch.autograd.grad(tt.selective_scan(*leaves)[0], leaves, dout)
+
+        return through_autograd
 
     def fwd_bwd():
         kept = tt.forward(*ins, keep_starts=True)[2]
@@ -137,7 +145,9 @@ def main():
     ap.add_argument("--tune-at", type=int, default=2048)
     ap.add_argument("--defaults", action="store_true", help="time torch_triton's FORWARD and BACKWARD only")
     ap.add_argument("--profile", action="store_true", help="each kernel's CUDA time at --tune-at")
+    ap.add_argument("--triton-launch", action="store_true", help="every launch through Triton's path (torch_launch.DIRECT off): A/B")
     args = ap.parse_args()
+    torch_launch.DIRECT = not args.triton_launch
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", tt.triton.__version__)
     grids = {  # (block_e, chunk, warps, per_sm): per_sm 0 runs one program per (sequence, channel block)
         "fwd": [
@@ -186,7 +196,8 @@ def main():
             ins = inputs(BATCH, args.tune_at, E, N, dtype)
             print(f"profile, {str(dtype)[6:]}, L={args.tune_at}")
             profile(ins, torch.randn_like(ins[0]), best[("fwd+bwd", dtype)])
-    print("\nL, dtype, fwd ms, fwd+bwd ms (eager, CUDA events), floor multiples; [GPU alone, in a CUDA graph]")
+    print("\nL, dtype, fwd ms, fwd+bwd ms (eager, CUDA events), floor multiples; [GPU alone, in a CUDA graph];")
+    print("then fwd+bwd through autograd (selective_scan and torch.autograd.grad, as a user calls it), eager")
     for L in [int(v) for v in args.lengths.split(",")]:
         for dtype in (torch.float32, torch.bfloat16):
             ins = inputs(BATCH, L, E, N, dtype)
@@ -195,7 +206,8 @@ def main():
             f, b = median_ms(fwd), median_ms(fb)
             name = str(dtype)[6:]
             print(f"L={L:5d} {name:9s} fwd {f:7.3f} ms ({f / floor_ms(L, dtype, 'fwd'):4.1f}x) [{graph_ms(fwd):7.3f}]", end="")
-            print(f"  fwd+bwd {b:7.3f} ms ({b / floor_ms(L, dtype, 'fwd+bwd'):4.1f}x) [{graph_ms(fb):7.3f}]", flush=True)
+            print(f"  fwd+bwd {b:7.3f} ms ({b / floor_ms(L, dtype, 'fwd+bwd'):4.1f}x) [{graph_ms(fb):7.3f}]", end="")
+            print(f"  autograd {median_ms(op('autograd', ins, dout, None)):7.3f} ms", flush=True)
 
 
 if __name__ == "__main__":

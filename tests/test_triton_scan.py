@@ -1,6 +1,6 @@
 """The fused Triton scan (torch-cuda's default) against the float64 reference: out, the last
 state and every gradient, at odd shapes, ragged tiles and full ones. Without a GPU the kernels
-run under Triton's interpreter (torch_triton sets TRITON_INTERPRET=1 where CUDA is absent)."""
+run under Triton's interpreter (torch_launch sets TRITON_INTERPRET=1 where CUDA is absent)."""
 
 import numpy as np
 import pytest

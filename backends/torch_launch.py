@@ -1,0 +1,103 @@
+"""Triton launches without Triton's per-call Python work, for kernels launched many times alike.
+
+``kernel[grid](*args, **meta)`` binds and specializes every argument in Python on each call and
+looks the compiled kernel up by a key built from all of them, before the launch itself: 18 µs of
+host time with 5 arguments and 36 µs with 30 on the lent H100's host
+(reports/benchmarks/h100-fused-loss/host-overhead.txt). The fused scan launches up to six kernels
+of 20-35 arguments per forward and backward, and at L=512 the GPU runs each in less time than the
+host takes to launch the next, so an eager call ran at the host's speed, not the GPU's.
+
+``Launcher(kernel)[grid](*args, **meta)`` is the same launch. Per key:
+
+1. the first launch goes through Triton, which compiles the kernel (or finds it in its caches);
+2. the second goes through Triton too, watching what it hands the compiled kernel's launcher
+   (the C function Triton calls last): if that is the grid, the stream, the kernel's handles and
+   ``args`` followed by a fixed tail (the constexprs, in 3.6), the key is learnt;
+3. later launches call that launcher directly, with the arguments exactly as Triton passed them.
+
+A Triton whose launch looks otherwise keeps every launch of the key with Triton: nothing is
+assumed about its calling convention. The key holds everything Triton specializes a compiled
+kernel on: each tensor's dtype and whether its address is 16-byte aligned, every other argument's
+value (for the scan: L, E, N, strides, segment counts), the constexprs and options, and the
+current device. Under Triton's interpreter, while a launch hook is set (profilers such as proton
+set one), or with SSMBENCH_DIRECT_LAUNCH=0, every launch goes through Triton.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # run the kernels under Triton's interpreter on a CPU; this
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # works only before the first `import triton`
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402, F401  (torch_triton and torch_fused import both from here)
+
+DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch through Triton
+_NEW = object()  # a key not launched yet
+
+
+class Launcher:
+    """A Triton kernel launched as ``Launcher(kernel)[grid](*args, **meta)``, the same call as
+    ``kernel[grid](*args, **meta)`` with a 3-tuple grid."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        # key -> the compiled kernel (launched once), a direct launch (launcher, function,
+        # metadata, tail), or None (stays with Triton)
+        self._keys: dict[tuple, object] = {}
+
+    def __getitem__(self, grid: tuple[int, int, int]):
+        return lambda *args, **meta: self.launch(grid, args, meta)
+
+    def launch(self, grid: tuple[int, int, int], args: tuple, meta: dict) -> None:
+        rt = triton.knobs.runtime
+        if not DIRECT or rt.interpret or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook):
+            self.kernel[grid](*args, **meta)
+            return
+        device = torch.cuda.current_device()
+        key = (device, *meta.items(), *[(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args])
+        known = self._keys.get(key, _NEW)
+        if type(known) is tuple:
+            run, function, metadata, tail = known
+            run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *args, *tail)
+        elif known is _NEW:
+            self._keys[key] = self.kernel[grid](*args, **meta)
+        elif known is None:
+            self.kernel[grid](*args, **meta)
+        else:
+            self._keys[key] = self._watched(known, grid, args, meta)
+
+    def _watched(self, compiled, grid, args, meta) -> tuple | None:
+        """Launch through Triton with the compiled kernel's launcher watched: (launcher, function,
+        metadata, tail) if Triton passed it the grid, the stream, the kernel's function and
+        metadata, launch metadata and hooks, then ``args`` and the tail; else None."""
+        if not hasattr(compiled, "_run"):  # not a Triton 3.x CompiledKernel
+            self.kernel[grid](*args, **meta)
+            return None
+        real, seen = compiled.run, []
+
+        def watch(*a):
+            seen.append(a)
+            return real(*a)
+
+        compiled._run = watch  # what its `run` property returns
+        try:
+            self.kernel[grid](*args, **meta)
+        finally:
+            compiled._run = real
+        if len(seen) != 1 or len(seen[0]) < 9 + len(args):
+            return None
+        head, passed = seen[0][:9], seen[0][9:]
+        if tuple(head[:3]) != tuple(grid) or head[4] is not compiled.function or head[5] is not compiled.packed_metadata:
+            return None
+        if not all(p is a for p, a in zip(passed, args)):  # the very objects: Triton converted none
+            return None
+        return real, compiled.function, compiled.packed_metadata, passed[len(args) :]
+
+
+def _hooked(hook) -> bool:
+    """Whether a launch hook is set: a non-empty HookChain (Triton 3.5 on), or not None before."""
+    return hook is not None and bool(getattr(hook, "calls", True))

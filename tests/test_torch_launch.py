@@ -1,0 +1,173 @@
+"""torch_launch.Launcher: the first launch with a key goes through Triton, later ones with the same
+key straight to the compiled kernel's launcher, and anything Triton specializes on (a dtype, a
+tensor's alignment, an integer, a constexpr) makes a new key. On CPU against a fake kernel; on a
+GPU with real kernels, the fused scan included."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+tt = pytest.importorskip("ssmbench.backends.torch_triton")  # sets up the interpreter on CPU first
+from ssmbench.backends import torch_launch  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+
+
+class FakeCompiled:
+    """Triton 3.6's CompiledKernel as far as a launch goes: ``run`` (a property over ``_run``) is
+    the C launcher, here one that records each launch's arguments."""
+
+    def __init__(self, launches):
+        self.function, self.packed_metadata = object(), object()
+        self._run = lambda *a: launches.append(a)
+
+    @property
+    def run(self):
+        return self._run
+
+
+class FakeKernel:
+    """kernel(a, b, n, BLOCK: constexpr, FLAG: constexpr = 7), launched as Triton 3.6 does: one
+    compiled kernel per specialization, whose launcher gets the grid, the stream, its handles,
+    launch metadata, the two hooks, then every parameter in order."""
+
+    def __init__(self, convert=lambda args: args):
+        self.fn, self.calls, self.launches, self.compiled = self.__init__, 0, [], {}
+        self.convert = convert  # what this Triton does to the arguments on their way
+
+    def __getitem__(self, grid):
+        def launch(a, b, n, BLOCK, FLAG=7, num_warps=4):
+            self.calls += 1
+            spec = (a.dtype, b.dtype, a.data_ptr() % 16, n, BLOCK, FLAG, num_warps)
+            k = self.compiled.setdefault(spec, FakeCompiled(self.launches))
+            k.run(*grid, 1234, k.function, k.packed_metadata, "launch metadata", "enter", "exit", *self.convert((a, b, n, BLOCK, FLAG)))
+            return k
+
+        return launch
+
+
+@pytest.fixture
+def cuda_faked(monkeypatch):
+    """The interpreter off, no hooks, and a CUDA device and stream faked."""
+    monkeypatch.setattr(torch_launch.triton.knobs.runtime, "interpret", False)
+    monkeypatch.setattr(torch_launch, "DIRECT", True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 1234, raising=False)
+
+
+def test_third_launch_goes_direct_with_what_triton_passed(cuda_faked):
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+    a, b = torch.zeros(8), torch.zeros(8)
+    for grid in [(3, 2, 1), (3, 2, 1), (4, 1, 1), (5, 1, 1)]:
+        launcher[grid](a, b, 5, BLOCK=32, num_warps=1)
+    assert kernel.calls == 2  # compiled, then watched
+    assert len(kernel.launches) == 4  # every call launched once
+    k = next(iter(kernel.compiled.values()))
+    assert kernel.launches[2] == (4, 1, 1, 1234, k.function, k.packed_metadata, None, None, None, a, b, 5, 32, 7)
+
+
+def test_whatever_triton_specializes_on_makes_a_new_key(cuda_faked):
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+    a, b = torch.zeros(8), torch.zeros(8)
+    variants = [
+        ((a, b, 5), {"BLOCK": 32}),
+        ((a, b, 6), {"BLOCK": 32}),  # an integer's value
+        ((a.double(), b, 5), {"BLOCK": 32}),  # a dtype
+        ((torch.zeros(9)[1:], b, 5), {"BLOCK": 32}),  # an address 4 bytes past 16-byte alignment
+        ((a, b, 5), {"BLOCK": 64}),  # a constexpr
+        ((a, b, 5), {"BLOCK": 32, "num_warps": 1}),  # an option
+    ]
+    for _ in range(2):
+        for args, meta in variants:
+            launcher[(1, 1, 1)](*args, **meta)
+    assert kernel.calls == 2 * len(variants)  # none direct yet
+    launcher[(1, 1, 1)](torch.ones(8), b, 5, BLOCK=32)  # other data, same dtype and alignment
+    assert kernel.calls == 2 * len(variants) and len(kernel.launches) == 2 * len(variants) + 1
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [lambda args: tuple(float(v) if isinstance(v, int) else v for v in args), lambda args: args[:3]],
+    ids=["converts integers", "passes no constexprs"],
+)
+def test_a_triton_launching_otherwise_keeps_every_launch(cuda_faked, convert):
+    """Where what Triton hands its launcher is not ``args`` as given plus a tail, nothing goes
+    direct; with the constexprs left out (older Triton), the empty tail is learnt."""
+    kernel = FakeKernel(convert)
+    launcher = torch_launch.Launcher(kernel)
+    a = torch.zeros(8)
+    for _ in range(4):
+        launcher[(1, 1, 1)](a, a, 5, BLOCK=32)
+    assert len(kernel.launches) == 4
+    if convert((1, 2, 3, 4)) == (1, 2, 3):
+        assert kernel.calls == 2 and kernel.launches[3][9:] == (a, a, 5)
+    else:
+        assert kernel.calls == 4
+
+
+def test_interpreter_hooks_and_the_switch_keep_launches_with_triton(cuda_faked, monkeypatch):
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+    a = torch.zeros(8)
+    hook = lambda *_: None  # noqa: E731
+    torch_launch.triton.knobs.runtime.launch_enter_hook.add(hook)  # as proton does
+    try:
+        for _ in range(3):
+            launcher[(1, 1, 1)](a, a, 5, BLOCK=32)
+    finally:
+        torch_launch.triton.knobs.runtime.launch_enter_hook.remove(hook)
+    monkeypatch.setattr(torch_launch, "DIRECT", False)
+    for _ in range(3):
+        launcher[(1, 1, 1)](a, a, 5, BLOCK=32)
+    monkeypatch.setattr(torch_launch, "DIRECT", True)
+    monkeypatch.setattr(torch_launch.triton.knobs.runtime, "interpret", True)
+    for _ in range(3):
+        launcher[(1, 1, 1)](a, a, 5, BLOCK=32)
+    assert kernel.calls == 9 and len(kernel.launches) == 9
+
+
+@pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
+def test_cuda_direct_launches_match_triton():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def scale(x_ptr, y_ptr, n, s, BLOCK: tl.constexpr):
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        tl.store(y_ptr + i, tl.load(x_ptr + i, mask=i < n) * s, mask=i < n)
+
+    launcher = torch_launch.Launcher(scale)
+    base = torch.arange(40, device="cuda", dtype=torch.float32)
+    for x, n, s in [(base, 40, 2), (base, 40, 3), (base[1:], 39, 2), (base[1:], 39, 2), (base[1:], 39, 2), (base[:17], 17, 5)]:
+        y = torch.full_like(x, -1.0)
+        launcher[(triton.cdiv(n, 16), 1, 1)](x, y, n, s, BLOCK=16)
+        torch.testing.assert_close(y, x * s, rtol=0, atol=0)
+    assert len(launcher._keys) == 4 and sum(type(v) is tuple for v in launcher._keys.values()) == 1  # base[1:]: direct the third time
+
+
+@pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
+def test_cuda_scan_repeats_exactly_through_direct_launches():
+    """A forward + backward repeated (its launches direct the third time) gives the same bits,
+    also on bf16 views 2 bytes off 16-byte alignment (new keys)."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def r(*s):
+        return torch.randn(*s, device="cuda", generator=g)
+
+    Bt, L, E, N = 2, 67, 40, 16
+    for off in (0, 1):
+        x, dt, z = ((r(Bt, L, E + 1) + shift).to(torch.bfloat16)[..., off : off + E] for shift in (0.0, -1.0, 0.0))
+        assert x.data_ptr() % 16 == 2 * off
+        ins = [x, dt, -torch.exp(r(E, N)), r(Bt, L, N), r(Bt, L, N), r(E), z, r(E)]
+        dout = r(Bt, L, E).to(torch.bfloat16)
+        runs = []
+        for _ in range(3):
+            out, last, kept = tt.forward(*ins, keep_starts=True)
+            runs.append([out, last, *tt.backward(dout, *ins, starts=kept)])
+        for again in runs[1:]:
+            for a, b in zip(runs[0], again):
+                assert torch.equal(a, b)
+    for kernel, launcher in tt._launch.items():  # each kernel launched directly by the third run
+        assert any(type(v) is tuple for v in launcher._keys.values()), kernel.fn.__name__
