@@ -34,7 +34,7 @@ class _Model:
 
     def __init__(self, module, opt, device_type, amp_dtype):
         self.module, self.opt, self.device_type, self.amp_dtype = module, opt, device_type, amp_dtype
-        self.decoders = {}  # batch -> torch_graphs.StaticDecoder (Mamba decode on CUDA)
+        self.decoders = {}  # batch -> torch_graphs.StaticDecoder / KVCacheDecoder (decode on CUDA)
         self.trainers = {}  # (tokens shape) -> torch_graphs.StaticTrainer (the train step on CUDA)
         self.train_graph = None  # why the train step runs eagerly, or "CUDA graph"
 
@@ -152,15 +152,16 @@ class TorchBackend(Backend):
         with torch.no_grad(), model.autocast():
             return model.module.prefill(tokens, capacity, model.amp_dtype or torch.float32)
 
-    graph_decode = False  # Mamba decode as one CUDA graph per token (torch_graphs.py)
+    graph_decode = False  # decode as one CUDA graph per token (torch_graphs.py)
 
     def decode_step(self, model, token, state):
-        if self.graph_decode and isinstance(model.module, MambaLM):
-            from .torch_graphs import StaticDecoder
+        if self.graph_decode:
+            from .torch_graphs import KVCacheDecoder, StaticDecoder
 
             batch = token.shape[0]
             if batch not in model.decoders:
-                model.decoders[batch] = StaticDecoder(model.module, batch, self.device, model.amp_dtype, graph=True)
+                kind = StaticDecoder if isinstance(model.module, MambaLM) else KVCacheDecoder
+                model.decoders[batch] = kind(model.module, batch, self.device, model.amp_dtype, graph=True)
             return model.decoders[batch](token, state)
         with torch.no_grad(), model.autocast():
             return model.module.step(token, state)
@@ -286,7 +287,8 @@ class TorchCUDA(TorchBackend):
 
     def versions(self):
         v = {**super().versions(), "tf32": False, "device_count": torch.cuda.device_count()}
-        return {**v, "mamba_decode": "CUDA graph, preallocated state"}
+        decode = {"mamba_decode": "CUDA graph, preallocated state", "transformer_decode": "CUDA graph, KV cache masked to its capacity"}
+        return {**v, **decode}
 
     def device_info(self):
         p = torch.cuda.get_device_properties(0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from .torch_launch import launch
 from .torch_triton import _bl, _lastdim_contiguous, _sigmoid, _softplus, tl, triton
 
 # ============================================================================ causal conv + silu
@@ -104,7 +105,7 @@ class CausalConvSilu(torch.autograd.Function):
         w = weight.reshape(E, K).contiguous()
         (x,) = _lastdim_contiguous(x)
         out = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
-        _conv_forward_kernel[_conv_grid(Bt, L, E)](x, w, bias, out, L, E, *_bl(x), *_bl(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        launch(_conv_forward_kernel, _conv_grid(Bt, L, E))(x, w, bias, out, L, E, *_bl(x), *_bl(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
         ctx.save_for_backward(x, weight, bias)
         return out
 
@@ -120,9 +121,11 @@ class CausalConvSilu(torch.autograd.Function):
         dwp = torch.empty(Bt, n_lt, E, K, device=x.device, dtype=torch.float32)
         dbp = torch.empty(Bt, n_lt, E, device=x.device, dtype=torch.float32)
         grid = _conv_grid(Bt, L, E)
-        _conv_grad_pre_kernel[grid](x, w, bias, dout, g, dwp, dbp, L, E, n_lt, *_bl(x), *_bl(dout), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        launch(_conv_grad_pre_kernel, grid)(
+            x, w, bias, dout, g, dwp, dbp, L, E, n_lt, *_bl(x), *_bl(dout), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E
+        )
         dx = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
-        _conv_grad_x_kernel[grid](g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        launch(_conv_grad_x_kernel, grid)(g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
         dw = dwp.sum((0, 1)).reshape(weight.shape).to(weight.dtype)
         return dx, dw, dbp.sum((0, 1)).to(bias.dtype)
 
@@ -200,7 +203,7 @@ class AddRMSNorm(torch.autograd.Function):
         out = torch.empty(M, D, device=h.device, dtype=out_dtype)
         r = torch.empty(M, D, device=h.device, dtype=torch.float32)
         rstd = torch.empty(M, device=h.device, dtype=torch.float32)
-        _add_norm_forward_kernel[(M,)](h, res, weight, out, r, rstd, D, eps, HAS_RES=residual is not None, **_norm_meta(D))
+        launch(_add_norm_forward_kernel, (M,))(h, res, weight, out, r, rstd, D, eps, HAS_RES=residual is not None, **_norm_meta(D))
         ctx.save_for_backward(r, rstd, weight)
         ctx.hidden_dtype, ctx.has_res = hidden.dtype, residual is not None
         ctx.set_materialize_grads(False)
@@ -216,7 +219,7 @@ class AddRMSNorm(torch.autograd.Function):
         dres = torch.empty(M, D, device=r.device, dtype=torch.float32) if ctx.has_res else dh
         n_prog = triton.cdiv(M, NORM_ROWS)
         dwp = torch.empty(n_prog, D, device=r.device, dtype=torch.float32)
-        _add_norm_backward_kernel[(n_prog,)](
+        launch(_add_norm_backward_kernel, (n_prog,))(
             dy, drn, r, rstd, weight, dh, dres, dwp, M, D,
             ROWS=NORM_ROWS, HAS_DR_NEXT=dr_next is not None, HAS_RES=ctx.has_res, **_norm_meta(D),
         )  # fmt: skip
@@ -294,7 +297,7 @@ def conv_step(conv, x, weight, bias):
     conv = conv.contiguous()
     (x,) = _lastdim_contiguous(x)  # the kernel steps batch rows by x.stride(0), channels by 1
     new, xc = torch.empty_like(conv), torch.empty(Bt, E, device=x.device, dtype=x.dtype)
-    _conv_step_kernel[(Bt, triton.cdiv(E, STEP_BLOCK_E))](
+    launch(_conv_step_kernel, (Bt, triton.cdiv(E, STEP_BLOCK_E)))(
         conv, x, weight.reshape(E, K).contiguous(), bias, new, xc, E, x.stride(0), K=K, KP=triton.next_power_of_2(K), BE=STEP_BLOCK_E
     )  # fmt: skip
     return new, xc
@@ -308,7 +311,7 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
     dt, z, Bm, Cm = _lastdim_contiguous(dt, z, Bm, Cm)
     h = h.contiguous()
     h_new, y = torch.empty_like(h), torch.empty(Bt, E, device=xc.device, dtype=xc.dtype)
-    _ssm_step_kernel[(Bt, triton.cdiv(E, STEP_BLOCK_E))](
+    launch(_ssm_step_kernel, (Bt, triton.cdiv(E, STEP_BLOCK_E)))(
         xc, dt, z, Bm, Cm, A_log.contiguous(), D, dt_bias, h, h_new, y, E, N,
         dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=max(2, triton.next_power_of_2(N)), BE=STEP_BLOCK_E,
     )  # fmt: skip
@@ -360,5 +363,5 @@ def cross_entropy_(logits, targets, scale: float):
     R, V = logits.shape
     loss = torch.empty(R, device=logits.device, dtype=torch.float32)
     bv = min(CE_BLOCK_V, triton.next_power_of_2(V))
-    _cross_entropy_kernel[(R,)](logits, targets, loss, V, logits.stride(0), scale, BV=bv, num_warps=max(1, min(8, bv // 512)))
+    launch(_cross_entropy_kernel, (R,))(logits, targets, loss, V, logits.stride(0), scale, BV=bv, num_warps=max(1, min(8, bv // 512)))
     return loss

@@ -39,9 +39,17 @@ DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch
 _NEW = object()  # a key not launched yet
 
 
+def launch(kernel, grid: tuple[int, ...]):
+    """``kernel[grid]``, through the kernel's Launcher: ``launch(kernel, grid)(*args, **meta)``."""
+    launcher = _launchers.get(kernel)
+    if launcher is None:
+        launcher = _launchers[kernel] = Launcher(kernel)
+    return launcher[grid]
+
+
 class Launcher:
     """A Triton kernel launched as ``Launcher(kernel)[grid](*args, **meta)``, the same call as
-    ``kernel[grid](*args, **meta)`` with a 3-tuple grid."""
+    ``kernel[grid](*args, **meta)``."""
 
     def __init__(self, kernel):
         self.kernel = kernel
@@ -49,7 +57,8 @@ class Launcher:
         # metadata, tail), or None (stays with Triton)
         self._keys: dict[tuple, object] = {}
 
-    def __getitem__(self, grid: tuple[int, int, int]):
+    def __getitem__(self, grid: tuple[int, ...]):
+        grid = (*grid, 1, 1)[:3]
         return lambda *args, **meta: self.launch(grid, args, meta)
 
     def launch(self, grid: tuple[int, int, int], args: tuple, meta: dict) -> None:
@@ -58,7 +67,9 @@ class Launcher:
             self.kernel[grid](*args, **meta)
             return
         device = torch.cuda.current_device()
-        key = (device, *meta.items(), *[(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else a for a in args])
+        # Triton compiles one kernel for every float value: those are keyed by type alone
+        spec = [(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else float if type(a) is float else a for a in args]
+        key = (device, *meta.items(), *spec)
         known = self._keys.get(key, _NEW)
         if type(known) is tuple:
             run, function, metadata, tail = known
@@ -101,3 +112,6 @@ class Launcher:
 def _hooked(hook) -> bool:
     """Whether a launch hook is set: a non-empty HookChain (Triton 3.5 on), or not None before."""
     return hook is not None and bool(getattr(hook, "calls", True))
+
+
+_launchers: dict = {}  # kernel -> its Launcher

@@ -156,9 +156,10 @@ class MambaLM(nn.Module):
 
 
 def sinusoidal(L, D, offset, device):
+    """(L, D) encodings of positions offset.., offset an int or a (1,) device tensor (a graph's)."""
     half = D // 2
     freqs = 10000.0 ** (-torch.arange(half, device=device, dtype=torch.float64) / max(half, 1))
-    ang = torch.arange(offset, offset + L, device=device, dtype=torch.float64)[:, None] * freqs
+    ang = (torch.arange(L, device=device, dtype=torch.float64) + offset)[:, None] * freqs
     pe = torch.cat([torch.sin(ang), torch.cos(ang)], 1)
     return F.pad(pe, (0, D - 2 * half)).float()
 
@@ -172,11 +173,20 @@ class Attention(nn.Module):
 
     def forward(self, x, cache=None, pos=0):
         """x (B, L, D). With a cache (k, v each (B, H, cap, hd)) the L new keys go to
-        positions pos..pos+L-1 and the queries attend to everything up to them."""
+        positions pos..pos+L-1 and the queries attend to everything up to them. A tensor pos
+        ((1,), on the device: a CUDA graph's step) attends over the whole capacity through a
+        mask instead, so that no shape depends on it."""
         Bt, L, D = x.shape
         q, k, v = (t.view(Bt, L, self.H, D // self.H).transpose(1, 2) for t in self.c_attn(x).split(D, -1))
         if cache is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif torch.is_tensor(pos):
+            kc, vc = cache
+            at = pos + torch.arange(L, device=x.device)  # (L,) the new tokens' positions
+            kc.index_copy_(2, at, k.to(kc.dtype))
+            vc.index_copy_(2, at, v.to(vc.dtype))
+            seen = torch.arange(kc.shape[2], device=x.device) <= at[:, None]  # (L, cap)
+            o = F.scaled_dot_product_attention(q, kc.to(q.dtype), vc.to(q.dtype), attn_mask=seen)
         else:
             kc, vc = cache
             kc[:, :, pos : pos + L] = k.to(kc.dtype)
@@ -259,3 +269,8 @@ class GPT(nn.Module):
         if pos >= caches[0][0].shape[2]:
             raise ValueError(f"KV cache full at position {pos}")
         return self._run(token[:, None], caches, pos)[:, 0], (caches, pos + 1)
+
+    def step_at(self, token, caches, pos):
+        """``step`` with the position a (1,) device tensor, for a CUDA graph: token (B,) ->
+        logits (B, V); the caches are written at pos (the caller keeps pos within capacity)."""
+        return self._run(token[:, None], caches, pos)[:, 0]

@@ -59,7 +59,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .torch_launch import Launcher, tl, triton  # Triton as torch_launch set it up: interpreted without CUDA
+# Triton as torch_launch set it up (interpreted without CUDA); its launch() skips Triton's per-call
+# argument binding, which at short L costs more host time than the kernels take on the GPU
+from .torch_launch import launch, tl, triton
 
 
 @dataclass(frozen=True)
@@ -392,11 +394,6 @@ def _backward_kernel(
 
 
 # ---------------------------------------------------------------------------- host side
-# Launched without Triton's per-call argument binding, which at short L costs more host time than
-# the kernels take on the GPU (torch_launch.py)
-_launch = {k: Launcher(k) for k in (_state_carry_kernel, _forward_kernel, _adjoint_carry_kernel, _backward_kernel)}
-
-
 def _np(N: int) -> int:
     return max(2, triton.next_power_of_2(N))
 
@@ -471,10 +468,10 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     carry, dsum = last, last  # unread where S = 1 or the start states are given
     if S > 1 and not from_starts:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
-        _launch[_state_carry_kernel][(n_eb, Bt, S - 1)](
+        launch(_state_carry_kernel, (n_eb, Bt, S - 1))(
             x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
-    _launch[_forward_kernel][(n_eb, Bt, S)](
+    launch(_forward_kernel, (n_eb, Bt, S))(
         x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
         STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
@@ -508,10 +505,10 @@ def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
     parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
     meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
     if S > 1:
-        _launch[_adjoint_carry_kernel][(n_eb, Bt, S - 1)](
+        launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1))(
             dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
         )  # fmt: skip
-    _launch[_backward_kernel][(n_eb, Bt, S)](
+    launch(_backward_kernel, (n_eb, Bt, S))(
         x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
         dx, ddt, dz, dBCp[0], dBCp[1], parts, L, E, N, n_eb, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,

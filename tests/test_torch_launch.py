@@ -38,7 +38,7 @@ class FakeKernel:
     def __getitem__(self, grid):
         def launch(a, b, n, BLOCK, FLAG=7, num_warps=4):
             self.calls += 1
-            spec = (a.dtype, b.dtype, a.data_ptr() % 16, n, BLOCK, FLAG, num_warps)
+            spec = (a.dtype, b.dtype, a.data_ptr() % 16, float if type(n) is float else n, BLOCK, FLAG, num_warps)
             k = self.compiled.setdefault(spec, FakeCompiled(self.launches))
             k.run(*grid, 1234, k.function, k.packed_metadata, "launch metadata", "enter", "exit", *self.convert((a, b, n, BLOCK, FLAG)))
             return k
@@ -85,6 +85,17 @@ def test_whatever_triton_specializes_on_makes_a_new_key(cuda_faked):
     assert kernel.calls == 2 * len(variants)  # none direct yet
     launcher[(1, 1, 1)](torch.ones(8), b, 5, BLOCK=32)  # other data, same dtype and alignment
     assert kernel.calls == 2 * len(variants) and len(kernel.launches) == 2 * len(variants) + 1
+
+
+def test_floats_are_keyed_by_type_and_short_grids_padded(cuda_faked):
+    """Triton compiles one kernel for every float value (a scale), so a new value is no new key."""
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+    a = torch.zeros(8)
+    for scale in (0.5, 0.25, 0.125):
+        launcher[(7,)](a, a, scale, BLOCK=32)
+    assert kernel.calls == 2 and kernel.launches[2][:3] == (7, 1, 1) and kernel.launches[2][11] == 0.125
+    assert len(launcher._keys) == 1
 
 
 @pytest.mark.parametrize(
@@ -169,5 +180,6 @@ def test_cuda_scan_repeats_exactly_through_direct_launches():
         for again in runs[1:]:
             for a, b in zip(runs[0], again):
                 assert torch.equal(a, b)
-    for kernel, launcher in tt._launch.items():  # each kernel launched directly by the third run
-        assert any(type(v) is tuple for v in launcher._keys.values()), kernel.fn.__name__
+    for kernel in (tt._state_carry_kernel, tt._forward_kernel, tt._adjoint_carry_kernel, tt._backward_kernel):
+        keys = torch_launch._launchers[kernel]._keys.values()  # each kernel launched directly by the third run
+        assert any(type(v) is tuple for v in keys), kernel.fn.__name__
