@@ -144,7 +144,8 @@ def ceiling_md(records, figure: Figure | None) -> list[str]:
         "**Memory ceiling.** Doubling then bisection, every probe in a fresh process (the probe log is the table above).",
         "The memory model (ssmbench/memory_model.py) counts fp32 weights, gradients and AdamW state (16 bytes per parameter)",
         "plus activations per token and layer, the scan's (B, L, E, N) intermediates included (seed 004: 5 × B × L × d_inner × N × 4 bytes",
-        "per layer for a chunked scan). On CPU, memory is resident memory above the process's once the framework started.",
+        "per layer for a chunked scan; none for torch-cuda's fused kernels, which keep only their inputs). On CPU, memory is",
+        "resident memory above the process's once the framework started.",
         "",
     ]
     rows = []
