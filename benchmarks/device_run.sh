@@ -41,6 +41,7 @@ for STEP in "$@"; do
     parity-torch) $SSM run parity -b torch-cuda --arch both --out $R ;;
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
+    scan-host) python3 "$REPO/benchmarks/scan_host_time.py" | tee "$OUT/scan-host.txt" ;;
     seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;
     seqlen-fused) $SSM sweep seqlen -b torch-cuda --mode train,forward $FAST --out $R ;;
     seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;

@@ -1,0 +1,145 @@
+"""Where the Triton scan's host time goes at short lengths, with Triton's launch and with
+torch_launch's direct one side by side (CUDA only).
+
+At L=512 the GPU finishes the scan's kernels sooner than Python launches them, so an eager call
+runs at the host's speed. For each call this prints two figures per launch path:
+  host   wall time per call with no synchronisation inside the loop: what the host spends
+         (when it exceeds the GPU's time, it is the eager time)
+  eager  median of CUDA-event timings around single calls (tune_triton_scan.median_ms)
+for the forward, the backward, both called directly, both through autograd (as a user calls
+the op), and an autograd Function with the scan's eight inputs that does no work (the engine's
+own cost); then a cProfile of the autograd call and torch.profiler's CPU-side op table, and
+what single launches and allocations cost.
+
+    python benchmarks/scan_host_time.py [--lengths 512,2048] [--no-profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import time
+
+import torch
+import triton
+import triton.language as tl
+from ssmbench.backends import torch_launch
+from ssmbench.backends import torch_triton as tt
+from tune_triton_scan import BATCH, E, N, inputs, median_ms
+
+
+def host_us(fn, n=200) -> float:
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    spent = (time.perf_counter() - t) / n * 1e6
+    torch.cuda.synchronize()
+    return spent
+
+
+class Idle(torch.autograd.Function):
+    """The scan's inputs in, one output, empty gradients out: autograd's cost without the op's."""
+
+    @staticmethod
+    def forward(ctx, *ins):
+        ctx.save_for_backward(*ins)
+        return ins[0].clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return tuple(torch.empty_like(t) for t in ctx.saved_tensors)
+
+
+def calls(L: int, dtype) -> dict:
+    ins = inputs(BATCH, L, E, N, dtype)
+    dout = torch.randn_like(ins[0])
+    leaves = [t.detach().clone().requires_grad_() for t in ins]
+    kept = tt.forward(*ins, keep_starts=True)[2]
+
+    def direct():
+        tt.backward(dout, *ins, starts=tt.forward(*ins, keep_starts=True)[2])
+
+    return {
+        "forward()": lambda: tt.forward(*ins),
+        "backward(starts)": lambda: tt.backward(dout, *ins, starts=kept),
+        "forward + backward": direct,
+        "autograd fwd+bwd": lambda: torch.autograd.grad(tt.selective_scan(*leaves)[0], leaves, dout),
+        "autograd, idle Function": lambda: torch.autograd.grad(Idle.apply(*leaves), leaves, dout),
+    }
+
+
+def profile(fn) -> None:
+    pr = cProfile.Profile()
+    torch.autograd.set_multithreading_enabled(False)  # the backward on this thread, where cProfile sees it
+    pr.enable()
+    for _ in range(100):
+        fn()
+    pr.disable()
+    torch.cuda.synchronize()
+    torch.autograd.set_multithreading_enabled(True)
+    out = io.StringIO()
+    pstats.Stats(pr, stream=out).sort_stats("tottime").print_stats(30)
+    print(out.getvalue()[:8000])
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU]) as p:
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+@triton.jit
+def _copy30(
+    src, dst, p2, p3, p4, p5, p6, p7, p8, p9, i0, i1, i2, i3, i4, i5, i6, i7, i8, i9, j0, j1, j2, j3, j4, j5, j6, j7, j8, j9,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """30 arguments, as many as the scan's backward kernel takes; copies BLOCK floats."""
+    i = tl.arange(0, BLOCK)
+    tl.store(dst + i, tl.load(src + i))
+
+
+def singles() -> None:
+    a, b = torch.zeros(64, device="cuda"), torch.zeros(64, device="cuda")
+    args = [a, b] + [a] * 8 + [3] * 20
+    rows = {
+        "launch, 30 args, Triton": lambda: _copy30[(1,)](*args, BLOCK=32),
+        "launch, 30 args, direct": lambda: torch_launch.launch(_copy30, (1,))(*args, BLOCK=32),
+        "torch.empty": lambda: torch.empty(8, 512, 1536, device=a.device),
+        "A.t().contiguous()": lambda: torch.empty(1536, 16, device=a.device).t().contiguous(),
+    }
+    for name, fn in rows.items():
+        print(f"{name:28s} {host_us(fn, 2000):7.1f} us host")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", default="512,2048")
+    ap.add_argument("--no-profile", action="store_true")
+    args = ap.parse_args()
+    print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", triton.__version__)
+    for L in [int(v) for v in args.lengths.split(",")]:
+        for dtype in (torch.bfloat16, torch.float32):
+            print(f"\nL={L} {str(dtype)[6:]}: host us / eager us, Triton's launch | direct launch")
+            for name, fn in calls(L, dtype).items():
+                line = f"{name:26s}"
+                for direct in (False, True):
+                    torch_launch.DIRECT = direct
+                    line += f"  {host_us(fn):7.1f} / {median_ms(fn, reps=50) * 1e3:7.1f}"
+                print(line, flush=True)
+    if not args.no_profile:
+        L = int(args.lengths.split(",")[0])
+        print(f"\nprofile: autograd fwd+bwd, L={L} bf16, direct launch")
+        profile(calls(L, torch.bfloat16)["autograd fwd+bwd"])
+    print()
+    singles()
+
+
+if __name__ == "__main__":
+    main()
