@@ -490,6 +490,7 @@ def _nvml_total_memory() -> int | None:
 class JaxCPU(JaxBackend):
     name = "jax-cpu"
     platform = "cpu"
+    host_memory = True
     priority = 9
     default_scan = "sequential"  # fastest measured on CPU (README benchmarks), as for torch-cpu
 

@@ -467,6 +467,7 @@ class TFBackend(Backend):
 class TFCPU(TFBackend):
     name = "tf-cpu"
     kind = "CPU"
+    host_memory = True
     priority = 8
 
 

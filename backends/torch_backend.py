@@ -241,6 +241,7 @@ class TorchBackend(Backend):
 class TorchCPU(TorchBackend):
     name = "torch-cpu"
     device_type = "cpu"
+    host_memory = True
     priority = 10
     # fastest measured on CPU (README benchmarks): its (B, E, N) state stays in cache, while the
     # chunked and parallel scans stream (B, L, E, N) tensors through memory

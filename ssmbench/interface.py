@@ -44,6 +44,7 @@ class Backend(ABC):
     scans: tuple = ()  # Mamba parallel-path scans this backend offers
     default_scan: str = ""
     dtypes: tuple = ("float32",)
+    host_memory: bool = False  # the model lives in this process's memory (CPU): its peak is sampled RSS
     install_hint: str = ""
     priority: int = 0  # higher runs first for --backend auto (GPUs above CPUs)
     parity_checked: bool = True  # timing suites check the model against the reference first

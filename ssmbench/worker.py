@@ -129,7 +129,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
         if ceilings:
             res["versions"]["device_ceilings"] = ceilings
         watch = point.memory_limit and not native_limit
-        rss = RssMonitor(point.memory_limit if watch else None, out_path, res) if watch or point.backend.endswith("-cpu") else None
+        rss = RssMonitor(point.memory_limit if watch else None, out_path, res) if watch or backend.host_memory else None
         if point.op:
             if not backend.ops_supported:
                 return {**res, "status": "skipped", "error": f"{point.backend} does not run ops alone yet"}

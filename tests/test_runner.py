@@ -202,6 +202,7 @@ def test_real_torch_point_end_to_end(tmp_path):
         m = x["metrics"]
         assert m["step_ms"]["n"] >= 5 and len(m["step_ms"]["samples"]) == m["step_ms"]["n"]
         assert m["tokens_per_s"] > 0 and m["peak_mem_bytes"] > 0 and m["compile_s"] > 0
+        assert m["mem_source"].startswith("process RSS sampled")  # a host_memory backend: RSS during the run
         assert x["env"]["python"] and x["env_backend"]["torch"]
     assert recs[1]["metrics"]["tokens_per_step"] == 1  # decode: one token per stream, batch 1
     json.dumps(recs)  # records are plain JSON
