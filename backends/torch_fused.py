@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from .torch_launch import launch
-from .torch_triton import _bl, _lastdim_contiguous, _sigmoid, _softplus, tl, triton
+from .torch_launch import launch, tl, triton
+from .torch_scan_kernels import _sigmoid, _softplus
+from .torch_triton import _bl, _lastdim_contiguous
 
 # ============================================================================ causal conv + silu
 # out[b, t, e] = silu(bias[e] + Σ_k w[e, k] x[b, t - (K-1) + k, e])   (zeros before t = 0)

@@ -21,6 +21,7 @@ os.environ["TRITON_INTERPRET"] = "0"  # compile, do not interpret (before triton
 
 import triton  # noqa: E402
 from ssmbench.backends import torch_fused as tf  # noqa: E402
+from ssmbench.backends import torch_scan_kernels as sk  # noqa: E402
 from ssmbench.backends import torch_triton as tt  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
@@ -40,13 +41,13 @@ def kernels():
     fwd, bwd = {**SCAN, "T": f.chunk}, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}
     for tag, extra in (("", {}), (", ragged tiles", {"EVEN": False}), (", one segment", ONE_SEGMENT)):
         keep, recompute = {"STATES_ONLY": False, "KEEP_STARTS": True, "FROM_STARTS": False}, {"STATES_ONLY": True, "KEEP_STARTS": False}
-        yield "scan forward" + tag, tt._forward_kernel, {**fwd, **keep, **extra}, f.warps, ()
-        yield "scan forward, inference" + tag, tt._forward_kernel, {**fwd, **keep, "KEEP_STARTS": False, **extra}, f.warps, ()
-        yield "scan recompute" + tag, tt._forward_kernel, {**bwd, **recompute, "FROM_STARTS": True, **extra}, b.warps, ()
-        yield "scan recompute, carries" + tag, tt._forward_kernel, {**bwd, **recompute, "FROM_STARTS": False, **extra}, b.warps, ()
-        yield "state carry" + tag, tt._state_carry_kernel, {**fwd, **extra}, f.warps, ()
-        yield "adjoint carry" + tag, tt._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
-        yield "scan backward" + tag, tt._backward_kernel, {**bwd, **extra}, b.warps, ()
+        yield "scan forward" + tag, sk._forward_kernel, {**fwd, **keep, **extra}, f.warps, ()
+        yield "scan forward, inference" + tag, sk._forward_kernel, {**fwd, **keep, "KEEP_STARTS": False, **extra}, f.warps, ()
+        yield "scan recompute" + tag, sk._forward_kernel, {**bwd, **recompute, "FROM_STARTS": True, **extra}, b.warps, ()
+        yield "scan recompute, carries" + tag, sk._forward_kernel, {**bwd, **recompute, "FROM_STARTS": False, **extra}, b.warps, ()
+        yield "state carry" + tag, sk._state_carry_kernel, {**fwd, **extra}, f.warps, ()
+        yield "adjoint carry" + tag, sk._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
+        yield "scan backward" + tag, sk._backward_kernel, {**bwd, **extra}, b.warps, ()
     conv = {"K": 4, "BL": tf.CONV_BLOCK_L, "BE": tf.CONV_BLOCK_E}
     yield "conv forward", tf._conv_forward_kernel, conv, 4, ()
     yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4, ()

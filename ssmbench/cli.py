@@ -23,6 +23,7 @@ from typer.exceptions import Abort, Exit, TyperException
 
 from . import backends as registry
 from . import suites as suite_registry
+from .console import add_row, parity_table, results_table
 from .options import BadInput, build_options, check_choice, fail, int_list, positive
 from .suites.sweep import AXES
 
@@ -35,12 +36,6 @@ app = typer.Typer(
 _WIDTH = None if sys.stdout.isatty() else 200  # pipes and CI logs get the whole table, not 80 columns
 out = Console(width=_WIDTH)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def add_row(table: Table, *cells) -> None:
-    """A table row whose strings are shown verbatim: install hints such as 'jax[cuda13]' and
-    device names are not rich markup."""
-    table.add_row(*(c if isinstance(c, Text) else Text(str(c)) for c in cells))
 
 
 def say(label: str, style: str, msg: str, console: Console | None = None) -> None:
@@ -305,83 +300,6 @@ def execute(suite: str, plan, out_dir: Path, resume: bool) -> int:
     for b, why in unavailable.items():
         say(f"{b} is unavailable here:", "yellow", why)
     return 1 if summary.failed else 0
-
-
-def parity_table(records: list[dict]) -> Table:
-    from .report import parity_fields
-
-    t = Table(title="parity against the float64 reference (relative error)")
-    for col in ("backend", "arch", "path", "scan", "dtype", "rel err", "tolerance", "result", "message"):
-        t.add_column(col)
-    for r in records:
-        err, tol, result = parity_fields(r)
-        style = "green" if result == "pass" else "red"
-        add_row(
-            t,
-            r["backend"],
-            r["arch"],
-            "parallel" if r["mode"] == "forward" else r["mode"],
-            r["scan"],
-            r["dtype"],
-            err,
-            tol,
-            Text(result, style=style),
-            r.get("error") or "",
-        )
-    return t
-
-
-def results_table(title: str, records: list[dict]) -> Table:
-    from .report import fmt_bytes, fmt_ms, fmt_num, model_label
-
-    t = Table(title=title)
-    for col in (
-        "backend",
-        "model",
-        "mode",
-        "scan",
-        "dtype",
-        "B x L",
-        "params",
-        "tok/s",
-        "ms/step median (IQR)",
-        "p99 ms",
-        "compile s",
-        "peak mem",
-        "status",
-    ):
-        t.add_column(col, justify="right" if col in ("tok/s", "params", "p99 ms", "compile s", "peak mem") else "left")
-    gpu = any("mfu" in (r.get("metrics") or {}) or "energy_j_per_token" in (r.get("metrics") or {}) for r in records)
-    if gpu:  # measured device ceilings and an energy counter: MFU and joules per token
-        t.add_column("MFU", justify="right")
-        t.add_column("mJ/tok", justify="right")
-    for r in records:
-        m = r.get("metrics") or {}
-        step = m.get("step_ms")
-        extra = []
-        if gpu:
-            extra = [
-                f"{m['mfu'] * 100:.1f}%" if "mfu" in m else "-",
-                fmt_num(m["energy_j_per_token"] * 1e3) if "energy_j_per_token" in m else "-",
-            ]
-        add_row(
-            t,
-            r["backend"],
-            f"{r['arch']} {model_label(r)}",
-            r["mode"],
-            r["scan"],
-            r["dtype"],
-            f"{r['batch']} x {r['seq_len']}",
-            f"{r['params']:,}" if r.get("params") else "-",
-            fmt_num(m.get("tokens_per_s")),
-            fmt_ms(step) if step else "-",
-            fmt_num(step["p99"]) if step else "-",
-            f"{m['compile_s']:.2f}" if "compile_s" in m else "-",
-            fmt_bytes(m.get("peak_mem_bytes")),
-            Text(r["status"], style="" if r["status"] == "ok" else "red"),
-            *extra,
-        )
-    return t
 
 
 @app.command()

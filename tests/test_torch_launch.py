@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 tt = pytest.importorskip("ssmbench.backends.torch_triton")  # sets up the interpreter on CPU first
 from ssmbench.backends import torch_launch  # noqa: E402
+from ssmbench.backends import torch_scan_kernels as sk  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 
@@ -180,6 +181,6 @@ def test_cuda_scan_repeats_exactly_through_direct_launches():
         for again in runs[1:]:
             for a, b in zip(runs[0], again):
                 assert torch.equal(a, b)
-    for kernel in (tt._state_carry_kernel, tt._forward_kernel, tt._adjoint_carry_kernel, tt._backward_kernel):
+    for kernel in (sk._state_carry_kernel, sk._forward_kernel, sk._adjoint_carry_kernel, sk._backward_kernel):
         keys = torch_launch._launchers[kernel]._keys.values()  # each kernel launched directly by the third run
         assert any(type(v) is tuple for v in keys), kernel.fn.__name__
