@@ -26,6 +26,7 @@ set one), or with SSMBENCH_DIRECT_LAUNCH=0, every launch goes through Triton.
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 
@@ -34,9 +35,11 @@ if not torch.cuda.is_available():  # run the kernels under Triton's interpreter 
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402, F401  (torch_triton and torch_fused import both from here)
+from triton.runtime.jit import JITFunction  # noqa: E402
 
 DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch through Triton
 _NEW = object()  # a key not launched yet
+DIRECT_KINDS = (JITFunction,)  # kernels that may launch directly: @triton.jit ones, as compiled
 
 
 def launch(kernel, grid: tuple[int, ...]):
@@ -53,9 +56,11 @@ class Launcher:
 
     def __init__(self, kernel):
         self.kernel = kernel
+        self.direct = isinstance(kernel, DIRECT_KINDS)  # not autotuned (its hooks), not interpreted
         # key -> the compiled kernel (launched once), a direct launch (launcher, function,
         # metadata, tail), or None (stays with Triton)
         self._keys: dict[tuple, object] = {}
+        self._watching = threading.RLock()  # one watched launch at a time: it swaps the launcher
 
     def __getitem__(self, grid: tuple[int, ...]):
         grid = (*grid, 1, 1)[:3]
@@ -63,19 +68,31 @@ class Launcher:
 
     def launch(self, grid: tuple[int, int, int], args: tuple, meta: dict) -> None:
         rt = triton.knobs.runtime
-        if not DIRECT or rt.interpret or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook):
+        if not (DIRECT and self.direct) or rt.interpret or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook):
+            self.kernel[grid](*args, **meta)
+            return
+        if self.kernel.pre_run_hooks:
             self.kernel[grid](*args, **meta)
             return
         device = torch.cuda.current_device()
-        # Triton compiles one kernel for every float value: those are keyed by type alone
-        spec = [(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor) else float if type(a) is float else a for a in args]
-        key = (device, *meta.items(), *spec)
+        # every float value runs one compiled kernel, so floats are keyed by type; True and 1 are
+        # equal keys but not the same kernel, so other non-integers are keyed with their type
+        spec = [
+            (a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, torch.Tensor)
+            else a if type(a) is int
+            else float if type(a) is float
+            else (type(a), a)
+            for a in args
+        ]  # fmt: skip
+        key = (device, rt.debug, triton.knobs.compilation.instrumentation_mode, *meta.items(), *spec)
         known = self._keys.get(key, _NEW)
         if type(known) is tuple:
             run, function, metadata, tail = known
             run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *args, *tail)
         elif known is _NEW:
-            self._keys[key] = self.kernel[grid](*args, **meta)
+            compiled = self.kernel[grid](*args, **meta)
+            if not any(isinstance(v, torch.Tensor) for v in meta.values()):  # a tensor by name would key by identity
+                self._keys[key] = compiled
         elif known is None:
             self.kernel[grid](*args, **meta)
         else:
@@ -88,17 +105,22 @@ class Launcher:
         if not hasattr(compiled, "_run"):  # not a Triton 3.x CompiledKernel
             self.kernel[grid](*args, **meta)
             return None
-        real, seen = compiled.run, []
+        with self._watching:
+            real, seen = compiled.run, []
+            if getattr(real, "watching", False):  # another launch of this kernel is being watched
+                self.kernel[grid](*args, **meta)
+                return None
 
-        def watch(*a):
-            seen.append(a)
-            return real(*a)
+            def watch(*a):
+                seen.append(a)
+                return real(*a)
 
-        compiled._run = watch  # what its `run` property returns
-        try:
-            self.kernel[grid](*args, **meta)
-        finally:
-            compiled._run = real
+            watch.watching = True
+            compiled._run = watch  # what its `run` property returns
+            try:
+                self.kernel[grid](*args, **meta)
+            finally:
+                compiled._run = real
         if len(seen) != 1 or len(seen[0]) < 9 + len(args):
             return None
         head, passed = seen[0][:9], seen[0][9:]

@@ -110,8 +110,10 @@ class MambaLM(nn.Module):
         """The last add + norm, in the blocks' output dtype: what the head multiplies."""
         return add_norm(kind, hidden, residual, self.backbone.norm_f.weight)[0].to(hidden.dtype)
 
+    head_cast = None  # the tied head weight already in the compute dtype, (D, V): a decoder's (torch_graphs)
+
     def _head(self, x):
-        return x @ self.backbone.embedding.weight.T.to(x.dtype)
+        return x @ (self.head_cast if self.head_cast is not None else self.backbone.embedding.weight.T.to(x.dtype))
 
     def features(self, tokens, return_state=False):
         """tokens (B, L) -> the final norm's output (B, L, D) [, each layer's last state]."""
@@ -185,7 +187,7 @@ class Attention(nn.Module):
             at = pos + torch.arange(L, device=x.device)  # (L,) the new tokens' positions
             kc.index_copy_(2, at, k.to(kc.dtype))
             vc.index_copy_(2, at, v.to(vc.dtype))
-            seen = torch.arange(kc.shape[2], device=x.device) <= at[:, None]  # (L, cap)
+            seen = torch.arange(kc.shape[2], device=x.device) <= at[:, None]  # (L, cap); the rest must be finite (zeros)
             o = F.scaled_dot_product_attention(q, kc.to(q.dtype), vc.to(q.dtype), attn_mask=seen)
         else:
             kc, vc = cache
@@ -244,9 +246,11 @@ class GPT(nn.Module):
     def head_weight(self):
         return self.transformer.wte.weight  # tied
 
+    head_cast = None  # as MambaLM's
+
     def _run(self, tokens, caches=None, pos=0):
         x = self.features(tokens, caches, pos)
-        return x @ self.transformer.wte.weight.T.to(x.dtype)
+        return x @ (self.head_cast if self.head_cast is not None else self.transformer.wte.weight.T.to(x.dtype))
 
     def forward(self, tokens):
         return self._run(tokens)

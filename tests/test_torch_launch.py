@@ -32,15 +32,21 @@ class FakeKernel:
     compiled kernel per specialization, whose launcher gets the grid, the stream, its handles,
     launch metadata, the two hooks, then every parameter in order."""
 
-    def __init__(self, convert=lambda args: args):
+    def __init__(self, convert=lambda args: args, during=None):
         self.fn, self.calls, self.launches, self.compiled = self.__init__, 0, [], {}
+        self.pre_run_hooks = []
         self.convert = convert  # what this Triton does to the arguments on their way
+        self.during = during  # called inside each launch (another thread's launch, interleaved)
 
     def __getitem__(self, grid):
         def launch(a, b, n, BLOCK, FLAG=7, num_warps=4):
             self.calls += 1
-            spec = (a.dtype, b.dtype, a.data_ptr() % 16, float if type(n) is float else n, BLOCK, FLAG, num_warps)
+            # integers specialised as Triton does: by == 1 and divisibility by 16, not by value
+            ns = (type(n), n == 1, n % 16 == 0) if type(n) is int else type(n)
+            spec = (a.dtype, b.dtype, a.data_ptr() % 16, ns, BLOCK, FLAG, num_warps)
             k = self.compiled.setdefault(spec, FakeCompiled(self.launches))
+            if self.during:
+                self.during()
             k.run(*grid, 1234, k.function, k.packed_metadata, "launch metadata", "enter", "exit", *self.convert((a, b, n, BLOCK, FLAG)))
             return k
 
@@ -52,6 +58,7 @@ def cuda_faked(monkeypatch):
     """The interpreter off, no hooks, and a CUDA device and stream faked."""
     monkeypatch.setattr(torch_launch.triton.knobs.runtime, "interpret", False)
     monkeypatch.setattr(torch_launch, "DIRECT", True)
+    monkeypatch.setattr(torch_launch, "DIRECT_KINDS", (FakeKernel,))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 1234, raising=False)
 
@@ -134,10 +141,65 @@ def test_interpreter_hooks_and_the_switch_keep_launches_with_triton(cuda_faked, 
     for _ in range(3):
         launcher[(1, 1, 1)](a, a, 5, BLOCK=32)
     monkeypatch.setattr(torch_launch, "DIRECT", True)
+    monkeypatch.setattr(torch_launch, "DIRECT_KINDS", (FakeKernel,))
     monkeypatch.setattr(torch_launch.triton.knobs.runtime, "interpret", True)
     for _ in range(3):
         launcher[(1, 1, 1)](a, a, 5, BLOCK=32)
     assert kernel.calls == 9 and len(kernel.launches) == 9
+
+
+def test_bools_tensors_by_name_and_the_debug_knob_key_apart(cuda_faked, monkeypatch):
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+    a = torch.zeros(8)
+    for n in (True, 1, True, 1):  # equal and hashing alike, but Triton compiles each apart
+        launcher[(1,)](a, a, n, BLOCK=32)
+    assert kernel.calls == 4 and len(launcher._keys) == 2
+    monkeypatch.setattr(torch_launch.triton.knobs.runtime, "debug", True)
+    launcher[(1,)](a, a, 1, BLOCK=32)  # a new key: Triton compiles a debug kernel
+    assert kernel.calls == 5
+    for _ in range(3):  # a tensor passed by name would key by identity: never kept
+        launcher[(1,)](a, a, 5, BLOCK=32, FLAG=torch.zeros(1))
+    assert kernel.calls == 8 and len(launcher._keys) == 3
+
+
+def test_kernels_with_hooks_or_not_jitted_keep_every_launch(cuda_faked, monkeypatch):
+    kernel = FakeKernel()
+    kernel.pre_run_hooks.append(lambda *a, **k: None)
+    launcher = torch_launch.Launcher(kernel)
+    for _ in range(3):
+        launcher[(1,)](torch.zeros(8), torch.zeros(8), 5, BLOCK=32)
+    monkeypatch.setattr(torch_launch, "DIRECT_KINDS", ())  # e.g. an autotuned kernel
+    other = FakeKernel()
+    for _ in range(3):
+        torch_launch.Launcher(other)[(1,)](torch.zeros(8), torch.zeros(8), 5, BLOCK=32)
+    assert kernel.calls == 3 and other.calls == 3
+
+
+def test_a_launch_watched_meanwhile_learns_nothing_from_the_watch(cuda_faked):
+    """Two keys sharing one compiled kernel (integers Triton does not specialise on): while one is
+    watched, the other's watched launch (another thread's, interleaved here) sees the watch in
+    place of the launcher and must not learn it (every later launch's arguments would pile up
+    in it); the watch saw two launches, so neither key learns and both stay with Triton."""
+    a = torch.zeros(8)
+    state = {"inside": False}
+
+    def other_thread():
+        if state["inside"]:
+            state["inside"] = False
+            launcher[(1,)](a, a, 6, BLOCK=32)  # key n=6, second launch: watched now
+
+    kernel = FakeKernel(during=other_thread)
+    launcher = torch_launch.Launcher(kernel)
+    launcher[(1,)](a, a, 5, BLOCK=32)
+    launcher[(1,)](a, a, 6, BLOCK=32)
+    assert len(kernel.compiled) == 1  # one compiled kernel for both keys
+    state["inside"] = True
+    launcher[(1,)](a, a, 5, BLOCK=32)  # key n=5 watched, n=6 watched inside it
+    assert list(launcher._keys.values()) == [None, None] and len(kernel.launches) == 4
+    launcher[(1,)](a, a, 5, BLOCK=32)
+    launcher[(1,)](a, a, 6, BLOCK=32)
+    assert kernel.calls == 6 and len(kernel.launches) == 6  # each launched once, through Triton
 
 
 @pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
@@ -157,6 +219,20 @@ def test_cuda_direct_launches_match_triton():
         launcher[(triton.cdiv(n, 16), 1, 1)](x, y, n, s, BLOCK=16)
         torch.testing.assert_close(y, x * s, rtol=0, atol=0)
     assert len(launcher._keys) == 4 and sum(type(v) is tuple for v in launcher._keys.values()) == 1  # base[1:]: direct the third time
+    x, y = base[1:], torch.zeros(39, device="cuda")
+    side = torch.cuda.Stream()  # direct launches go to the current stream: a side stream's, a graph's
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        launcher[(3, 1, 1)](x, y, 39, 2, BLOCK=16)
+    torch.cuda.current_stream().wait_stream(side)
+    torch.testing.assert_close(y, x * 2, rtol=0, atol=0)
+    y.zero_()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launcher[(3, 1, 1)](x, y, 39, 2, BLOCK=16)
+    assert not y.any()  # recorded, not run
+    graph.replay()
+    torch.testing.assert_close(y, x * 2, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
