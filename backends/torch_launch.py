@@ -68,10 +68,8 @@ class Launcher:
 
     def launch(self, grid: tuple[int, int, int], args: tuple, meta: dict) -> None:
         rt = triton.knobs.runtime
-        if not (DIRECT and self.direct) or rt.interpret or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook):
-            self.kernel[grid](*args, **meta)
-            return
-        if self.kernel.pre_run_hooks:
+        hooked = _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook)
+        if not (DIRECT and self.direct) or rt.interpret or hooked or self.kernel.pre_run_hooks:
             self.kernel[grid](*args, **meta)
             return
         device = torch.cuda.current_device()
