@@ -68,17 +68,20 @@ class HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, targets, rows: int):
         T = x.shape[0]
+        want_x, want_w = ctx.needs_input_grad[:2]  # a frozen head (or input) skips its matmul
         w = weight.to(x.dtype)
-        dx = torch.empty_like(x)
-        dw = torch.zeros(weight.shape, device=x.device, dtype=torch.float32)
+        dx = torch.empty_like(x) if want_x else None
+        dw = torch.zeros(weight.shape, device=x.device, dtype=torch.float32) if want_w else None
         total = torch.zeros((), device=x.device, dtype=torch.float32)
         with torch.autocast(x.device.type, enabled=False):  # x, w already in the compute dtype
             for s in range(0, T, rows):
                 xc = x[s : s + rows]
                 g = xc @ w.T
                 total += cross_entropy_rows(g, targets[s : s + rows], 1.0 / T).sum()
-                torch.mm(g, w, out=dx[s : s + rows])
-                dw += (g.T @ xc).float()
+                if want_x:
+                    torch.mm(g, w, out=dx[s : s + rows])
+                if want_w:
+                    dw += (g.T @ xc).float()
         ctx.save_for_backward(dx, dw)
         ctx.weight_dtype = weight.dtype
         return total / T
@@ -86,7 +89,8 @@ class HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         dx, dw = ctx.saved_tensors
-        return dx * grad.to(dx.dtype), (dw * grad).to(ctx.weight_dtype), None, None
+        gx = None if dx is None else dx * grad.to(dx.dtype)
+        return gx, None if dw is None else (dw * grad).to(ctx.weight_dtype), None, None
 
 
 def head_loss(x, weight, targets, rows: int | None = None):

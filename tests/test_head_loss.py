@@ -62,6 +62,19 @@ def test_grad_is_scaled_by_the_upstream_gradient():
     assert rel(x.grad, x2.grad) < 2e-6 and rel(w.grad, w2.grad) < 2e-6
 
 
+@pytest.mark.parametrize("frozen", ["head", "input"])
+def test_a_frozen_side_gets_no_gradient_and_the_other_the_same(frozen):
+    x, w, y = problem(11, 8, 33, dtype=torch.float32)
+    want = grads(unfused, x, w, y)
+    x, w = x.clone().requires_grad_(frozen != "input"), w.clone().requires_grad_(frozen != "head")
+    loss = th.head_loss(x, w, y, rows=4)
+    loss.backward()
+    assert rel(loss, want[0]) < 2e-6
+    assert (x.grad is None) == (frozen == "input") and (w.grad is None) == (frozen == "head")
+    got, ref_grad = (w.grad, want[2]) if frozen == "input" else (x.grad, want[1])
+    assert rel(got, ref_grad) < 2e-6
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_matches_unfused_autocast(dtype):
     """Under autocast: the same numbers as logits in the compute dtype -> fp32 cross-entropy,
