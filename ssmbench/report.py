@@ -163,15 +163,31 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
     return "\n".join(out)
 
 
+GRAPHED = (("train_step", "train step"), ("mamba_decode", "Mamba decode"), ("transformer_decode", "Transformer decode"))
+
+
+def graphed(records: list[dict]) -> str:
+    """What of these records ran as CUDA graphs (env_backend's execution notes): "train step,
+    Mamba decode", "train step (3 of 4)" where some train steps ran eagerly, or "-"."""
+    parts = []
+    for key, label in GRAPHED:
+        notes = [str(n) for r in records if (n := (r.get("env_backend") or {}).get(key))]
+        n = sum(note.startswith("CUDA graph") for note in notes)
+        if n:
+            parts.append(label if n == len(notes) else f"{label} ({n} of {len(notes)})")
+    return ", ".join(parts) or "-"
+
+
 def machines_md(records: list[dict]) -> list[str]:
-    seen = OrderedDict()  # group -> its latest record
+    seen, groups = OrderedDict(), {}  # group -> its latest record, all its records
     for r in sorted(records, key=lambda r: r.get("started_at") or ""):
         seen[group_of(r)] = r
+        groups.setdefault(group_of(r), []).append(r)
     out = [
         "## Machines",
         "",
-        _md_row(["group", "device", "host", "CPU", "RAM", "versions", "memory source", "ssmbench"]),
-        _md_row(["---"] * 8),
+        _md_row(["group", "device", "host", "CPU", "RAM", "versions", "CUDA graphs", "memory source", "ssmbench"]),
+        _md_row(["---"] * 9),
     ]
     for g, r in seen.items():
         env = r.get("env") or {}
@@ -191,6 +207,7 @@ def machines_md(records: list[dict]) -> list[str]:
                     f"{cpu.get('model', '-')} x{cpu.get('logical', '?')}",
                     fmt_bytes(env.get("ram_bytes")),
                     vtxt or "-",
+                    graphed(groups[g]),
                     src,
                     f"{ss.get('version', '?')} {ss.get('git') or ''}".strip(),
                 ]

@@ -257,6 +257,21 @@ def test_markdown_machines(md):
     assert (cpu["device"], cpu["host"], cpu["memory source"]) == ("AMD EPYC 7B13", "cpu-box", "rss")
     assert (gpu["device"], gpu["host"], gpu["memory source"]) == ("NVIDIA H100 80GB HBM3", "gpu-box", "cuda_max_allocated")
     assert "torch 2.5.1" in cpu["versions"]
+    assert cpu["CUDA graphs"] == "-"
+
+
+def test_machines_say_what_ran_as_cuda_graphs():
+    """From env_backend's execution notes: all of a group's train steps, or how many; decode."""
+
+    def rec(mode, **env_backend):
+        return {"suite": "throughput", "backend": "torch-cuda", "device": "H100", "mode": mode, "env_backend": env_backend}
+
+    decode = {"mamba_decode": "CUDA graph, preallocated state", "transformer_decode": "CUDA graph, KV cache"}
+    recs = [rec("train", train_step="CUDA graph", **decode), rec("forward", **decode)]
+    assert report.graphed(recs) == "train step, Mamba decode, Transformer decode"
+    recs.append(rec("train", train_step="eager: the chunked scan reads its chunk length on the host", mamba_decode="CUDA graph"))
+    assert report.graphed(recs) == "train step (1 of 2), Mamba decode, Transformer decode"  # records without a note: not counted
+    assert report.graphed([rec("decode")]) == "-"  # records from before the notes existed
 
 
 # ---------------------------------------------------------------------------- csv, json
