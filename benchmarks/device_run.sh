@@ -42,6 +42,9 @@ for STEP in "$@"; do
     tune-scan) python3 "$REPO/benchmarks/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/benchmarks/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     scan-host) python3 "$REPO/benchmarks/scan_host_time.py" | tee "$OUT/scan-host.txt" ;;
+    launch-ab) for how in "" --triton-launch; do  # the scan eager and GPU-alone, direct launches vs Triton's
+                 python3 "$REPO/benchmarks/tune_triton_scan.py" --defaults --lengths 512,2048,8192 $how | tee "$OUT/tune${how:+-triton-launch}.txt"
+               done ;;
     seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;
     seqlen-fused) $SSM sweep seqlen -b torch-cuda --mode train,forward $FAST --out $R ;;
     seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;
