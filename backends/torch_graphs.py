@@ -126,14 +126,19 @@ def _decode_copy(module, device, amp_dtype):
     return module, lambda: torch.autocast(kind, dtype=amp_dtype, enabled=amp_dtype is not None, cache_enabled=False)
 
 
-def _record(step: Callable):
-    """(a CUDA graph of ``step()``, its output): two warm-up calls on a side stream first."""
+WARMUP = 2  # calls before a capture: kernels compile, workspaces are allocated
+
+
+def _record(step: Callable, before_capture: Callable = lambda: None):
+    """(a CUDA graph of ``step()``, its output): WARMUP calls on a side stream, then
+    ``before_capture()``, then the capture."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(2):
+        for _ in range(WARMUP):
             step()
     torch.cuda.current_stream().wait_stream(side)
+    before_capture()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = step()
@@ -145,8 +150,6 @@ class StaticTrainer:
     optimiser update; it leaves the gradients for the next backward to overwrite) recorded once
     as a CUDA graph over static copies of the inputs, then replayed."""
 
-    WARMUP = 2
-
     def __init__(self, step: Callable, opt, tokens, targets):
         self.step, self.opt = step, opt
         self.tokens, self.targets = tokens.clone(), targets.clone()
@@ -154,16 +157,10 @@ class StaticTrainer:
         # kept on the host: a device copy would add the parameters to the run's peak memory
         saved = [p.detach().to("cpu", copy=True) for p in params]
         saved_state = {p: {k: v.to("cpu", copy=True) for k, v in opt.state[p].items()} for p in params if p in opt.state}
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(self.WARMUP):
-                step(self.tokens, self.targets)
-        torch.cuda.current_stream().wait_stream(side)
-        opt.zero_grad(set_to_none=True)  # the captured backward assigns the gradients afresh
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = step(self.tokens, self.targets)
+        self.graph, self.loss = _record(
+            lambda: step(self.tokens, self.targets),
+            before_capture=lambda: opt.zero_grad(set_to_none=True),  # the captured backward assigns the gradients afresh
+        )
         with torch.no_grad():  # undo the warm-up: the model and optimiser as they were built
             torch._foreach_copy_(params, saved)
             for p in params:
