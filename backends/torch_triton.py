@@ -57,6 +57,11 @@ def _even(L, E, N, tiling) -> bool:
     return L % tiling.chunk == 0 and E % tiling.block_e == 0 and N == _np(N)
 
 
+def _meta(tiling: Tiling, L: int, E: int, N: int) -> dict:
+    """The constexprs and warps every scan kernel takes at this tiling and shape."""
+    return {"BLOCK_E": tiling.block_e, "NP": _np(N), "T": tiling.chunk, "EVEN": _even(L, E, N, tiling), "num_warps": tiling.warps}
+
+
 @functools.cache
 def _sm_count(device: torch.device) -> int:
     """Streaming multiprocessors (1 under the interpreter, so tests choose S directly)."""
@@ -118,7 +123,7 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     else:
         S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
         start_states = torch.empty(Bt, S, NP, E, **f32) if keep_starts else last
-    meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
+    meta = _meta(tl_, L, E, N)
     carry, dsum = last, last  # unread where S = 1 or the start states are given
     if S > 1 and not from_starts:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
@@ -153,12 +158,13 @@ def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
     f32 = {"device": x.device, "dtype": torch.float32}
     S, SC = segments(states.shape[1], n_eb * Bt, tl_, x.device)
-    carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
     # per-program partial sums, two buffers so that two reductions finish them (host time counts at short L)
     dBCp = torch.empty(2, Bt, n_eb, L, NP, **f32)  # dB, dC per channel block
     parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
-    meta = {"BLOCK_E": tl_.block_e, "NP": NP, "T": tl_.chunk, "EVEN": _even(L, E, N, tl_), "num_warps": tl_.warps}
+    meta = _meta(tl_, L, E, N)
+    carry, dsum = parts, parts  # unread where S = 1
     if S > 1:
+        carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1))(
             dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
         )  # fmt: skip
