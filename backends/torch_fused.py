@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from .torch_launch import launch, tl, triton
+from .torch_launch import cdiv, launch, next_power_of_2, tl, triton
 from .torch_scan_kernels import _sigmoid, _softplus
-from .torch_triton import _bl, _lastdim_contiguous
+from .torch_triton import _bl, _lastdim_contiguous, _np
 
 # ============================================================================ causal conv + silu
 # out[b, t, e] = silu(bias[e] + Σ_k w[e, k] x[b, t - (K-1) + k, e])   (zeros before t = 0)
@@ -95,7 +95,7 @@ def _conv_grad_x_kernel(g_ptr, w_ptr, dx_ptr, L, E, K: tl.constexpr, BL: tl.cons
 
 
 def _conv_grid(Bt, L, E):
-    return (triton.cdiv(L, CONV_BLOCK_L), triton.cdiv(E, CONV_BLOCK_E), Bt)
+    return (cdiv(L, CONV_BLOCK_L), cdiv(E, CONV_BLOCK_E), Bt)
 
 
 class CausalConvSilu(torch.autograd.Function):
@@ -117,7 +117,7 @@ class CausalConvSilu(torch.autograd.Function):
         K = weight.shape[-1]
         w = weight.reshape(E, K).contiguous()
         (dout,) = _lastdim_contiguous(dout)
-        n_lt = triton.cdiv(L, CONV_BLOCK_L)
+        n_lt = cdiv(L, CONV_BLOCK_L)
         g = torch.empty(Bt, L, E, device=x.device, dtype=torch.float32)
         dwp = torch.empty(Bt, n_lt, E, K, device=x.device, dtype=torch.float32)
         dbp = torch.empty(Bt, n_lt, E, device=x.device, dtype=torch.float32)
@@ -190,7 +190,7 @@ def _add_norm_backward_kernel(
 
 
 def _norm_meta(D):
-    BD = triton.next_power_of_2(D)
+    BD = next_power_of_2(D)
     return {"BD": BD, "num_warps": max(1, min(8, BD // 256))}
 
 
@@ -218,7 +218,7 @@ class AddRMSNorm(torch.autograd.Function):
         drn = dr_next.reshape(M, D).contiguous() if dr_next is not None else dy
         dh = torch.empty(M, D, device=r.device, dtype=ctx.hidden_dtype)
         dres = torch.empty(M, D, device=r.device, dtype=torch.float32) if ctx.has_res else dh
-        n_prog = triton.cdiv(M, NORM_ROWS)
+        n_prog = cdiv(M, NORM_ROWS)
         dwp = torch.empty(n_prog, D, device=r.device, dtype=torch.float32)
         launch(_add_norm_backward_kernel, (n_prog,))(
             dy, drn, r, rstd, weight, dh, dres, dwp, M, D,
@@ -298,8 +298,8 @@ def conv_step(conv, x, weight, bias):
     conv = conv.contiguous()
     (x,) = _lastdim_contiguous(x)  # the kernel steps batch rows by x.stride(0), channels by 1
     new, xc = torch.empty_like(conv), torch.empty(Bt, E, device=x.device, dtype=x.dtype)
-    launch(_conv_step_kernel, (Bt, triton.cdiv(E, STEP_BLOCK_E)))(
-        conv, x, weight.reshape(E, K).contiguous(), bias, new, xc, E, x.stride(0), K=K, KP=triton.next_power_of_2(K), BE=STEP_BLOCK_E
+    launch(_conv_step_kernel, (Bt, cdiv(E, STEP_BLOCK_E)))(
+        conv, x, weight.reshape(E, K).contiguous(), bias, new, xc, E, x.stride(0), K=K, KP=next_power_of_2(K), BE=STEP_BLOCK_E
     )  # fmt: skip
     return new, xc
 
@@ -312,9 +312,9 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
     dt, z, Bm, Cm = _lastdim_contiguous(dt, z, Bm, Cm)
     h = h.contiguous()
     h_new, y = torch.empty_like(h), torch.empty(Bt, E, device=xc.device, dtype=xc.dtype)
-    launch(_ssm_step_kernel, (Bt, triton.cdiv(E, STEP_BLOCK_E)))(
+    launch(_ssm_step_kernel, (Bt, cdiv(E, STEP_BLOCK_E)))(
         xc, dt, z, Bm, Cm, A_log.contiguous(), D, dt_bias, h, h_new, y, E, N,
-        dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=max(2, triton.next_power_of_2(N)), BE=STEP_BLOCK_E,
+        dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=_np(N), BE=STEP_BLOCK_E,
     )  # fmt: skip
     return y, h_new
 
@@ -363,6 +363,6 @@ def cross_entropy_(logits, targets, scale: float):
     overwrites logits with scale * (softmax(logits) - onehot(targets)) in their dtype."""
     R, V = logits.shape
     loss = torch.empty(R, device=logits.device, dtype=torch.float32)
-    bv = min(CE_BLOCK_V, triton.next_power_of_2(V))
+    bv = min(CE_BLOCK_V, next_power_of_2(V))
     launch(_cross_entropy_kernel, (R,))(logits, targets, loss, V, logits.stride(0), scale, BV=bv, num_warps=max(1, min(8, bv // 512)))
     return loss

@@ -42,6 +42,17 @@ _NEW = object()  # a key not launched yet
 DIRECT_KINDS = (JITFunction,)  # kernels that may launch directly: @triton.jit ones, as compiled
 
 
+# grid and tile arithmetic on the host: triton.cdiv and triton.next_power_of_2 are constexpr
+# functions, a few µs a call in Python, and the host's time is the eager time at short lengths
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The least power of two >= n (n >= 1)."""
+    return 1 << (n - 1).bit_length()
+
+
 def launch(kernel, grid: tuple[int, ...]):
     """``kernel[grid]``, through the kernel's Launcher: ``launch(kernel, grid)(*args, **meta)``."""
     launcher = _launchers.get(kernel)

@@ -33,7 +33,9 @@ backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gra
 
     dB_t = Σ_e dL/dh_t Δ_t x_t          dC_t = Σ_e dy_t h_t           (partial sums per channel block)
     dΔ_t = x_t (dL/dh_t · B_t) + Σ_n dL/dh_t (h_t - Δ_t x_t B_t) A    (a_t h_{t-1} = h_t - b_t: no division)
-    dA   = Σ_t dL/dh_t (h_t - Δ_t x_t B_t) Δ_t                      (per sequence and segment, summed on the host)
+    dA   = Σ_t dL/dh_t (h_t - Δ_t x_t B_t) Δ_t                      (per sequence and segment)
+
+and one last kernel (``_reduce_kernel``) sums the partials into the gradients in their dtypes.
 
 Tiles are (NP, BLOCK_E): one channel per lane, its N states in that lane's registers (NP, N
 rounded up to a power of two). Arithmetic and the state are fp32 whatever the inputs' dtype.
@@ -98,14 +100,18 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
 
 @triton.jit
 def _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.constexpr):
-    """Program pe's channels e and states n with their masks, A (stored (N, E)) as an (NP, BLOCK_E)
-    tile times log2(e) (for exp2), and dt_bias."""
+    """Program pe's channels e and states n with their masks, A ((E, N) as the caller holds it) as
+    an (NP, BLOCK_E) tile times log2(e) (for exp2), and dt_bias. A is read one state at a time, a
+    (BLOCK_E,) vector each, straight into the tile's layout: one 2D load of the (E, N) layout made
+    Triton choose another layout, and every scan kernel's registers rose (DEVELOPERS.md)."""
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, NP)
     me, mn = e < E, n < N
-    A2 = (
-        tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
-    )  # log2(e)
+    A2 = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
+    for k in tl.static_range(NP):
+        a_k = tl.load(A_ptr + e * N + k, mask=me & (k < N), other=0.0).to(tl.float32)
+        A2 = tl.where(n[:, None] == k, a_k[None, :], A2)
+    A2 = A2 * 1.4426950408889634  # log2(e)
     bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
     return e, n, me, mn, A2, bias
 
@@ -267,7 +273,7 @@ def _adjoint_carry_kernel(
 def _backward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr, states_ptr,  # inputs
     carry_ptr, dsum_ptr,  # the segments' adjoint carries from _adjoint_carry_kernel
-    dx_ptr, ddt_ptr, dz_ptr, dBp_ptr, dCp_ptr, dparts_ptr,  # gradients (dparts: dA, dD, dbias shares)
+    dx_ptr, ddt_ptr, dz_ptr, dBCp_ptr, dparts_ptr,  # gradients (dBCp: dB, dC shares; dparts: dA, dD, dbias)
     L, E, N, n_eblocks, SC, S,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
@@ -284,8 +290,8 @@ def _backward_kernel(
     dx_ptr += pb * sg_b  # dx, ddt, dz are new (B, L, E) tensors: one set of strides
     ddt_ptr += pb * sg_b
     dz_ptr += pb * sg_b
-    dBp_ptr += (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB and dC
-    dCp_ptr += (pb * n_eblocks + pe) * L * NP
+    dBp_ptr = dBCp_ptr + (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB, and of dC
+    dCp_ptr = dBp_ptr + tl.num_programs(1) * n_eblocks * L * NP
     g = _fold_carries(carry_ptr, dsum_ptr, A2, pb, S - 1, ps, -1, S, E, n, e, me, NP, BLOCK_E)  # G(ps)
     a_next = tl.full((NP, BLOCK_E), 1.0, dtype=tl.float32)  # G(ps) = a_{s1} g_{s1} has its decay already
     dA = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
@@ -355,3 +361,54 @@ def _backward_kernel(
     tl.store(dparts_ptr + (part + n[:, None]) * E + e[None, :], dA, mask=me[None, :])
     tl.store(dparts_ptr + (part + NP) * E + e, dD, mask=me)
     tl.store(dparts_ptr + (part + NP + 1) * E + e, dbias, mask=me)
+
+
+@triton.jit
+def _column_sums(src_ptr, rows, cols, i, mi, BLOCK: tl.constexpr, KB: tl.constexpr):
+    """Σ_r src[r, i] over the rows of a (rows, cols) fp32 matrix, for a block of BLOCK columns i
+    (mask mi), KB rows a load so that many loads are in flight (a row a load waits on each)."""
+    rk = tl.arange(0, KB)
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    r = tl.program_id(0) * 0  # a tensor from the start: a literal would change type in the loop
+    while r < rows:
+        m = ((r + rk) < rows)[:, None] & mi[None, :]
+        acc += tl.sum(tl.load(src_ptr + (r + rk)[:, None] * cols + i[None, :], mask=m, other=0.0), axis=0)
+        r += KB
+    return acc
+
+
+@triton.jit
+def _reduce_kernel(
+    dBCp_ptr, parts_ptr,  # the backward kernel's partials: (2, B, n_eblocks, L, NP), (B S, NP + 2, E) fp32
+    dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,  # gradients: (B, L, N) twice, (E, N), (E,), (E,)
+    Bt, L, E, N, n_eblocks, R,  # R = B S rows of parts
+    NP: tl.constexpr, BLOCK: tl.constexpr, KB: tl.constexpr,
+):  # fmt: skip
+    """The backward's partial sums into its gradients, each in its own dtype, in one launch (each
+    torch op it replaces costs host time, which at short L is the eager time). Programs below
+    2 B cdiv(L NP, BLOCK) sum a block of (t, n) of one sequence's dB or dC over the channel
+    blocks; the rest sum a block of the (NP + 2, E) rows of dA, dD, dbias over sequences and
+    segments, and write dA as (E, N)."""
+    p = tl.program_id(0)
+    i = tl.arange(0, BLOCK)
+    per_seq = tl.cdiv(L * NP, BLOCK)
+    n_bc = 2 * Bt * per_seq
+    if p < n_bc:
+        w = p // per_seq  # dB of sequence w, or dC of sequence w - B
+        i += (p % per_seq) * BLOCK
+        mi = i < L * NP
+        acc = _column_sums(dBCp_ptr + w * n_eblocks * L * NP, n_eblocks, L * NP, i, mi, BLOCK, KB)
+        t, n = i // NP, i % NP
+        m = mi & (n < N)
+        if w < Bt:
+            tl.store(dB_ptr + (w * L + t) * N + n, acc.to(dB_ptr.dtype.element_ty), mask=m)
+        else:
+            tl.store(dC_ptr + ((w - Bt) * L + t) * N + n, acc.to(dC_ptr.dtype.element_ty), mask=m)
+    else:
+        i += (p - n_bc) * BLOCK
+        mi = i < (NP + 2) * E
+        acc = _column_sums(parts_ptr, R, (NP + 2) * E, i, mi, BLOCK, KB)
+        q, e = i // E, i % E  # row q of (NP + 2, E): dA's state q, then dD, then dbias
+        tl.store(dA_ptr + e * N + q, acc.to(dA_ptr.dtype.element_ty), mask=mi & (q < N))
+        tl.store(dD_ptr + e, acc.to(dD_ptr.dtype.element_ty), mask=mi & (q == NP))
+        tl.store(dbias_ptr + e, acc.to(dbias_ptr.dtype.element_ty), mask=mi & (q == NP + 1))

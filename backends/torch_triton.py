@@ -30,8 +30,8 @@ import torch
 
 # Triton as torch_launch set it up (interpreted without CUDA); its launch() skips Triton's per-call
 # argument binding, which at short L costs more host time than the kernels take on the GPU
-from .torch_launch import launch, triton
-from .torch_scan_kernels import _adjoint_carry_kernel, _backward_kernel, _forward_kernel, _state_carry_kernel
+from .torch_launch import cdiv, launch, next_power_of_2, triton
+from .torch_scan_kernels import _adjoint_carry_kernel, _backward_kernel, _forward_kernel, _reduce_kernel, _state_carry_kernel
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,11 @@ class Tiling:
 FORWARD = Tiling(block_e=32, chunk=8, warps=1, per_sm=32)
 BACKWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
 MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
+REDUCE = {"BLOCK": 512, "KB": 8, "num_warps": 4}  # _reduce_kernel: columns a program, rows a load
 
 
 def _np(N: int) -> int:
-    return max(2, triton.next_power_of_2(N))
+    return max(2, next_power_of_2(N))
 
 
 def _even(L, E, N, tiling) -> bool:
@@ -97,26 +98,26 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=F
 
 
 def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
-    """The inputs in the kernels' layouts: unit stride along the last dim, and A transposed to
-    (N, E), E fastest like every tile (a copy: autograd's forward saves what it prepared)."""
+    """The inputs in the kernels' layouts: unit stride along the last dim (A, D and dt_bias
+    contiguous). Copies only what is not so already; autograd's forward saves what it prepared."""
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
-    return x, dt, A.t().contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
+    return x, dt, A.contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
 
 
-def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
-    """``forward`` on prepared inputs (A as At, (N, E))."""
+def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
+    """``forward`` on prepared inputs."""
     tl_ = tiling or (BACKWARD if states_only else FORWARD)
     Bt, L, E = x.shape
-    N = At.shape[0]
+    N = A.shape[1]
     NP = _np(N)
     f32 = {"device": x.device, "dtype": torch.float32}
     last = torch.empty(Bt, N, E, **f32)
     n_chunks = math.ceil(L / tl_.chunk)
     states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
     out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
-    n_eb = triton.cdiv(E, tl_.block_e)
+    n_eb = cdiv(E, tl_.block_e)
     from_starts = starts is not None and states_only and starts[1] % tl_.chunk == 0
     if from_starts:
         start_states, S, SC = starts[0], starts[0].shape[1], starts[1] // tl_.chunk
@@ -128,10 +129,10 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     if S > 1 and not from_starts:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_state_carry_kernel, (n_eb, Bt, S - 1))(
-            x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
+            x, dt, Bm, A, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
     launch(_forward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
+        x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
         STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
     )  # fmt: skip
@@ -146,19 +147,19 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     return _backward(dout, *_prepared(x, dt, A, Bm, Cm, D, z, dt_bias), starts=starts, tiling=tiling)
 
 
-def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
-    """``backward`` on prepared inputs (A as At, (N, E))."""
+def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts, tiling):
+    """``backward`` on prepared inputs."""
     tl_ = tiling or BACKWARD
     (dout,) = _lastdim_contiguous(dout)
-    states = _forward(x, dt, At, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
+    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
     Bt, L, E = x.shape
-    N = At.shape[0]
+    N = A.shape[1]
     NP = _np(N)
-    n_eb = triton.cdiv(E, tl_.block_e)
+    n_eb = cdiv(E, tl_.block_e)
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
     f32 = {"device": x.device, "dtype": torch.float32}
     S, SC = segments(states.shape[1], n_eb * Bt, tl_, x.device)
-    # per-program partial sums, two buffers so that two reductions finish them (host time counts at short L)
+    # per-program partial sums, which _reduce_kernel finishes
     dBCp = torch.empty(2, Bt, n_eb, L, NP, **f32)  # dB, dC per channel block
     parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
     meta = _meta(tl_, L, E, N)
@@ -166,17 +167,29 @@ def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
     if S > 1:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1))(
-            dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
+            dt, z, Cm, A, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
         )  # fmt: skip
     launch(_backward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
-        dx, ddt, dz, dBCp[0], dBCp[1], parts, L, E, N, n_eb, SC, S,
+        x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, carry, dsum,
+        dx, ddt, dz, dBCp, parts, L, E, N, n_eb, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
     )  # fmt: skip
-    dBC = dBCp.sum(2)[..., :N]  # (2, B, L, N)
-    sums = parts.sum((0, 1))  # (NP + 2, E)
-    dA, dD, dbias = sums[:N].t().to(At.dtype), sums[NP].to(D.dtype), sums[NP + 1].to(dt_bias.dtype)
-    return dx, ddt, dA, dBC[0].to(Bm.dtype), dBC[1].to(Cm.dtype), dD, dz, dbias
+    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias)
+    return dx, ddt, dA, dB, dC, dD, dz, dbias
+
+
+def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias):
+    """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
+    summed into (dA (E, N), dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes, in one
+    launch: each torch op it replaces (two sums, the casts) would cost host time."""
+    _, Bt, n_eb, L, NP = dBCp.shape
+    E, N = A.shape
+    rows = parts.shape[0] * parts.shape[1]  # B S
+    dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
+    dA, dD, dbias = torch.empty_like(A), torch.empty_like(D), torch.empty_like(dt_bias)
+    programs = 2 * Bt * cdiv(L * NP, REDUCE["BLOCK"]) + cdiv((NP + 2) * E, REDUCE["BLOCK"])
+    launch(_reduce_kernel, (programs,))(dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows, NP=NP, **REDUCE)
+    return dA, dB, dC, dD, dbias
 
 
 class SelectiveScan(torch.autograd.Function):
@@ -187,10 +200,13 @@ class SelectiveScan(torch.autograd.Function):
         ctx.save_for_backward(*ins, starts)
         ctx.segment_steps = steps
         ctx.mark_non_differentiable(last)
+        ctx.set_materialize_grads(False)  # no zeros for the last state's gradient (it has none)
         return out, last
 
     @staticmethod
     def backward(ctx, dout, _dlast):
+        if dout is None:  # out unused: nothing flows back
+            return (None,) * 8
         *ins, starts = ctx.saved_tensors
         return _backward(dout, *ins, starts=(starts, ctx.segment_steps), tiling=None)
 

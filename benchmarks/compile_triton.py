@@ -48,6 +48,8 @@ def kernels():
         yield "state carry" + tag, sk._state_carry_kernel, {**fwd, **extra}, f.warps, ()
         yield "adjoint carry" + tag, sk._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
         yield "scan backward" + tag, sk._backward_kernel, {**bwd, **extra}, b.warps, ()
+    reduce = {k: v for k, v in tt.REDUCE.items() if k != "num_warps"}
+    yield "scan partial sums", sk._reduce_kernel, {**reduce, "NP": 16}, tt.REDUCE["num_warps"], ("dB_ptr", "dC_ptr")
     conv = {"K": 4, "BL": tf.CONV_BLOCK_L, "BE": tf.CONV_BLOCK_E}
     yield "conv forward", tf._conv_forward_kernel, conv, 4, ()
     yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4, ()

@@ -1,5 +1,5 @@
 """Where the Triton scan's host time goes at short lengths, with Triton's launch and with
-torch_launch's direct one side by side (CUDA only).
+torch_launch's direct one side by side (CUDA; --stub-kernels anywhere).
 
 At L=512 the GPU finishes the scan's kernels sooner than Python launches them, so an eager call
 runs at the host's speed. For each call this prints two figures per launch path:
@@ -7,11 +7,18 @@ runs at the host's speed. For each call this prints two figures per launch path:
          (when it exceeds the GPU's time, it is the eager time)
   eager  median of CUDA-event timings around single calls (tune_triton_scan.median_ms)
 for the forward, the backward, both called directly, both through autograd (as a user calls
-the op), and an autograd Function with the scan's eight inputs that does no work (the engine's
-own cost); then a cProfile of the autograd call and torch.profiler's CPU-side op table, and
-what single launches and allocations cost.
+the op, then with the backward on the calling thread instead of autograd's device thread), and
+an autograd Function with the scan's eight inputs that does no work (the engine's own cost);
+then a cProfile of the autograd call and torch.profiler's CPU-side op table, and what single
+launches and allocations cost.
 
     python benchmarks/scan_host_time.py [--lengths 512,2048] [--no-profile]
+
+--stub-kernels runs anywhere, a CPU included: every launch of the scan is replaced by a no-op, and
+for each call it prints the host µs (best of 5 runs, one thread), the kernels it would launch and
+the torch ops it dispatches, with the segments a GPU of --sms SMs would get (132: the H100). It
+counts what the host does besides launching; it says nothing of the GPU, and the µs are this
+machine's, not a GPU host's.
 """
 
 from __future__ import annotations
@@ -33,13 +40,18 @@ from tune_triton_scan import BATCH, E, N, inputs, median_ms
 def host_us(fn, n=200) -> float:
     for _ in range(20):
         fn()
-    torch.cuda.synchronize()
+    sync()
     t = time.perf_counter()
     for _ in range(n):
         fn()
     spent = (time.perf_counter() - t) / n * 1e6
-    torch.cuda.synchronize()
+    sync()
     return spent
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 class Idle(torch.autograd.Function):
@@ -48,15 +60,15 @@ class Idle(torch.autograd.Function):
     @staticmethod
     def forward(ctx, *ins):
         ctx.save_for_backward(*ins)
-        return ins[0].clone()
+        return torch.empty_like(ins[0])
 
     @staticmethod
     def backward(ctx, g):
         return tuple(torch.empty_like(t) for t in ctx.saved_tensors)
 
 
-def calls(L: int, dtype) -> dict:
-    ins = inputs(BATCH, L, E, N, dtype)
+def calls(L: int, dtype, device="cuda") -> dict:
+    ins = inputs(BATCH, L, E, N, dtype, device=device)
     dout = torch.randn_like(ins[0])
     leaves = [t.detach().clone().requires_grad_() for t in ins]
     kept = tt.forward(*ins, keep_starts=True)[2]
@@ -64,11 +76,19 @@ def calls(L: int, dtype) -> dict:
     def direct():
         tt.backward(dout, *ins, starts=tt.forward(*ins, keep_starts=True)[2])
 
+    def autograd():
+        torch.autograd.grad(tt.selective_scan(*leaves)[0], leaves, dout)
+
+    def one_thread():  # CUDA backwards run on autograd's device thread: what does the hand-over cost?
+        with torch.autograd.set_multithreading_enabled(False):
+            autograd()
+
     return {
         "forward()": lambda: tt.forward(*ins),
         "backward(starts)": lambda: tt.backward(dout, *ins, starts=kept),
         "forward + backward": direct,
-        "autograd fwd+bwd": lambda: torch.autograd.grad(tt.selective_scan(*leaves)[0], leaves, dout),
+        "autograd fwd+bwd": autograd,
+        "autograd, one thread": one_thread,
         "autograd, idle Function": lambda: torch.autograd.grad(Idle.apply(*leaves), leaves, dout),
     }
 
@@ -118,11 +138,41 @@ def singles() -> None:
         print(f"{name:28s} {host_us(fn, 2000):7.1f} us host")
 
 
+def stubbed(lengths: list[int], sms: int) -> None:
+    """--stub-kernels: the host's own work per call, kernels not run (see the module docstring)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            ops[func.__name__] = ops.get(func.__name__, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    torch.set_num_threads(1)
+    launched: list[str] = []
+    tt.launch = lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__)
+    tt._sm_count = lambda device: sms
+    print(f"torch {torch.__version__}, kernels stubbed, segments as on {sms} SMs; host us on this machine")
+    for L in lengths:
+        print(f"\nL={L} bfloat16: host us | kernels launched | torch ops dispatched")
+        for name, fn in calls(L, torch.bfloat16, device="cpu").items():
+            us = min(host_us(fn, 300) for _ in range(5))
+            launched.clear()
+            ops: dict[str, int] = {}
+            with Ops():
+                fn()
+            table = ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1]))
+            print(f"{name:26s} {us:7.1f} | {len(launched)} | {sum(ops.values())}: {table}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="512,2048")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--stub-kernels", action="store_true", help="no GPU needed: count the host's work, kernels not run")
+    ap.add_argument("--sms", type=int, default=132, help="with --stub-kernels: the GPU whose segments to plan")
     args = ap.parse_args()
+    if args.stub_kernels:
+        return stubbed([int(v) for v in args.lengths.split(",")], args.sms)
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", triton.__version__)
     for L in [int(v) for v in args.lengths.split(",")]:
         for dtype in (torch.bfloat16, torch.float32):

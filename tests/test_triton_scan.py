@@ -124,6 +124,69 @@ def test_backward_recomputes_from_the_forward_segment_starts_or_carries(forward_
         assert rel(g, g64) < 1e-5, name
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, monkeypatch):
+    """_reduce_kernel against torch's sums, with small blocks so that several programs share each
+    sequence's dB and dC and each loops over several loads of rows (KB rows a load, ragged)."""
+    monkeypatch.setitem(tt.REDUCE, "BLOCK", 16)
+    monkeypatch.setitem(tt.REDUCE, "KB", 2)
+    g = torch.Generator().manual_seed(5)
+    Bt, n_eb, L, NP, N, S, E = 3, 5, 7, 8, 5, 3, 6  # NP > N: the padded states are dropped
+    dBCp = torch.randn(2, Bt, n_eb, L, NP, generator=g).to(DEVICE)
+    parts = torch.randn(Bt, S, NP + 2, E, generator=g).to(DEVICE)
+    A, D, bias = (torch.zeros(*s, device=DEVICE) for s in ((E, N), (E,), (E,)))
+    dA, dB, dC, dD, dbias = tt._sum_partials(dBCp, parts, A, dtype, dtype, D, bias)
+    dBC, sums = dBCp.double().sum(2)[..., :N], parts.double().sum((0, 1))
+    for got, want in ((dB, dBC[0]), (dC, dBC[1]), (dA, sums[:N].t()), (dD, sums[NP]), (dbias, sums[NP + 1])):
+        # bf16: rounding (the interpreter truncates, 2^-8 at worst; a GPU rounds to nearest)
+        assert got.shape == want.shape and rel(got, want) < (1e-6 if got.dtype == torch.float32 else 4e-3)
+    assert dB.dtype == dC.dtype == dtype and dA.dtype == dD.dtype == dbias.dtype == torch.float32
+
+
+def test_a_non_contiguous_A_is_read_as_it_is_given():
+    """A (E, N) as a transposed view of an (N, E) tensor: the kernels read the copy _prepared
+    makes, and dA comes back (E, N) like A."""
+    ins = [t.float().to(DEVICE) for t in inputs(2, 9, 6, 3, seed=2)]
+    ins[2] = ins[2].t().contiguous().t().requires_grad_()
+    assert not ins[2].is_contiguous()
+    ins64 = [t.detach().double().cpu().requires_grad_() for t in ins]
+    out, _ = tt.selective_scan(*ins)
+    out.sum().backward()
+    out64, _ = reference(*ins64)
+    out64.sum().backward()
+    assert rel(out, out64) < 1e-5 and rel(ins[2].grad, ins64[2].grad) < 1e-5
+
+
+def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
+    """The host path of selective_scan's forward and backward: besides its Triton launches (two
+    scans, a carry kernel each side where the sequence is split, the sums), torch sees only
+    allocations and views, no kernel of its own (a zeros, a sum, a cast or a copy each cost host
+    time, which at short L is the eager time). Kernels stubbed: this counts, it does not compute."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    launched = []
+    monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__))
+    monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
+    monkeypatch.setattr(tt, "BACKWARD", tt.Tiling(4, 4, 1, per_sm=12))
+    cheap = {"empty.memory_format", "empty_like.default", "t.default", "transpose.int", "detach.default", "alias.default"}
+
+    class Ops(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    ins = [t.float().requires_grad_() for t in inputs(2, 37, 6, 5)]
+    with Ops():
+        out, _ = tt.selective_scan(*ins)
+        torch.autograd.grad(out, ins, torch.ones_like(out))
+    ones_like = Ops.seen.index("ones_like.default")  # the test's own
+    assert set(Ops.seen[:ones_like] + Ops.seen[ones_like + 1 :]) <= cheap, Ops.seen
+    forward, backward = ["_state_carry_kernel", "_forward_kernel"], ["_forward_kernel", "_adjoint_carry_kernel", "_backward_kernel"]
+    assert launched == forward + backward + ["_reduce_kernel"]  # the recompute starts from the forward's segment starts
+
+
 def test_states_only_recompute_keeps_chunk_end_states_and_the_same_last_state(monkeypatch):
     ins = [t.float().to(DEVICE) for t in inputs(2, 13, 5, 3)]
     out, last = tt.selective_scan(*ins)
