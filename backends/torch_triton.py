@@ -204,9 +204,7 @@ class SelectiveScan(torch.autograd.Function):
         return out, last
 
     @staticmethod
-    def backward(ctx, dout, _dlast):
-        if dout is None:  # out unused: nothing flows back
-            return (None,) * 8
+    def backward(ctx, dout, _dlast):  # dout is given: out is the only differentiable output
         *ins, starts = ctx.saved_tensors
         return _backward(dout, *ins, starts=(starts, ctx.segment_steps), tiling=None)
 

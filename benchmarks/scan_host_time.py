@@ -154,7 +154,7 @@ def stubbed(lengths: list[int], sms: int) -> None:
     print(f"torch {torch.__version__}, kernels stubbed, segments as on {sms} SMs; host us on this machine")
     for L in lengths:
         print(f"\nL={L} bfloat16: host us | kernels launched | torch ops dispatched")
-        for name, fn in calls(L, torch.bfloat16, device="cpu").items():
+        for name, fn in calls(L, torch.bfloat16, device="cuda" if torch.cuda.is_available() else "cpu").items():
             us = min(host_us(fn, 300) for _ in range(5))
             launched.clear()
             ops: dict[str, int] = {}

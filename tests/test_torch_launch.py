@@ -257,6 +257,6 @@ def test_cuda_scan_repeats_exactly_through_direct_launches():
         for again in runs[1:]:
             for a, b in zip(runs[0], again):
                 assert torch.equal(a, b)
-    for kernel in (sk._state_carry_kernel, sk._forward_kernel, sk._adjoint_carry_kernel, sk._backward_kernel):
+    for kernel in (sk._state_carry_kernel, sk._forward_kernel, sk._adjoint_carry_kernel, sk._backward_kernel, sk._reduce_kernel):
         keys = torch_launch._launchers[kernel]._keys.values()  # each kernel launched directly by the third run
         assert any(type(v) is tuple for v in keys), kernel.fn.__name__

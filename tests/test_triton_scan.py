@@ -125,7 +125,8 @@ def test_backward_recomputes_from_the_forward_segment_starts_or_carries(forward_
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, monkeypatch):
+@pytest.mark.parametrize("param_dtype", [torch.float32, torch.bfloat16])
+def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype, monkeypatch):
     """_reduce_kernel against torch's sums, with small blocks so that several programs share each
     sequence's dB and dC and each loops over several loads of rows (KB rows a load, ragged)."""
     monkeypatch.setitem(tt.REDUCE, "BLOCK", 16)
@@ -134,13 +135,13 @@ def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, monkeypatch)
     Bt, n_eb, L, NP, N, S, E = 3, 5, 7, 8, 5, 3, 6  # NP > N: the padded states are dropped
     dBCp = torch.randn(2, Bt, n_eb, L, NP, generator=g).to(DEVICE)
     parts = torch.randn(Bt, S, NP + 2, E, generator=g).to(DEVICE)
-    A, D, bias = (torch.zeros(*s, device=DEVICE) for s in ((E, N), (E,), (E,)))
+    A, D, bias = (torch.zeros(*s, device=DEVICE, dtype=param_dtype) for s in ((E, N), (E,), (E,)))
     dA, dB, dC, dD, dbias = tt._sum_partials(dBCp, parts, A, dtype, dtype, D, bias)
     dBC, sums = dBCp.double().sum(2)[..., :N], parts.double().sum((0, 1))
     for got, want in ((dB, dBC[0]), (dC, dBC[1]), (dA, sums[:N].t()), (dD, sums[NP]), (dbias, sums[NP + 1])):
         # bf16: rounding (the interpreter truncates, 2^-8 at worst; a GPU rounds to nearest)
         assert got.shape == want.shape and rel(got, want) < (1e-6 if got.dtype == torch.float32 else 4e-3)
-    assert dB.dtype == dC.dtype == dtype and dA.dtype == dD.dtype == dbias.dtype == torch.float32
+    assert dB.dtype == dC.dtype == dtype and dA.dtype == dD.dtype == dbias.dtype == param_dtype
 
 
 def test_a_non_contiguous_A_is_read_as_it_is_given():
@@ -177,7 +178,7 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
             self.seen.append(func.__name__)
             return func(*args, **(kwargs or {}))
 
-    ins = [t.float().requires_grad_() for t in inputs(2, 37, 6, 5)]
+    ins = [t.float().to(DEVICE).requires_grad_() for t in inputs(2, 37, 6, 5)]
     with Ops():
         out, _ = tt.selective_scan(*ins)
         torch.autograd.grad(out, ins, torch.ones_like(out))
