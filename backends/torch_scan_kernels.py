@@ -100,18 +100,16 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
 
 @triton.jit
 def _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.constexpr):
-    """Program pe's channels e and states n with their masks, A ((E, N) as the caller holds it) as
-    an (NP, BLOCK_E) tile times log2(e) (for exp2), and dt_bias. A is read one state at a time, a
-    (BLOCK_E,) vector each, straight into the tile's layout: one 2D load of the (E, N) layout made
-    Triton choose another layout, and every scan kernel's registers rose (DEVELOPERS.md)."""
+    """Program pe's channels e and states n with their masks, A (stored (N, E)) as an (NP, BLOCK_E)
+    tile times log2(e) (for exp2), and dt_bias. (Reading A's (E, N) layout one state at a time
+    kept the generic compile's registers but, on the H100, made the forward 1.3-1.6x slower: the
+    tile's layout then differs from the states', a conversion every step; DEVELOPERS.md.)"""
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, NP)
     me, mn = e < E, n < N
-    A2 = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
-    for k in tl.static_range(NP):
-        a_k = tl.load(A_ptr + e * N + k, mask=me & (k < N), other=0.0).to(tl.float32)
-        A2 = tl.where(n[:, None] == k, a_k[None, :], A2)
-    A2 = A2 * 1.4426950408889634  # log2(e)
+    A2 = (
+        tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
+    )  # log2(e)
     bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
     return e, n, me, mn, A2, bias
 
@@ -132,7 +130,8 @@ def _fold_carries(carry_ptr, dsum_ptr, A2, pb, j, j_end, step, S, E, n, e, me, N
 
 # ---------------------------------------------------------------------------- kernels
 # Tiles are (NP, BLOCK_E): one channel per lane, its N states in that lane's registers, so the
-# contraction with C is a sum inside a thread and loads of x, dt, z are coalesced along E.
+# contraction with C is a sum inside a thread and loads of x, dt, z are coalesced along E. That is
+# the intent; a launch specialised for E divisible by 16 spreads them over 4 lanes (DEVELOPERS.md).
 @triton.jit
 def _forward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)

@@ -98,19 +98,19 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=F
 
 
 def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
-    """The inputs in the kernels' layouts: unit stride along the last dim (A, D and dt_bias
-    contiguous). Copies only what is not so already; autograd's forward saves what it prepared."""
+    """The inputs in the kernels' layouts: unit stride along the last dim, and A transposed to
+    (N, E), E fastest like every tile (a copy: autograd's forward saves what it prepared)."""
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
-    return x, dt, A.contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
+    return x, dt, A.t().contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
 
 
-def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
-    """``forward`` on prepared inputs."""
+def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
+    """``forward`` on prepared inputs (A as At, (N, E))."""
     tl_ = tiling or (BACKWARD if states_only else FORWARD)
     Bt, L, E = x.shape
-    N = A.shape[1]
+    N = At.shape[0]
     NP = _np(N)
     f32 = {"device": x.device, "dtype": torch.float32}
     last = torch.empty(Bt, N, E, **f32)
@@ -129,10 +129,10 @@ def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, start
     if S > 1 and not from_starts:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_state_carry_kernel, (n_eb, Bt, S - 1))(
-            x, dt, Bm, A, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
+            x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
     launch(_forward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
+        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
         STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
     )  # fmt: skip
@@ -147,13 +147,13 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     return _backward(dout, *_prepared(x, dt, A, Bm, Cm, D, z, dt_bias), starts=starts, tiling=tiling)
 
 
-def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts, tiling):
-    """``backward`` on prepared inputs."""
+def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
+    """``backward`` on prepared inputs (A as At, (N, E))."""
     tl_ = tiling or BACKWARD
     (dout,) = _lastdim_contiguous(dout)
-    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
+    states = _forward(x, dt, At, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
     Bt, L, E = x.shape
-    N = A.shape[1]
+    N = At.shape[0]
     NP = _np(N)
     n_eb = cdiv(E, tl_.block_e)
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
@@ -167,26 +167,26 @@ def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts, tiling):
     if S > 1:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1))(
-            dt, z, Cm, A, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
+            dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
         )  # fmt: skip
     launch(_backward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, carry, dsum,
+        x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
         dx, ddt, dz, dBCp, parts, L, E, N, n_eb, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
     )  # fmt: skip
-    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias)
+    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, At, Bm.dtype, Cm.dtype, D, dt_bias)
     return dx, ddt, dA, dB, dC, dD, dz, dbias
 
 
-def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias):
+def _sum_partials(dBCp, parts, At, B_dtype, C_dtype, D, dt_bias):
     """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
-    summed into (dA (E, N), dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes, in one
+    summed into (dA (E, N) like A, not At, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes, in one
     launch: each torch op it replaces (two sums, the casts) would cost host time."""
     _, Bt, n_eb, L, NP = dBCp.shape
-    E, N = A.shape
+    N, E = At.shape
     rows = parts.shape[0] * parts.shape[1]  # B S
-    dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
-    dA, dD, dbias = torch.empty_like(A), torch.empty_like(D), torch.empty_like(dt_bias)
+    dB, dC = (torch.empty(Bt, L, N, device=At.device, dtype=t) for t in (B_dtype, C_dtype))
+    dA, dD, dbias = torch.empty(E, N, device=At.device, dtype=At.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
     programs = 2 * Bt * cdiv(L * NP, REDUCE["BLOCK"]) + cdiv((NP + 2) * E, REDUCE["BLOCK"])
     launch(_reduce_kernel, (programs,))(dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows, NP=NP, **REDUCE)
     return dA, dB, dC, dD, dbias

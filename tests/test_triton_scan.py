@@ -136,7 +136,7 @@ def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype,
     dBCp = torch.randn(2, Bt, n_eb, L, NP, generator=g).to(DEVICE)
     parts = torch.randn(Bt, S, NP + 2, E, generator=g).to(DEVICE)
     A, D, bias = (torch.zeros(*s, device=DEVICE, dtype=param_dtype) for s in ((E, N), (E,), (E,)))
-    dA, dB, dC, dD, dbias = tt._sum_partials(dBCp, parts, A, dtype, dtype, D, bias)
+    dA, dB, dC, dD, dbias = tt._sum_partials(dBCp, parts, A.t(), dtype, dtype, D, bias)  # A as the kernels take it
     dBC, sums = dBCp.double().sum(2)[..., :N], parts.double().sum((0, 1))
     for got, want in ((dB, dBC[0]), (dC, dBC[1]), (dA, sums[:N].t()), (dD, sums[NP]), (dbias, sums[NP + 1])):
         # bf16: rounding (the interpreter truncates, 2^-8 at worst; a GPU rounds to nearest)
@@ -145,8 +145,8 @@ def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype,
 
 
 def test_a_non_contiguous_A_is_read_as_it_is_given():
-    """A (E, N) as a transposed view of an (N, E) tensor: the kernels read the copy _prepared
-    makes, and dA comes back (E, N) like A."""
+    """A (E, N) as a transposed view of an (N, E) tensor (the layout the kernels read): dA comes
+    back (E, N) like A."""
     ins = [t.float().to(DEVICE) for t in inputs(2, 9, 6, 3, seed=2)]
     ins[2] = ins[2].t().contiguous().t().requires_grad_()
     assert not ins[2].is_contiguous()
@@ -162,7 +162,8 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
     """The host path of selective_scan's forward and backward: besides its Triton launches (two
     scans, a carry kernel each side where the sequence is split, the sums), torch sees only
     allocations and views, no kernel of its own (a zeros, a sum, a cast or a copy each cost host
-    time, which at short L is the eager time). Kernels stubbed: this counts, it does not compute."""
+    time, which at short L is the eager time) but A's transpose to (N, E), one copy for both passes.
+    Kernels stubbed: this counts, it does not compute."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     launched = []
@@ -183,7 +184,8 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
         out, _ = tt.selective_scan(*ins)
         torch.autograd.grad(out, ins, torch.ones_like(out))
     ones_like = Ops.seen.index("ones_like.default")  # the test's own
-    assert set(Ops.seen[:ones_like] + Ops.seen[ones_like + 1 :]) <= cheap, Ops.seen
+    rest = Ops.seen[:ones_like] + Ops.seen[ones_like + 1 :]
+    assert rest.count("clone.default") == 1 and set(rest) - {"clone.default"} <= cheap, Ops.seen
     forward, backward = ["_state_carry_kernel", "_forward_kernel"], ["_forward_kernel", "_adjoint_carry_kernel", "_backward_kernel"]
     assert launched == forward + backward + ["_reduce_kernel"]  # the recompute starts from the forward's segment starts
 
