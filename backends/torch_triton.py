@@ -180,8 +180,8 @@ def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
 
 def _sum_partials(dBCp, parts, At, B_dtype, C_dtype, D, dt_bias):
     """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
-    summed into (dA (E, N) like A, not At, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes, in one
-    launch: each torch op it replaces (two sums, the casts) would cost host time."""
+    summed into (dA (E, N) like A, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes in
+    one launch: each torch op it replaces (two sums, the casts) would cost host time."""
     _, Bt, n_eb, L, NP = dBCp.shape
     N, E = At.shape
     rows = parts.shape[0] * parts.shape[1]  # B S
