@@ -144,7 +144,7 @@ def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype,
     assert dB.dtype == dC.dtype == dtype and dA.dtype == dD.dtype == dbias.dtype == param_dtype
 
 
-def test_a_non_contiguous_A_is_read_as_it_is_given():
+def test_A_as_a_transposed_view_gives_dA_in_its_shape():
     """A (E, N) as a transposed view of an (N, E) tensor (the layout the kernels read): dA comes
     back (E, N) like A."""
     ins = [t.float().to(DEVICE) for t in inputs(2, 9, 6, 3, seed=2)]
