@@ -37,8 +37,11 @@ backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gra
 
 and one last kernel (``_reduce_kernel``) sums the partials into the gradients in their dtypes.
 
-Tiles are (NP, BLOCK_E): one channel per lane, its N states in that lane's registers (NP, N
-rounded up to a power of two). Arithmetic and the state are fp32 whatever the inputs' dtype.
+Tiles are (NP, BLOCK_E) (NP: N rounded up to a power of two). A launch at aligned shapes gives
+them Triton's [1, 4] x [4, 8] layout: 4 channels x 4 states a thread, so a step's B and C are 4
+values a lane and a chunk's loads all fit in registers (one channel a lane, with all N states,
+was measured 1.4-1.9x slower: DEVELOPERS.md). Arithmetic and the state are fp32 whatever the
+inputs' dtype.
 """
 
 from .torch_launch import tl, triton
@@ -129,9 +132,8 @@ def _fold_carries(carry_ptr, dsum_ptr, A2, pb, j, j_end, step, S, E, n, e, me, N
 
 
 # ---------------------------------------------------------------------------- kernels
-# Tiles are (NP, BLOCK_E): one channel per lane, its N states in that lane's registers, so the
-# contraction with C is a sum inside a thread and loads of x, dt, z are coalesced along E. That is
-# the intent; a launch specialised for E divisible by 16 spreads them over 4 lanes (DEVELOPERS.md).
+# Tiles are (NP, BLOCK_E), E fastest, so loads of x, dt, z and of the tiles are coalesced along E;
+# the layout Triton gives them is in the module docstring.
 @triton.jit
 def _forward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)

@@ -3,7 +3,13 @@ one, and print each kernel's registers and spills (the bundled ptxas -v). The te
 kernels under Triton's interpreter, which checks their arithmetic but not that they compile
 for a GPU; run this before spending device time.
 
-    python benchmarks/compile_triton.py [--capability 90]
+    python benchmarks/compile_triton.py [--capability 90] [--generic]
+
+Kernels compile as a launch at mamba-130m's shapes specialises them: Triton marks each pointer
+argument 16-byte aligned and each integer that is a multiple of 16 (``SHAPE``), and the compiler
+picks wider loads and other register layouts from that. ``--generic`` compiles without those
+marks, which is what a launch on unaligned views or odd sizes gets; the two can differ a lot
+(DEVELOPERS.md: the scan's layout under the real launch).
 
 Exits 1 if a kernel does not compile.
 """
@@ -32,6 +38,10 @@ ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_pt
 FIXED = {"targets_ptr": "*i64", "eps": "fp32", "scale": "fp32"}  # any other scalar is an i32
 SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True}
 ONE_SEGMENT = {"S": 1, "SC": 1}  # Triton specialises integer arguments equal to 1 as constants
+# integer arguments at mamba-130m's shapes (B 8, L 2048, E 1536, N 16, D 768, 11 segments of 24
+# chunks on 132 SMs); strides (names s*_*) are products of these, all multiples of 16
+SHAPE = {"L": 2048, "E": 1536, "N": 16, "D": 768, "M": 16384, "Bt": 8, "n_eblocks": 48, "SC": 24, "S": 11, "R": 88,
+         "n_ltiles": 32, "V": 50280, "stride": 50280}  # fmt: skip
 
 
 def kernels():
@@ -69,18 +79,32 @@ def kernels():
     yield "cross-entropy rows", tf._cross_entropy_kernel, {"BV": tf.CE_BLOCK_V}, 8, ()
 
 
-def compile_one(kernel, constexprs, warps, dtype, capability, activations=()):
-    sig, cx = {}, {}
+def _divisible(name: str) -> bool:
+    """Whether a launch at SHAPE marks this argument divisible by 16 (pointers: 16-byte aligned)."""
+    if name.endswith("_ptr"):
+        return True
+    if name in SHAPE:
+        return SHAPE[name] % 16 == 0
+    if name.startswith("s") and "_" in name:  # a stride
+        return True
+    raise KeyError(f"compile_triton.SHAPE has no value for the integer argument {name!r}")
+
+
+def compile_one(kernel, constexprs, warps, dtype, capability, activations=(), generic=False):
+    sig, cx, attrs = {}, {}, {}
     for i, name in enumerate(kernel.arg_names):
         if name in constexprs:
             sig[name], cx[(i,)] = "constexpr", constexprs[name]
-        elif name in FIXED:
+            continue
+        if name in FIXED:
             sig[name] = FIXED[name]
         elif name.endswith("_ptr"):
             sig[name] = "*" + (dtype if name in ACTIVATIONS or name in activations else "fp32")
         else:
             sig[name] = "i32"
-    src = ASTSource(fn=kernel, signature=sig, constexprs=cx)
+        if not generic and sig[name] != "fp32" and _divisible(name):
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    src = ASTSource(fn=kernel, signature=sig, constexprs=cx, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
 
 
@@ -100,12 +124,13 @@ def ptxas_report(ptx: str, capability: int) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--capability", type=int, default=90, help="compute capability x 10 (90: H100)")
+    ap.add_argument("--generic", action="store_true", help="no alignment or divisibility marks (see above)")
     args = ap.parse_args()
     failed = 0
     for name, kernel, constexprs, warps, activations in kernels():
         for dtype in ("fp32", "bf16"):
             try:
-                k = compile_one(kernel, constexprs, warps, dtype, args.capability, activations)
+                k = compile_one(kernel, constexprs, warps, dtype, args.capability, activations, args.generic)
                 print(f"{name:38s} {dtype}  {ptxas_report(k.asm['ptx'], args.capability)}", flush=True)
             except Exception as exc:  # noqa: BLE001 - report every kernel, then fail
                 failed += 1
