@@ -26,8 +26,8 @@ no out, and z and C unread), keeping the state at each chunk's end ((B, L/T, E, 
 smaller than the states; kept from the forward instead, they would live from a model's forward to
 its backward, 9.7 GB of mamba-130m's 31 GB at batch 8 x 2048). The forward keeps only each
 segment's start state ((B, S, NP, E) fp32, S <= 64), so the recompute needs no carry kernel
-where those segments are whole chunks of the backward's tiling (the default tilings: 8-step
-forward chunks, 4-step backward ones). Walking the chunks backwards,
+where those segments are whole chunks of the backward's tiling (the default tilings: 4-step
+forward chunks, 2-step backward ones). Walking the chunks backwards,
 each program recomputes the chunk's states from the one before it, then scans the adjoint
 backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gradient from the two:
 

@@ -42,9 +42,10 @@ class Tiling:
     per_sm: int = 0  # programs per SM to aim for by splitting the sequence into segments (0: no split)
 
 
-# Chosen on the lent H100 by benchmarks/tune_triton_scan.py at L=2048 (README: benchmarks)
-FORWARD = Tiling(block_e=32, chunk=8, warps=1, per_sm=32)
-BACKWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
+# Chosen on the lent H100 by benchmarks/tune_triton_scan.py at L=512 and 2048, GPU alone
+# (reports/benchmarks/h100-tilings/; README: benchmarks)
+FORWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
+BACKWARD = Tiling(block_e=32, chunk=2, warps=1, per_sm=32)
 MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
 REDUCE = {"BLOCK": 512, "KB": 8, "num_warps": 4}  # _reduce_kernel: columns a program, rows a load
 

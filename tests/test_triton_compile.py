@@ -25,5 +25,6 @@ def test_every_kernel_compiles_for_sm90_and_no_new_kernel_spills():
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
     assert len(lines) == 2 * 30 and all("registers" in ln for ln in lines), out.stdout  # 30 variants x fp32, bf16
     spilling = {ln[:38].strip() for ln in lines if " 0 bytes spill stores" not in ln}
-    known = {"scan backward", "scan backward, ragged tiles", "scan backward, one segment"}
-    assert spilling <= known, spilling  # the scan backward (README), compiled as a launch at 130M's shapes specialises it
+    # compiled as a launch at 130M's shapes specialises them; the scan backward is at 244-255
+    # registers (with 4-step chunks it spilled 440-576 bytes a thread: README)
+    assert not spilling, spilling
