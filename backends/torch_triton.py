@@ -114,24 +114,31 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     N = At.shape[0]
     NP = _np(N)
     f32 = {"device": x.device, "dtype": torch.float32}
-    last = torch.empty(Bt, N, E, **f32)
     n_chunks = math.ceil(L / tl_.chunk)
-    states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
-    out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
     n_eb = cdiv(E, tl_.block_e)
     from_starts = starts is not None and states_only and starts[1] % tl_.chunk == 0
     if from_starts:
-        start_states, S, SC = starts[0], starts[0].shape[1], starts[1] // tl_.chunk
+        S, SC = starts[0].shape[1], starts[1] // tl_.chunk
     else:
         S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
-        start_states = torch.empty(Bt, S, NP, E, **f32) if keep_starts else last
     meta = _meta(tl_, L, E, N)
-    carry, dsum = last, last  # unread where S = 1 or the start states are given
-    if S > 1 and not from_starts:
+    # the carry kernel first, then the forward's own buffers: their allocations (host time)
+    # overlap its GPU time instead of delaying it
+    carried = S > 1 and not from_starts  # else no carries: one segment, or the start states given
+    if carried:
         carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_state_carry_kernel, (n_eb, Bt, S - 1))(
             x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
+    last = torch.empty(Bt, N, E, **f32)
+    if not carried:
+        carry, dsum = last, last  # unread
+    states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
+    out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
+    if from_starts:
+        start_states = starts[0]
+    else:
+        start_states = torch.empty(Bt, S, NP, E, **f32) if keep_starts else last
     launch(_forward_kernel, (n_eb, Bt, S))(
         x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
