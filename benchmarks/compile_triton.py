@@ -38,9 +38,10 @@ ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_pt
 FIXED = {"targets_ptr": "*i64", "eps": "fp32", "scale": "fp32"}  # any other scalar is an i32
 SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True}
 ONE_SEGMENT = {"S": 1, "SC": 1}  # Triton specialises integer arguments equal to 1 as constants
-# integer arguments at mamba-130m's shapes (B 8, L 2048, E 1536, N 16, D 768, 11 segments of 24
-# chunks on 132 SMs); strides (names s*_*) are products of these, all multiples of 16
-SHAPE = {"L": 2048, "E": 1536, "N": 16, "D": 768, "M": 16384, "Bt": 8, "n_eblocks": 48, "SC": 24, "S": 11, "R": 88,
+# integer arguments at mamba-130m's shapes (B 8, L 2048, E 1536, N 16, D 768; the forward's 11
+# segments of 47 4-step chunks on 132 SMs); strides (names s*_*) are products of these, all
+# multiples of 16
+SHAPE = {"L": 2048, "E": 1536, "N": 16, "D": 768, "M": 16384, "Bt": 8, "n_eblocks": 48, "SC": 47, "S": 11, "R": 88,
          "n_ltiles": 32, "V": 50280, "stride": 50280}  # fmt: skip
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("triton.backends.nvidia.compiler")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_every_kernel_compiles_for_sm90_and_no_new_kernel_spills():
+def test_every_kernel_compiles_for_sm90_without_spills():
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "compile_triton.py")], capture_output=True, text=True, env=env, timeout=600
