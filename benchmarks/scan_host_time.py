@@ -9,8 +9,9 @@ runs at the host's speed. For each call this prints two figures per launch path:
 for the forward, the backward, both called directly, both through autograd (as a user calls
 the op, then with the backward on the calling thread instead of autograd's device thread), and
 an autograd Function with the scan's eight inputs that does no work (the engine's own cost);
-then a cProfile of the autograd call and torch.profiler's CPU-side op table, and what single
-launches and allocations cost.
+then when each launch happens within a call (host µs from the call: what precedes the first
+launch delays the GPU's first work), a cProfile of the autograd call and torch.profiler's
+CPU-side op table, and what single launches and allocations cost.
 
     python benchmarks/scan_host_time.py [--lengths 512,2048] [--no-profile]
 
@@ -27,6 +28,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import statistics
 import time
 
 import torch
@@ -91,6 +93,46 @@ def calls(L: int, dtype, device="cuda") -> dict:
         "autograd, one thread": one_thread,
         "autograd, idle Function": lambda: torch.autograd.grad(Idle.apply(*leaves), leaves, dout),
     }
+
+
+def timeline(fn, n=500) -> str:
+    """Host µs from the call to each of its launches, and to its return: medians of n calls, each
+    followed by a synchronize (so the figures run higher than back to back)."""
+    real, stamps = tt.launch, []
+
+    def marked(kernel, grid):
+        go = real(kernel, grid)
+
+        def run(*args, **meta):
+            stamps.append((kernel.fn.__name__.strip("_").removesuffix("_kernel"), time.perf_counter()))
+            go(*args, **meta)
+
+        return run
+
+    tt.launch = marked
+    try:
+        for _ in range(20):
+            fn()
+        sync()
+        rows = []
+        for _ in range(n):
+            stamps.clear()
+            t = time.perf_counter()
+            fn()
+            done = time.perf_counter()
+            sync()
+            rows.append([at - t for _, at in stamps] + [done - t])
+        names = [name for name, _ in stamps] + ["return"]
+    finally:
+        tt.launch = real
+    return ", ".join(f"{name} {statistics.median(r[i] for r in rows) * 1e6:.1f}" for i, name in enumerate(names))
+
+
+def print_timelines(L: int, device: str) -> None:
+    print(f"\nL={L} bfloat16: host µs from the call to each launch ({'direct launches' if device == 'cuda' else 'stubbed'})")
+    for name, fn in calls(L, torch.bfloat16, device=device).items():
+        if name in ("forward()", "autograd fwd+bwd"):
+            print(f"{name:26s} {timeline(fn)}", flush=True)
 
 
 def profile(fn) -> None:
@@ -162,6 +204,7 @@ def stubbed(lengths: list[int], sms: int) -> None:
                 fn()
             table = ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1]))
             print(f"{name:26s} {us:7.1f} | {len(launched)} | {sum(ops.values())}: {table}", flush=True)
+    print_timelines(lengths[0], "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def main() -> None:
@@ -183,6 +226,8 @@ def main() -> None:
                     torch_launch.DIRECT = direct
                     line += f"  {host_us(fn):7.1f} / {median_ms(fn, reps=50) * 1e3:7.1f}"
                 print(line, flush=True)
+    torch_launch.DIRECT = True
+    print_timelines(int(args.lengths.split(",")[0]), "cuda")
     if not args.no_profile:
         L = int(args.lengths.split(",")[0])
         print(f"\nprofile: autograd fwd+bwd, L={L} bf16, direct launch")

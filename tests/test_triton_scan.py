@@ -190,6 +190,29 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
     assert launched == forward + backward + ["_reduce_kernel"]  # the recompute starts from the forward's segment starts
 
 
+def test_the_forward_allocates_only_the_carries_before_the_carry_kernel(monkeypatch):
+    """The carry kernel is the GPU's first scan work, so the forward launches it before allocating
+    its own buffers (last state, out): their host time then overlaps the kernel instead of
+    delaying it, which at short L is the eager time. Kernels stubbed: this checks the order."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    events = []
+    monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: events.append(kernel.fn.__name__))
+    monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
+
+    class Ops(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            events.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    ins = [t.float().to(DEVICE) for t in inputs(2, 37, 6, 5)]
+    with Ops():
+        tt.forward(*ins)
+    carry, forward = events.index("_state_carry_kernel"), events.index("_forward_kernel")
+    assert [e for e in events[:carry] if "empty" in e] == ["empty.memory_format"] * 2, events  # the carries, their Σ Δ
+    assert sorted(e for e in events[carry:forward] if "empty" in e) == ["empty.memory_format", "empty_like.default"], events
+
+
 def test_states_only_recompute_keeps_chunk_end_states_and_the_same_last_state(monkeypatch):
     ins = [t.float().to(DEVICE) for t in inputs(2, 13, 5, 3)]
     out, last = tt.selective_scan(*ins)
