@@ -193,10 +193,11 @@ def stubbed(lengths: list[int], sms: int) -> None:
     launched: list[str] = []
     tt.launch = lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__)
     tt._sm_count = lambda device: sms
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"torch {torch.__version__}, kernels stubbed, segments as on {sms} SMs; host us on this machine")
     for L in lengths:
         print(f"\nL={L} bfloat16: host us | kernels launched | torch ops dispatched")
-        for name, fn in calls(L, torch.bfloat16, device="cuda" if torch.cuda.is_available() else "cpu").items():
+        for name, fn in calls(L, torch.bfloat16, device=device).items():
             us = min(host_us(fn, 300) for _ in range(5))
             launched.clear()
             ops: dict[str, int] = {}
@@ -204,7 +205,7 @@ def stubbed(lengths: list[int], sms: int) -> None:
                 fn()
             table = ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1]))
             print(f"{name:26s} {us:7.1f} | {len(launched)} | {sum(ops.values())}: {table}", flush=True)
-    print_timelines(lengths[0], "cuda" if torch.cuda.is_available() else "cpu")
+    print_timelines(lengths[0], device)
 
 
 def main() -> None:
@@ -214,10 +215,11 @@ def main() -> None:
     ap.add_argument("--stub-kernels", action="store_true", help="no GPU needed: count the host's work, kernels not run")
     ap.add_argument("--sms", type=int, default=132, help="with --stub-kernels: the GPU whose segments to plan")
     args = ap.parse_args()
+    lengths = [int(v) for v in args.lengths.split(",")]
     if args.stub_kernels:
-        return stubbed([int(v) for v in args.lengths.split(",")], args.sms)
+        return stubbed(lengths, args.sms)
     print(torch.cuda.get_device_name(0), "torch", torch.__version__, "triton", triton.__version__)
-    for L in [int(v) for v in args.lengths.split(",")]:
+    for L in lengths:
         for dtype in (torch.bfloat16, torch.float32):
             print(f"\nL={L} {str(dtype)[6:]}: host us / eager us, Triton's launch | direct launch")
             for name, fn in calls(L, dtype).items():
@@ -227,9 +229,9 @@ def main() -> None:
                     line += f"  {host_us(fn):7.1f} / {median_ms(fn, reps=50) * 1e3:7.1f}"
                 print(line, flush=True)
     torch_launch.DIRECT = True
-    print_timelines(int(args.lengths.split(",")[0]), "cuda")
+    print_timelines(lengths[0], "cuda")
     if not args.no_profile:
-        L = int(args.lengths.split(",")[0])
+        L = lengths[0]
         print(f"\nprofile: autograd fwd+bwd, L={L} bf16, direct launch")
         profile(calls(L, torch.bfloat16)["autograd fwd+bwd"])
     print()
