@@ -158,34 +158,36 @@ def test_A_as_a_transposed_view_gives_dA_in_its_shape():
     assert rel(out, out64) < 1e-5 and rel(ins[2].grad, ins64[2].grad) < 1e-5
 
 
+def _logging_ops(log: list):
+    """A dispatch mode that appends each torch op's name to ``log`` (the host work a call does)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            log.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    return Log()
+
+
 def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
     """The host path of selective_scan's forward and backward: besides its Triton launches (two
     scans, a carry kernel each side where the sequence is split, the sums), torch sees only
     allocations and views, no kernel of its own (a zeros, a sum, a cast or a copy each cost host
     time, which at short L is the eager time) but A's transpose to (N, E), one copy for both passes.
     Kernels stubbed: this counts, it does not compute."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    launched = []
+    launched, seen = [], []
     monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__))
     monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
     monkeypatch.setattr(tt, "BACKWARD", tt.Tiling(4, 4, 1, per_sm=12))
     cheap = {"empty.memory_format", "empty_like.default", "t.default", "transpose.int", "detach.default", "alias.default"}
-
-    class Ops(TorchDispatchMode):
-        seen = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(func.__name__)
-            return func(*args, **(kwargs or {}))
-
     ins = [t.float().to(DEVICE).requires_grad_() for t in inputs(2, 37, 6, 5)]
-    with Ops():
+    with _logging_ops(seen):
         out, _ = tt.selective_scan(*ins)
         torch.autograd.grad(out, ins, torch.ones_like(out))
-    ones_like = Ops.seen.index("ones_like.default")  # the test's own
-    rest = Ops.seen[:ones_like] + Ops.seen[ones_like + 1 :]
-    assert rest.count("clone.default") == 1 and set(rest) - {"clone.default"} <= cheap, Ops.seen
+    ones_like = seen.index("ones_like.default")  # the test's own
+    rest = seen[:ones_like] + seen[ones_like + 1 :]
+    assert rest.count("clone.default") == 1 and set(rest) - {"clone.default"} <= cheap, seen
     forward, backward = ["_state_carry_kernel", "_forward_kernel"], ["_forward_kernel", "_adjoint_carry_kernel", "_backward_kernel"]
     assert launched == forward + backward + ["_reduce_kernel"]  # the recompute starts from the forward's segment starts
 
@@ -194,19 +196,11 @@ def test_the_forward_allocates_only_the_carries_before_the_carry_kernel(monkeypa
     """The carry kernel is the GPU's first scan work, so the forward launches it before allocating
     its own buffers (last state, out): their host time then overlaps the kernel instead of
     delaying it, which at short L is the eager time. Kernels stubbed: this checks the order."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    events = []
+    events = []  # torch ops and launches, in order
     monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: events.append(kernel.fn.__name__))
     monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
-
-    class Ops(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            events.append(func.__name__)
-            return func(*args, **(kwargs or {}))
-
     ins = [t.float().to(DEVICE) for t in inputs(2, 37, 6, 5)]
-    with Ops():
+    with _logging_ops(events):
         tt.forward(*ins)
     carry, forward = events.index("_state_carry_kernel"), events.index("_forward_kernel")
     assert [e for e in events[:carry] if "empty" in e] == ["empty.memory_format"] * 2, events  # the carries, their Σ Δ
