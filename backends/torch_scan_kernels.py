@@ -102,33 +102,50 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
 
 
 @triton.jit
-def _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.constexpr):
-    """Program pe's channels e and states n with their masks, A (stored (N, E)) as an (NP, BLOCK_E)
-    tile times log2(e) (for exp2), and dt_bias. (Reading A's (E, N) layout one state at a time
-    kept the generic compile's registers but, on the H100, made the forward 1.3-1.6x slower: the
-    tile's layout then differs from the states', a conversion every step; DEVELOPERS.md.)"""
+def _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.constexpr):
+    """Program pe's channels e and states n with their masks, A as an (NP, BLOCK_E) tile times
+    log2(e) (for exp2), and dt_bias.
+
+    A (E, N) is read at its strides and written to the scratch at ws_ptr as (NP, E), padded with
+    zeros, then read back from there: that load is contiguous along E, so Triton gives the tile the
+    states' layout. Read straight from A's (E, N) layout, the tile took another layout and the
+    compiler converted a tile every step (measured 1.3-1.6x slower on the H100; DEVELOPERS.md);
+    transposed on the host, A cost a torch copy, 15 µs of host time a call. Every program of a
+    channel block writes the same values, so the programs' writes need no order among them; the
+    barrier makes this program's own writes visible to all of its threads."""
     e = pe * BLOCK_E + tl.arange(0, BLOCK_E)
     n = tl.arange(0, NP)
     me, mn = e < E, n < N
-    A2 = (
-        tl.load(A_ptr + n[:, None] * E + e[None, :], mask=mn[:, None] & me[None, :], other=0.0).to(tl.float32) * 1.4426950408889634
-    )  # log2(e)
+    a = tl.load(A_ptr + e[None, :] * sA_e + n[:, None] * sA_n, mask=mn[:, None] & me[None, :], other=0.0)
+    tl.store(ws_ptr + n[:, None] * E + e[None, :], a.to(tl.float32), mask=me[None, :])
+    tl.debug_barrier()
+    A2 = tl.load(ws_ptr + n[:, None] * E + e[None, :], mask=me[None, :], other=0.0) * 1.4426950408889634  # log2(e)
     bias = tl.load(bias_ptr + e, mask=me, other=0.0).to(tl.float32)
     return e, n, me, mn, A2, bias
 
 
 @triton.jit
-def _fold_carries(carry_ptr, dsum_ptr, A2, pb, j, j_end, step, S, E, n, e, me, NP: tl.constexpr, BLOCK_E: tl.constexpr):
+def _fold_carries(carry_ptr, A2, pb, j, j_end, step, S, E, n, e, me, NP: tl.constexpr, BLOCK_E: tl.constexpr):
     """v = P_j ⊙ v + H_j for segments j, j + step, ... before j_end, from v = 0: the state
-    (forward) or adjoint carry (backward) a segment starts from."""
+    (forward) or adjoint carry (backward) a segment starts from. carry_ptr: (B, S, NP + 1, E),
+    each segment's H_j (NP rows), then its Σ Δ (a row)."""
     v = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
     j += pb * 0  # a tensor from the start: a literal j would change type inside the loop
     while j != j_end:
-        ds = tl.load(dsum_ptr + (pb * S + j) * E + e, mask=me, other=0.0)
-        Hj = tl.load(carry_ptr + ((pb * S + j) * NP + n[:, None]) * E + e[None, :], mask=me[None, :], other=0.0)
+        seg = carry_ptr + (pb * S + j) * (NP + 1) * E
+        ds = tl.load(seg + NP * E + e, mask=me, other=0.0)
+        Hj = tl.load(seg + n[:, None] * E + e[None, :], mask=me[None, :], other=0.0)
         v = tl.exp2(ds[None, :] * A2) * v + Hj
         j += step
     return v
+
+
+@triton.jit
+def _store_carry(carry_ptr, H, dsum, pb, ps, S, E, n, e, me, NP: tl.constexpr):
+    """Segment ps's H (NP, BLOCK_E) and Σ Δ (BLOCK_E,) as _fold_carries reads them."""
+    seg = carry_ptr + (pb * S + ps) * (NP + 1) * E
+    tl.store(seg + n[:, None] * E + e[None, :], H, mask=me[None, :])
+    tl.store(seg + NP * E + e, dsum, mask=me)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -138,9 +155,10 @@ def _fold_carries(carry_ptr, dsum_ptr, A2, pb, j, j_end, step, S, E, n, e, me, N
 def _forward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)
     out_ptr, last_ptr, states_ptr,  # outputs: out (B, L, E), last state (B, E, N), chunk states
-    carry_ptr, dsum_ptr,  # the segments' (H_s, Σ Δ) from _state_carry_kernel: (B, S, NP, E), (B, S, E)
+    ws_ptr,  # scratch (fp32): A as (NP, E), then the segments' carries from _state_carry_kernel
     starts_ptr,  # each segment's start state (B, S, NP, E): written (KEEP_STARTS) or read (FROM_STARTS)
     L, E, N, SC, S,  # SC chunks per segment, S segments
+    sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, so_b, so_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STATES_ONLY: tl.constexpr, EVEN: tl.constexpr,
     KEEP_STARTS: tl.constexpr, FROM_STARTS: tl.constexpr,
@@ -149,7 +167,7 @@ def _forward_kernel(
     read neither z nor C. KEEP_STARTS: also store the start state each program folded;
     FROM_STARTS: read it instead of folding the carries (the recompute, from its forward's)."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
@@ -160,7 +178,7 @@ def _forward_kernel(
     if FROM_STARTS:
         h = tl.load(starts_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], mask=me[None, :], other=0.0)
     else:
-        h = _fold_carries(carry_ptr, dsum_ptr, A2, pb, 0, ps, 1, S, E, n, e, me, NP, BLOCK_E)
+        h = _fold_carries(ws_ptr + NP * E, A2, pb, 0, ps, 1, S, E, n, e, me, NP, BLOCK_E)
     if KEEP_STARTS:
         tl.store(starts_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
     n_chunks = (L + T - 1) // T
@@ -200,14 +218,14 @@ def _forward_kernel(
 
 @triton.jit
 def _state_carry_kernel(
-    x_ptr, dt_ptr, B_ptr, A_ptr, bias_ptr, carry_ptr, dsum_ptr, L, E, N, SC, S,
+    x_ptr, dt_ptr, B_ptr, A_ptr, bias_ptr, ws_ptr, L, E, N, SC, S, sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sB_b, sB_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
-    """Segment s < S-1's end state from h = 0, H_s, and its Σ Δ. These segments end before the
-    last chunk, so no step lies past L."""
+    """Segment s < S-1's end state from h = 0, H_s, and its Σ Δ, into the scratch after A: (B, S,
+    NP + 1, E). These segments end before the last chunk, so no step lies past L."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
     B_ptr += pb * sB_b
@@ -226,21 +244,21 @@ def _state_carry_kernel(
             dsum += delta
             h = tl.exp2(delta[None, :] * A2) * h + (delta * xs[i].to(tl.float32))[None, :] * Bs[i].to(tl.float32)[:, None]
         c += 1
-    tl.store(carry_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
-    tl.store(dsum_ptr + (pb * S + ps) * E + e, dsum, mask=me)
+    _store_carry(ws_ptr + NP * E, h, dsum, pb, ps, S, E, n, e, me, NP)
 
 
 @triton.jit
 def _adjoint_carry_kernel(
-    dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, dout_ptr, carry_ptr, dsum_ptr, L, E, N, SC, S,
+    dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, dout_ptr, ws_ptr, L, E, N, SC, S, sA_e, sA_n,
     sdt_b, sdt_l, sz_b, sz_l, sC_b, sC_l, sdo_b, sdo_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
-    """Segment s > 0's adjoint carry from G(s) = 0, a_{s0} g_{s0}, and its Σ Δ: the adjoint
+    """Segment s > 0's adjoint carry from G(s) = 0, a_{s0} g_{s0}, and its Σ Δ (into the scratch
+    after A, as _state_carry_kernel's): the adjoint
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the segment, dy_t = dout_t silu(z_t)."""
     pe, pb = tl.program_id(0), tl.program_id(1)
     ps = tl.program_id(2) + 1
-    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     dt_ptr += pb * sdt_b
     z_ptr += pb * sz_b
     C_ptr += pb * sC_b
@@ -266,21 +284,20 @@ def _adjoint_carry_kernel(
             g = a * g + Cs[i].to(tl.float32)[:, None] * (dos[i].to(tl.float32) * z * _sigmoid(z))[None, :]
             a = tl.exp2(delta[None, :] * A2)
         c -= 1
-    tl.store(carry_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], a * g, mask=me[None, :])
-    tl.store(dsum_ptr + (pb * S + ps) * E + e, dsum, mask=me)
+    _store_carry(ws_ptr + NP * E, a * g, dsum, pb, ps, S, E, n, e, me, NP)
 
 
 @triton.jit
 def _backward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr, states_ptr,  # inputs
-    carry_ptr, dsum_ptr,  # the segments' adjoint carries from _adjoint_carry_kernel
+    ws_ptr,  # scratch (fp32): A as (NP, E), then the segments' adjoint carries from _adjoint_carry_kernel
     dx_ptr, ddt_ptr, dz_ptr, dBCp_ptr, dparts_ptr,  # gradients (dBCp: dB, dC shares; dparts: dA, dD, dbias)
-    L, E, N, n_eblocks, SC, S,
+    L, E, N, n_eblocks, SC, S, sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    e, n, me, mn, A2, bias = _channel_block(A_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
+    e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
@@ -293,7 +310,7 @@ def _backward_kernel(
     dz_ptr += pb * sg_b
     dBp_ptr = dBCp_ptr + (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB, and of dC
     dCp_ptr = dBp_ptr + tl.num_programs(1) * n_eblocks * L * NP
-    g = _fold_carries(carry_ptr, dsum_ptr, A2, pb, S - 1, ps, -1, S, E, n, e, me, NP, BLOCK_E)  # G(ps)
+    g = _fold_carries(ws_ptr + NP * E, A2, pb, S - 1, ps, -1, S, E, n, e, me, NP, BLOCK_E)  # G(ps)
     a_next = tl.full((NP, BLOCK_E), 1.0, dtype=tl.float32)  # G(ps) = a_{s1} g_{s1} has its decay already
     dA = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
     dD = tl.zeros((BLOCK_E,), dtype=tl.float32)

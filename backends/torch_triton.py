@@ -13,7 +13,9 @@ N d_state.
 
 The kernels and their math are in torch_scan_kernels.py; this module is their host side: the
 tilings, how many segments a call splits the sequence into, the buffers, and the autograd
-Function. The forward keeps each segment's start state for the backward, which recomputes the
+Function. Each pass allocates one fp32 scratch for its kernels: A as (NP, E), which each program
+writes and reads back (so A is read in any layout, without a host-side transpose), then the
+segments' carries where the pass splits the sequence. The forward keeps each segment's start state for the backward, which recomputes the
 chunk states from them instead of keeping the (B, L, E, N) states.
 
 Inputs may be fp32, bf16 or fp16; arithmetic and the state are fp32; out has x's dtype.
@@ -99,19 +101,24 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=F
 
 
 def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
-    """The inputs in the kernels' layouts: unit stride along the last dim, and A transposed to
-    (N, E), E fastest like every tile (a copy: autograd's forward saves what it prepared)."""
+    """The inputs in the kernels' layouts: unit stride along the last dim (A, read at its strides,
+    as it is; autograd's forward saves what it prepared)."""
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
-    return x, dt, A.t().contiguous(), Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
+    return x, dt, A, Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
 
 
-def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
-    """``forward`` on prepared inputs (A as At, (N, E))."""
+def _scratch(S: int, Bt: int, NP: int, E: int, device) -> torch.Tensor:
+    """A pass's fp32 scratch: A as (NP, E), then (B, S, NP + 1, E) carries where S > 1."""
+    return torch.empty(NP * E * (1 + (Bt * S * (NP + 1) if S > 1 else 0)), device=device, dtype=torch.float32)
+
+
+def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
+    """``forward`` on prepared inputs."""
     tl_ = tiling or (BACKWARD if states_only else FORWARD)
     Bt, L, E = x.shape
-    N = At.shape[0]
+    N = A.shape[1]
     NP = _np(N)
     f32 = {"device": x.device, "dtype": torch.float32}
     n_chunks = math.ceil(L / tl_.chunk)
@@ -125,14 +132,12 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     # the carry kernel first, then the forward's own buffers: their allocations (host time)
     # overlap its GPU time instead of delaying it
     carried = S > 1 and not from_starts  # else no carries: one segment, or the start states given
+    ws = _scratch(S if carried else 1, Bt, NP, E, x.device)
     if carried:
-        carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_state_carry_kernel, (n_eb, Bt, S - 1))(
-            x, dt, Bm, At, dt_bias, carry, dsum, L, E, N, SC, S, *_bl(x), *_bl(dt), *_bl(Bm), **meta
+            x, dt, Bm, A, dt_bias, ws, L, E, N, SC, S, *A.stride(), *_bl(x), *_bl(dt), *_bl(Bm), **meta
         )  # fmt: skip
     last = torch.empty(Bt, N, E, **f32)
-    if not carried:
-        carry, dsum = last, last  # unread
     states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
     out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
     if from_starts:
@@ -140,7 +145,7 @@ def _forward(x, dt, At, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, star
     else:
         start_states = torch.empty(Bt, S, NP, E, **f32) if keep_starts else last
     launch(_forward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, At, D, dt_bias, out, last, states, carry, dsum, start_states, L, E, N, SC, S,
+        x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, L, E, N, SC, S, *A.stride(),
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
         STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
     )  # fmt: skip
@@ -155,13 +160,13 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     return _backward(dout, *_prepared(x, dt, A, Bm, Cm, D, z, dt_bias), starts=starts, tiling=tiling)
 
 
-def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
-    """``backward`` on prepared inputs (A as At, (N, E))."""
+def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts, tiling):
+    """``backward`` on prepared inputs."""
     tl_ = tiling or BACKWARD
     (dout,) = _lastdim_contiguous(dout)
-    states = _forward(x, dt, At, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
+    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
     Bt, L, E = x.shape
-    N = At.shape[0]
+    N = A.shape[1]
     NP = _np(N)
     n_eb = cdiv(E, tl_.block_e)
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
@@ -171,30 +176,29 @@ def _backward(dout, x, dt, At, Bm, Cm, D, z, dt_bias, *, starts, tiling):
     dBCp = torch.empty(2, Bt, n_eb, L, NP, **f32)  # dB, dC per channel block
     parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
     meta = _meta(tl_, L, E, N)
-    carry, dsum = parts, parts  # unread where S = 1
+    ws = _scratch(S, Bt, NP, E, x.device)
     if S > 1:
-        carry, dsum = torch.empty(Bt, S, NP, E, **f32), torch.empty(Bt, S, E, **f32)
         launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1))(
-            dt, z, Cm, At, dt_bias, dout, carry, dsum, L, E, N, SC, S, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
+            dt, z, Cm, A, dt_bias, dout, ws, L, E, N, SC, S, *A.stride(), *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
         )  # fmt: skip
     launch(_backward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, At, D, dt_bias, dout, states, carry, dsum,
-        dx, ddt, dz, dBCp, parts, L, E, N, n_eb, SC, S,
+        x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, ws,
+        dx, ddt, dz, dBCp, parts, L, E, N, n_eb, SC, S, *A.stride(),
         *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
     )  # fmt: skip
-    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, At, Bm.dtype, Cm.dtype, D, dt_bias)
+    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias)
     return dx, ddt, dA, dB, dC, dD, dz, dbias
 
 
-def _sum_partials(dBCp, parts, At, B_dtype, C_dtype, D, dt_bias):
+def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias):
     """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
     summed into (dA (E, N) like A, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes in
     one launch: each torch op it replaces (two sums, the casts) would cost host time."""
     _, Bt, n_eb, L, NP = dBCp.shape
-    N, E = At.shape
+    E, N = A.shape
     rows = parts.shape[0] * parts.shape[1]  # B S
-    dB, dC = (torch.empty(Bt, L, N, device=At.device, dtype=t) for t in (B_dtype, C_dtype))
-    dA, dD, dbias = torch.empty(E, N, device=At.device, dtype=At.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
+    dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
+    dA, dD, dbias = torch.empty(E, N, device=A.device, dtype=A.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
     programs = 2 * Bt * cdiv(L * NP, REDUCE["BLOCK"]) + cdiv((NP + 2) * E, REDUCE["BLOCK"])
     launch(_reduce_kernel, (programs,))(dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows, NP=NP, **REDUCE)
     return dA, dB, dC, dD, dbias

@@ -36,7 +36,8 @@ from triton.compiler import ASTSource  # noqa: E402
 ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_ptr", "dx_ptr", "ddt_ptr", "dz_ptr",
                "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr", "logits_ptr"}  # fmt: skip
 FIXED = {"targets_ptr": "*i64", "eps": "fp32", "scale": "fp32"}  # any other scalar is an i32
-SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True}
+# A (E, N) contiguous: its stride along N is 1, which a launch specialises as a constant
+SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True, "sA_n": 1}
 ONE_SEGMENT = {"S": 1, "SC": 1}  # Triton specialises integer arguments equal to 1 as constants
 # integer arguments at mamba-130m's shapes (B 8, L 2048, E 1536, N 16, D 768; the forward's 11
 # segments of 47 4-step chunks on 132 SMs); strides (names s*_*) are products of these, all

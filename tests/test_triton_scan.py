@@ -136,7 +136,7 @@ def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype,
     dBCp = torch.randn(2, Bt, n_eb, L, NP, generator=g).to(DEVICE)
     parts = torch.randn(Bt, S, NP + 2, E, generator=g).to(DEVICE)
     A, D, bias = (torch.zeros(*s, device=DEVICE, dtype=param_dtype) for s in ((E, N), (E,), (E,)))
-    dA, dB, dC, dD, dbias = tt._sum_partials(dBCp, parts, A.t(), dtype, dtype, D, bias)  # A as the kernels take it
+    dA, dB, dC, dD, dbias = tt._sum_partials(dBCp, parts, A, dtype, dtype, D, bias)
     dBC, sums = dBCp.double().sum(2)[..., :N], parts.double().sum((0, 1))
     for got, want in ((dB, dBC[0]), (dC, dBC[1]), (dA, sums[:N].t()), (dD, sums[NP]), (dbias, sums[NP + 1])):
         # bf16: rounding (the interpreter truncates, 2^-8 at worst; a GPU rounds to nearest)
@@ -145,8 +145,8 @@ def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype,
 
 
 def test_A_as_a_transposed_view_gives_dA_in_its_shape():
-    """A (E, N) as a transposed view of an (N, E) tensor (the layout the kernels read): dA comes
-    back (E, N) like A."""
+    """A (E, N) as a transposed view of an (N, E) tensor (the kernels read A at its strides): dA
+    comes back (E, N) like A."""
     ins = [t.float().to(DEVICE) for t in inputs(2, 9, 6, 3, seed=2)]
     ins[2] = ins[2].t().contiguous().t().requires_grad_()
     assert not ins[2].is_contiguous()
@@ -174,7 +174,7 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
     """The host path of selective_scan's forward and backward: besides its Triton launches (two
     scans, a carry kernel each side where the sequence is split, the sums), torch sees only
     allocations and views, no kernel of its own (a zeros, a sum, a cast or a copy each cost host
-    time, which at short L is the eager time) but A's transpose to (N, E), one copy for both passes.
+    time, which at short L is the eager time; A too is read as it is, not transposed by a copy).
     Kernels stubbed: this counts, it does not compute."""
     launched, seen = [], []
     monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__))
@@ -187,14 +187,15 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
         torch.autograd.grad(out, ins, torch.ones_like(out))
     ones_like = seen.index("ones_like.default")  # the test's own
     rest = seen[:ones_like] + seen[ones_like + 1 :]
-    assert rest.count("clone.default") == 1 and set(rest) - {"clone.default"} <= cheap, seen
+    assert set(rest) <= cheap, seen
     forward, backward = ["_state_carry_kernel", "_forward_kernel"], ["_forward_kernel", "_adjoint_carry_kernel", "_backward_kernel"]
     assert launched == forward + backward + ["_reduce_kernel"]  # the recompute starts from the forward's segment starts
 
 
-def test_the_forward_allocates_only_the_carries_before_the_carry_kernel(monkeypatch):
-    """The carry kernel is the GPU's first scan work, so the forward launches it before allocating
-    its own buffers (last state, out): their host time then overlaps the kernel instead of
+def test_the_forward_does_one_torch_op_before_the_carry_kernel(monkeypatch):
+    """The carry kernel is the GPU's first scan work, so the forward does as little as it can
+    before launching it: one allocation, the scratch that the carries (and A's tile) go to. Its
+    own buffers (last state, out) come after: their host time then overlaps the kernel instead of
     delaying it, which at short L is the eager time. Kernels stubbed: this checks the order."""
     events = []  # torch ops and launches, in order
     monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: events.append(kernel.fn.__name__))
@@ -203,7 +204,7 @@ def test_the_forward_allocates_only_the_carries_before_the_carry_kernel(monkeypa
     with _logging_ops(events):
         tt.forward(*ins)
     carry, forward = events.index("_state_carry_kernel"), events.index("_forward_kernel")
-    assert [e for e in events[:carry] if "empty" in e] == ["empty.memory_format"] * 2, events  # the carries, their Σ Δ
+    assert events[:carry] == ["empty.memory_format"], events  # the scratch
     assert sorted(e for e in events[carry:forward] if "empty" in e) == ["empty.memory_format", "empty_like.default"], events
 
 
