@@ -13,17 +13,13 @@ host takes to launch the next, so an eager call ran at the host's speed, not the
 2. the second goes through Triton too, watching what it hands the compiled kernel's launcher
    (the C function Triton calls last): if that is the grid, the stream, the kernel's handles and
    ``args`` followed by a fixed tail (the constexprs, in 3.6), the key is learnt;
-3. later launches call that launcher directly, with the arguments as Triton passed them, except
-   that each tensor goes as its address: the launcher then takes the integer as it is, where for a
-   tensor it would call ``data_ptr()`` and ask the driver whether the address is a device one
-   (``cuPointerGetAttribute``), for every pointer of every launch.
+3. later launches call that launcher directly, with the arguments exactly as Triton passed them.
 
 A Triton whose launch looks otherwise keeps every launch of the key with Triton: nothing is
 assumed about its calling convention. The key holds everything Triton specializes a compiled
 kernel on: each tensor's dtype and whether its address is 16-byte aligned, every other argument's
 value (for the scan: L, E, N, strides, segment counts), the constexprs and options, and the
-current device. A tensor that is not on a CUDA device keys apart and goes through Triton, which
-raises on it (an address alone would reach the kernel). Under Triton's interpreter, while a launch hook is set (profilers such as proton
+current device. Under Triton's interpreter, while a launch hook is set (profilers such as proton
 set one), or with SSMBENCH_DIRECT_LAUNCH=0, every launch goes through Triton.
 """
 
@@ -44,7 +40,6 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch through Triton
 _NEW = object()  # a key not launched yet
 DIRECT_KINDS = (JITFunction,)  # kernels that may launch directly: @triton.jit ones, as compiled
-ON_DEVICE = "is_cuda"  # the tensor attribute that says its address may go to a kernel as it is
 
 
 # grid and tile arithmetic on the host: triton.cdiv and triton.next_power_of_2 are constexpr
@@ -93,27 +88,21 @@ class Launcher:
         # equal keys but not the same kernel, so other non-integers are keyed with their type.
         # Integers are tested first and alignment as a bit test: this runs for every argument of
         # every launch (7-13 µs a scan launch on the H100's host written the other way round)
-        spec, passed = [], []  # the key's part for each argument; what the direct launch passes
-        for a in args:
-            if type(a) is int:
-                spec.append(a)
-                passed.append(a)
-            elif isinstance(a, torch.Tensor):
-                ptr = a.data_ptr()
-                spec.append((a.dtype, not ptr & 15, getattr(a, ON_DEVICE)))
-                passed.append(ptr)
-            else:
-                spec.append(float if type(a) is float else (type(a), a))
-                passed.append(a)
+        spec = [
+            a if type(a) is int
+            else (a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor)
+            else float if type(a) is float
+            else (type(a), a)
+            for a in args
+        ]  # fmt: skip
         key = (device, rt.debug, triton.knobs.compilation.instrumentation_mode, *meta.items(), *spec)
         known = self._keys.get(key, _NEW)
         if type(known) is tuple:
             run, function, metadata, tail = known
-            run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *passed, *tail)
+            run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *args, *tail)
         elif known is _NEW:
             compiled = self.kernel[grid](*args, **meta)
-            on_device = all(getattr(a, ON_DEVICE) for a in args if isinstance(a, torch.Tensor))  # else Triton raised
-            if on_device and not any(isinstance(v, torch.Tensor) for v in meta.values()):  # a tensor by name would key by identity
+            if not any(isinstance(v, torch.Tensor) for v in meta.values()):  # a tensor by name would key by identity
                 self._keys[key] = compiled
         elif known is None:
             self.kernel[grid](*args, **meta)
@@ -133,9 +122,9 @@ class Launcher:
                 self.kernel[grid](*args, **meta)
                 return None
 
-            def watch(*a):  # launches as later launches will: each tensor as its address
+            def watch(*a):
                 seen.append(a)
-                return real(*(x.data_ptr() if isinstance(x, torch.Tensor) else x for x in a))
+                return real(*a)
 
             watch.watching = True
             compiled._run = watch  # what its `run` property returns
