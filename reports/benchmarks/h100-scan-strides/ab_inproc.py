@@ -5,7 +5,11 @@ Two regimes per (L, dtype, direction):
   sync  : each call alone: event, call, event, synchronize (what tune_triton_scan's 'eager' is)
   b2b   : 20 calls back to back between two events, / 20 (what torch.utils.benchmark / do_bench see)
 """
-import importlib, statistics, sys, time
+
+import importlib
+import statistics
+import sys
+
 import torch
 
 root, lengths, reps = sys.argv[1], [int(v) for v in sys.argv[2].split(",")], int(sys.argv[3])
@@ -37,9 +41,11 @@ def inputs(L, dtype, seed=0):
 def ours(tt, ins, dout, direction):
     if direction == "fwd":
         return lambda: tt.forward(*ins)
+
     def fb():
         kept = tt.forward(*ins, keep_starts=True)[2]
         tt.backward(dout, *ins, starts=kept)
+
     return fb
 
 
@@ -51,15 +57,20 @@ def mamba(ins, dout, direction):
     do = dout.transpose(1, 2).contiguous()
     if direction == "fwd":
         return lambda: ssc.fwd(u, delta, A, BB, CC, D, zz, bias, True)
+
     def fb():
         out, xs, out_z = ssc.fwd(u, delta, A, BB, CC, D, zz, bias, True)
         ssc.bwd(u, delta, A, BB, CC, D, zz, bias, do, xs, out, None, True, False)
+
     return fb
 
 
 def sync_ms(fn):
     a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record(); fn(); b.record(); b.synchronize()
+    a.record()
+    fn()
+    b.record()
+    b.synchronize()
     return a.elapsed_time(b)
 
 
@@ -68,12 +79,14 @@ def b2b_ms(fn, k=20):
     a.record()
     for _ in range(k):
         fn()
-    b.record(); b.synchronize()
+    b.record()
+    b.synchronize()
     return a.elapsed_time(b) / k
 
 
 def q(v, p):
-    v = sorted(v); return v[min(len(v) - 1, int(p * len(v)))]
+    v = sorted(v)
+    return v[min(len(v) - 1, int(p * len(v)))]
 
 
 for L in lengths:
@@ -96,12 +109,15 @@ for L in lengths:
             res = {k: ([], []) for k in fns}
             names = list(fns)
             for i in range(n):
-                order = names[i % len(names):] + names[:i % len(names)]
+                order = names[i % len(names) :] + names[: i % len(names)]
                 for k in order:
                     res[k][0].append(sync_ms(fns[k]))
                 if i % 5 == 0:
                     for k in order:
                         res[k][1].append(b2b_ms(fns[k]))
             for k, (s, bb) in res.items():
-                print(f"L={L:5d} {str(dtype)[6:]:8s} {direction:7s} {k:9s} sync median {statistics.median(s):.4f} "
-                      f"[p25 {q(s, .25):.4f} p75 {q(s, .75):.4f}] ms   back-to-back median {statistics.median(bb):.4f} ms", flush=True)
+                print(
+                    f"L={L:5d} {str(dtype)[6:]:8s} {direction:7s} {k:9s} sync median {statistics.median(s):.4f} "
+                    f"[p25 {q(s, 0.25):.4f} p75 {q(s, 0.75):.4f}] ms   back-to-back median {statistics.median(bb):.4f} ms",
+                    flush=True,
+                )
