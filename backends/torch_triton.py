@@ -15,8 +15,9 @@ The kernels and their math are in torch_scan_kernels.py; this module is their ho
 tilings, how many segments a call splits the sequence into, the buffers, and the autograd
 Function. Each pass allocates one fp32 scratch for its kernels: A as (NP, E), which each program
 writes and reads back (so A is read in any layout, without a host-side transpose), then the
-segments' carries where the pass splits the sequence. The forward keeps each segment's start state for the backward, which recomputes the
-chunk states from them instead of keeping the (B, L, E, N) states.
+segments' carries where the pass splits the sequence. The forward keeps each segment's start
+state for the backward, which recomputes the chunk states from them instead of keeping the
+(B, L, E, N) states.
 
 Inputs may be fp32, bf16 or fp16; arithmetic and the state are fp32; out has x's dtype.
 Without CUDA (this module's tests on CPU), kernels run under Triton's interpreter.
