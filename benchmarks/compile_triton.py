@@ -1,7 +1,8 @@
 """Compile every Triton kernel of the torch-cuda backend for a CUDA GPU on a machine without
-one, and print each kernel's registers and spills (the bundled ptxas -v). The tests run the
-kernels under Triton's interpreter, which checks their arithmetic but not that they compile
-for a GPU; run this before spending device time.
+one, and print each kernel's registers and spills (the bundled ptxas -v) and how many layout
+conversions of 2D tiles its TTGIR has inside loops. The tests run the kernels under Triton's
+interpreter, which checks their arithmetic but not that they compile for a GPU; run this
+before spending device time.
 
     python benchmarks/compile_triton.py [--capability 90] [--generic]
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -110,6 +112,19 @@ def compile_one(kernel, constexprs, warps, dtype, capability, activations=(), ge
     return triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
 
 
+def tile_converts_in_loops(ttgir: str) -> int:
+    """How many layout conversions of 2D tiles (``ttg.convert_layout`` on a tensor<MxNx...>) the
+    TTGIR has inside loops (``scf.for`` / ``scf.while`` bodies). One in a scan's step loop cost
+    1.3-1.6x on the H100 (DEVELOPERS.md); vectors' conversions are not counted."""
+    depth = inside = 0
+    for ln in ttgir.splitlines():
+        if depth and "convert_layout" in ln and re.search(r"tensor<\d+x\d+x", ln):
+            inside += 1
+        if "scf." in ln or depth:
+            depth += ln.count("{") - ln.count("}")
+    return inside
+
+
 def ptxas_report(ptx: str, capability: int) -> str:
     from triton.backends.nvidia import compiler as nvc
 
@@ -133,7 +148,8 @@ def main() -> int:
         for dtype in ("fp32", "bf16"):
             try:
                 k = compile_one(kernel, constexprs, warps, dtype, args.capability, activations, args.generic)
-                print(f"{name:38s} {dtype}  {ptxas_report(k.asm['ptx'], args.capability)}", flush=True)
+                report = ptxas_report(k.asm["ptx"], args.capability)
+                print(f"{name:38s} {dtype}  {report} | tile converts in loops {tile_converts_in_loops(k.asm['ttgir'])}", flush=True)
             except Exception as exc:  # noqa: BLE001 - report every kernel, then fail
                 failed += 1
                 print(f"{name:38s} {dtype}  FAILED: {type(exc).__name__}: {str(exc)[:400]}", flush=True)
