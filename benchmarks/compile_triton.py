@@ -112,17 +112,18 @@ def compile_one(kernel, constexprs, warps, dtype, capability, activations=(), ge
     return triton.compile(src, target=GPUTarget("cuda", capability, 32), options={"num_warps": warps})
 
 
-def tile_converts_in_loops(ttgir: str) -> int:
-    """How many layout conversions of 2D tiles (``ttg.convert_layout`` on a tensor<MxNx...>) the
-    TTGIR has inside loops (``scf.for`` / ``scf.while`` bodies). One in a scan's step loop cost
-    1.3-1.6x on the H100 (DEVELOPERS.md); vectors' conversions are not counted."""
-    depth = inside = 0
+def layout_converts(ttgir: str, tiles_only: bool = True) -> tuple[int, int]:
+    """(outside loops, inside loops): how many layout conversions (``ttg.convert_layout``) the
+    TTGIR has outside and inside loop bodies (``scf.for`` / ``scf.while``), of 2D tiles
+    (tensor<MxNx...>) only unless ``tiles_only`` is False. A tile's conversion in a scan's step
+    loop cost 1.3-1.6x on the H100 (DEVELOPERS.md)."""
+    depth = outside = inside = 0
     for ln in ttgir.splitlines():
-        if depth and "convert_layout" in ln and re.search(r"tensor<\d+x\d+x", ln):
-            inside += 1
+        if "convert_layout" in ln and (not tiles_only or re.search(r"tensor<\d+x\d+x", ln)):
+            inside, outside = (inside + 1, outside) if depth else (inside, outside + 1)
         if "scf." in ln or depth:
             depth += ln.count("{") - ln.count("}")
-    return inside
+    return outside, inside
 
 
 def ptxas_report(ptx: str, capability: int) -> str:
@@ -149,7 +150,7 @@ def main() -> int:
             try:
                 k = compile_one(kernel, constexprs, warps, dtype, args.capability, activations, args.generic)
                 report = ptxas_report(k.asm["ptx"], args.capability)
-                print(f"{name:38s} {dtype}  {report} | tile converts in loops {tile_converts_in_loops(k.asm['ttgir'])}", flush=True)
+                print(f"{name:38s} {dtype}  {report} | tile converts in loops {layout_converts(k.asm['ttgir'])[1]}", flush=True)
             except Exception as exc:  # noqa: BLE001 - report every kernel, then fail
                 failed += 1
                 print(f"{name:38s} {dtype}  FAILED: {type(exc).__name__}: {str(exc)[:400]}", flush=True)

@@ -13,18 +13,6 @@ sys.path.insert(0, "benchmarks")
 import compile_triton as ct  # noqa: E402
 from ssmbench.backends import torch_scan_kernels as sk  # noqa: E402
 
-
-def converts(ttgir: str) -> tuple[int, int]:
-    """(convert_layouts outside loops, inside loops) in a TTGIR listing."""
-    depth = outside = inside = 0
-    for ln in ttgir.splitlines():
-        if "convert_layout" in ln:
-            inside, outside = (inside + 1, outside) if depth else (inside, outside + 1)
-        if "scf." in ln or depth:
-            depth += ln.count("{") - ln.count("}")
-    return outside, inside
-
-
 for arg in sys.argv[1:] or ["8,8,8,1"]:
     be, P, Q, w = map(int, arg.split(","))
     for dtype in ("fp32", "bf16"):
@@ -32,5 +20,5 @@ for arg in sys.argv[1:] or ["8,8,8,1"]:
         if "NP" not in sk._forward_parts_kernel.arg_names:  # the dynamic-states kernel takes no NP
             del cx["NP"]
         k = ct.compile_one(sk._forward_parts_kernel, cx, w, dtype, 90)
-        out, inside = converts(k.asm["ttgir"])
+        out, inside = ct.layout_converts(k.asm["ttgir"], tiles_only=False)
         print(f"{arg} {dtype}: {ct.ptxas_report(k.asm['ptx'], 90)} | converts outside loops {out}, inside {inside}", flush=True)
