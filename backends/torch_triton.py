@@ -112,7 +112,7 @@ def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
 
 def _scratch(S: int, Bt: int, NP: int, E: int, device) -> torch.Tensor:
     """A pass's fp32 scratch: A as (NP, E), then (B, S, NP + 1, E) carries where S > 1."""
-    return torch.empty(NP * E * (1 + (Bt * S * (NP + 1) if S > 1 else 0)), device=device, dtype=torch.float32)
+    return torch.empty((NP + (Bt * S * (NP + 1) if S > 1 else 0)) * E, device=device, dtype=torch.float32)
 
 
 def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
