@@ -36,6 +36,8 @@ class _Model:
         self.module, self.opt, self.device_type, self.amp_dtype = module, opt, device_type, amp_dtype
         self.decoders = {}  # batch -> torch_graphs.StaticDecoder / KVCacheDecoder (decode on CUDA)
         self.trainers = {}  # (tokens shape) -> torch_graphs.StaticTrainer (the train step on CUDA)
+        self.forwards = {}  # tokens shape -> torch_graphs.StaticForward (the forward on CUDA)
+        self.forward_graph = None  # why the forward runs eagerly, or "CUDA graph"
         self.train_graph = None  # why the train step runs eagerly, or "CUDA graph"
 
     def autocast(self):
@@ -103,7 +105,22 @@ class TorchBackend(Backend):
     def tokens(self, array):
         return torch.from_numpy(np.asarray(array, dtype=np.int64)).to(self.device)
 
+    graph_forward = False  # the forward as one CUDA graph (torch_graphs.StaticForward)
+
     def forward(self, model, tokens):
+        if self.graph_forward and model.forward_graph is None:
+            model.forward_graph = self._graph_refusal(model.module) or "CUDA graph"
+        if model.forward_graph == "CUDA graph":
+            key = tuple(tokens.shape)
+            if key not in model.forwards:
+                from .torch_graphs import StaticForward
+
+                model.forwards[key] = StaticForward(lambda x: self._forward_math(model, x), tokens)
+            return model.forwards[key](tokens)
+        return self._forward_math(model, tokens)
+
+    @staticmethod
+    def _forward_math(model, tokens):
         with torch.no_grad(), model.autocast():
             return model.module(tokens)
 
@@ -143,7 +160,8 @@ class TorchBackend(Backend):
         return None
 
     def execution(self, model) -> dict:
-        return {"train_step": model.train_graph} if model.train_graph else {}
+        how = {"train_step": model.train_graph, "forward": model.forward_graph}
+        return {k: v for k, v in how.items() if v}
 
     def init_state(self, model, batch, capacity):
         return model.module.init_state(batch, capacity, self.device, model.amp_dtype or torch.float32)
@@ -285,6 +303,7 @@ class TorchCUDA(TorchBackend):
 
     graph_decode = True
     graph_train = True
+    graph_forward = True
 
     def versions(self):
         v = {**super().versions(), "tf32": False, "device_count": torch.cuda.device_count()}

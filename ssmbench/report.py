@@ -163,12 +163,17 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
     return "\n".join(out)
 
 
-GRAPHED = (("train_step", "train step"), ("mamba_decode", "Mamba decode"), ("transformer_decode", "Transformer decode"))
+GRAPHED = (
+    ("train_step", "train step"),
+    ("forward", "forward"),
+    ("mamba_decode", "Mamba decode"),
+    ("transformer_decode", "Transformer decode"),
+)
 
 
 def graphed(records: list[dict]) -> str:
     """What of these records ran as CUDA graphs (env_backend's execution notes): "train step,
-    Mamba decode", "train step (3 of 4)" where some train steps ran eagerly, or "-"."""
+    forward, Mamba decode", "train step (3 of 4)" where some train steps ran eagerly, or "-"."""
     parts = []
     for key, label in GRAPHED:
         notes = [str(n) for r in records if (n := (r.get("env_backend") or {}).get(key))]

@@ -261,7 +261,8 @@ def test_markdown_machines(md):
 
 
 def test_machines_say_what_ran_as_cuda_graphs():
-    """From env_backend's execution notes: all of a group's train steps, or how many; decode."""
+    """From env_backend's execution notes: all of a group's train steps (or forwards), or how
+    many; decode."""
 
     def rec(mode, **env_backend):
         return {"suite": "throughput", "backend": "torch-cuda", "device": "H100", "mode": mode, "env_backend": env_backend}
@@ -272,6 +273,8 @@ def test_machines_say_what_ran_as_cuda_graphs():
     recs.append(rec("train", train_step="eager: the chunked scan reads its chunk length on the host", mamba_decode="CUDA graph"))
     assert report.graphed(recs) == "train step (1 of 2), Mamba decode, Transformer decode"  # records without a note: not counted
     assert report.graphed([rec("decode")]) == "-"  # records from before the notes existed
+    fwd = [rec("forward", forward="CUDA graph"), rec("forward", forward="eager (the chunked scan reads its chunk length back to the host)")]
+    assert report.graphed(fwd) == "forward (1 of 2)"
 
 
 # ---------------------------------------------------------------------------- csv, json

@@ -29,12 +29,39 @@ def test_the_chunked_scan_is_never_graphed_and_the_others_are():
     assert tb.TorchBackend._graph_refusal(tb.GPT(matched_transformer(ODD))) is None
 
 
-def test_cpu_train_steps_are_eager_and_say_nothing():
+def test_cpu_train_steps_and_forwards_are_eager_and_say_nothing():
     b = tb.TorchCPU()
     model = b.build("mamba", init_weights("mamba", ODD, seed=1), ODD, scan="parallel")
     toks = b.tokens(np.random.default_rng(0).integers(0, ODD.vocab, (2, 9)))
     b.train_step(model, toks[:, :-1], toks[:, 1:])
-    assert b.execution(model) == {} and model.trainers == {}
+    b.forward(model, toks)
+    assert b.execution(model) == {} and model.trainers == {} and model.forwards == {}
+
+
+@cuda
+@pytest.mark.parametrize("arch,scan", [("mamba", "triton"), ("mamba", "chunked"), ("transformer", None)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_graphed_forwards_match_eager_forwards(arch, scan, dtype):
+    """Each call's tokens reach the graph (the logits returned are the graph's, valid until the
+    next call, so each is copied here). The chunked scan reads back to the host: it stays eager."""
+    cfg = ODD if arch == "mamba" else matched_transformer(ODD)
+    w = init_weights(arch, cfg, seed=9, jitter=True)
+    rng = np.random.default_rng(5)
+    batches = [rng.integers(0, cfg.vocab, (3, 29)) for _ in range(3)]
+    b = tb.TorchCUDA()
+    runs = {}
+    for graph in (False, True):
+        b.graph_forward = graph
+        model = b.build(arch, w, cfg, scan=scan, dtype=dtype)
+        runs[graph] = ([b.forward(model, b.tokens(t)).clone() for t in batches], b.execution(model))
+    (eager, _), (graphed, how) = runs[False], runs[True]
+    if scan == "chunked":
+        assert how["forward"].startswith("eager") and "host" in how["forward"]  # the result says why
+    else:
+        assert how == {"forward": "CUDA graph"}
+    for e, g in zip(eager, graphed):
+        assert rel(g, e) < (1e-6 if dtype == "float32" else 1e-2)
+    assert rel(graphed[0], graphed[1]) > 0.01  # different tokens, different logits
 
 
 @cuda
