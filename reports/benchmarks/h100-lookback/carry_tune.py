@@ -1,12 +1,20 @@
 """GPU-alone times of the scan forward's two kernels, each alone, under launch variants (chunk T, maxnreg).
 usage: carry_tune.py PKGROOT LENGTHS"""
-import importlib, math, statistics, sys
+
+import functools
+import importlib
+import math
+import statistics
+import sys
+
 import torch
+
 sys.path.insert(0, sys.argv[1])
 tt = importlib.import_module("v_head.torch_triton")
 sk = importlib.import_module("v_head.torch_scan_kernels")
 launch = tt.launch
 B, E, N = 8, 1536, 16
+
 
 def inputs(L, dtype, seed=0):
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -17,21 +25,30 @@ def inputs(L, dtype, seed=0):
     lo = lambda t: t.to(dtype)
     return lo(x), lo(dt), A, lo(Bm), lo(Cm), D, lo(z), bias
 
+
 def gpu_ms(fn, k=20, reps=15):
-    fn(); torch.cuda.synchronize()
-    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
+    fn()
+    torch.cuda.synchronize()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        for _ in range(2): fn()
+        for _ in range(2):
+            fn()
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        for _ in range(k): fn()
+        for _ in range(k):
+            fn()
     ts = []
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); g.replay(); b.record(); b.synchronize()
+        a.record()
+        g.replay()
+        b.record()
+        b.synchronize()
         ts.append(a.elapsed_time(b) / k * 1e3)
     return statistics.median(ts)
+
 
 F = tt.FORWARD
 for L in [int(v) for v in sys.argv[2].split(",")]:
@@ -43,15 +60,17 @@ for L in [int(v) for v in sys.argv[2].split(",")]:
         S, SC = tt.segments(n_chunks, n_eb * B, F, x.device)
         ws = tt._scratch(S, B, NP, E, x.device)
         ref_ws = None
-        line = [f"L={L:5d} {str(dtype)[6:]:8s} S={S} SC={SC}: forward() {gpu_ms(lambda: tt.forward(*ins)):.1f} us"]
+        line = [f"L={L:5d} {str(dtype)[6:]:8s} S={S} SC={SC}: forward() {gpu_ms(functools.partial(tt.forward, *ins)):.1f} us"]
         for T, reg in ((4, None), (4, 80), (4, 64), (2, None), (2, 64), (8, None), (8, 96)):
             if (SC * F.chunk) % T:
                 continue
             meta = {"BLOCK_E": F.block_e, "NP": NP, "T": T, "EVEN": True, "num_warps": 1}
             if reg:
                 meta["maxnreg"] = reg
-            fn = lambda meta=meta, T=T: launch(sk._state_carry_kernel, (n_eb, B, S - 1))(
-                x, dt, Bm, A, bias, ws, L, E, N, SC * F.chunk // T, S, *A.stride(), *tt._bl(x), *tt._bl(dt), *tt._bl(Bm), **meta)
+            fn = functools.partial(
+                launch(sk._state_carry_kernel, (n_eb, B, S - 1)),
+                x, dt, Bm, A, bias, ws, L, E, N, SC * F.chunk // T, S, *A.stride(), *tt._bl(x), *tt._bl(dt), *tt._bl(Bm), **meta,
+            )  # fmt: skip
             try:
                 us = gpu_ms(fn)
                 torch.cuda.synchronize()
@@ -67,10 +86,12 @@ for L in [int(v) for v in sys.argv[2].split(",")]:
             meta = {**tt._meta(F, L, E, N)}
             if reg:
                 meta["maxnreg"] = reg
-            fn = lambda meta=meta: launch(sk._forward_kernel, (n_eb, B, S))(
+            fn = functools.partial(
+                launch(sk._forward_kernel, (n_eb, B, S)),
                 x, dt, z, Bm, Cm, A, D, bias, out, last, last, ws, last, L, E, N, SC, S, *A.stride(),
                 *tt._bl(x), *tt._bl(dt), *tt._bl(z), *tt._bl(Bm), *tt._bl(Cm), *tt._bl(out),
-                STATES_ONLY=False, KEEP_STARTS=False, FROM_STARTS=False, **meta)
+                STATES_ONLY=False, KEEP_STARTS=False, FROM_STARTS=False, **meta,
+            )  # fmt: skip
             try:
                 line.append(f"fwd r{reg} {gpu_ms(fn):.1f}")
             except Exception as exc:
