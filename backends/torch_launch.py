@@ -16,7 +16,19 @@ host takes to launch the next, so an eager call ran at the host's speed, not the
 3. later launches call that launcher directly, with the arguments exactly as Triton passed them.
 
 A Triton whose launch looks otherwise keeps every launch of the key with Triton: nothing is
-assumed about its calling convention. The key holds everything Triton specializes a compiled
+assumed about its calling convention.
+
+Building the key is itself host time: a Python test per argument, 7 µs for the carry kernel's 18
+arguments and 13 for the forward's 31 (reports/benchmarks/h100-host-path/launch-parts.txt). A
+caller that launches a kernel the same way many times passes a ``sig``: a hashable that it
+guarantees determines everything the key holds but the tensors' addresses (each tensor's dtype
+and device, every other argument's value, the constexprs). Once a launch with that sig went
+direct with every tensor 16-byte aligned, later launches with the sig whose tensors are all
+aligned (one OR of their addresses) take the same direct launch without building the key, and
+pass the tensors as the addresses the OR read: Triton's launcher then skips its check of each
+tensor (a `cuPointerGetAttribute` a pointer, that the keyed launches of the sig made). Anything
+else takes the keyed path. CHECK_SIGS (SSMBENCH_CHECK_SIGS=1; the GPU tests set it) builds the key anyway
+and raises where a sig's launch would have keyed differently. The key holds everything Triton specializes a compiled
 kernel on: each tensor's dtype and whether its address is 16-byte aligned, every other argument's
 value (for the scan: L, E, N, strides, segment counts), the constexprs and options, and the
 current device. Under Triton's interpreter, while a launch hook is set (profilers such as proton
@@ -38,6 +50,7 @@ import triton.language as tl  # noqa: E402, F401  (torch_triton and torch_fused 
 from triton.runtime.jit import JITFunction  # noqa: E402
 
 DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch through Triton
+CHECK_SIGS = os.environ.get("SSMBENCH_CHECK_SIGS", "0") == "1"  # 1: check each sig against the key it stands for
 _NEW = object()  # a key not launched yet
 DIRECT_KINDS = (JITFunction,)  # kernels that may launch directly: @triton.jit ones, as compiled
 
@@ -53,12 +66,19 @@ def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def launch(kernel, grid: tuple[int, ...]):
-    """``kernel[grid]``, through the kernel's Launcher: ``launch(kernel, grid)(*args, **meta)``."""
+def launch(kernel, grid: tuple[int, ...], sig=None):
+    """``kernel[grid]``, through the kernel's Launcher: ``launch(kernel, grid)(*args, **meta)``;
+    ``sig`` as the module says (None: none)."""
+    return lambda *args, **meta: launch_now(kernel, grid, args, meta, sig)
+
+
+def launch_now(kernel, grid: tuple[int, ...], args: tuple, meta: dict, sig=None) -> None:
+    """``launch(kernel, grid, sig)(*args, **meta)`` without building a call for it (1.5 µs of
+    host time a launch, where the scan launches six)."""
     launcher = _launchers.get(kernel)
     if launcher is None:
         launcher = _launchers[kernel] = Launcher(kernel)
-    return launcher[grid]
+    launcher.launch((*grid, 1, 1)[:3], args, meta, sig)
 
 
 class Launcher:
@@ -71,35 +91,45 @@ class Launcher:
         # key -> the compiled kernel (launched once), a direct launch (launcher, function,
         # metadata, tail), or None (stays with Triton)
         self._keys: dict[tuple, object] = {}
+        # (sig, device, knobs) -> (the direct launch's run, function, metadata, tail, the positions
+        # of the tensors among the arguments, the key the sig stands for)
+        self._sigs: dict[tuple, tuple] = {}
         self._watching = threading.RLock()  # one watched launch at a time: it swaps the launcher
 
     def __getitem__(self, grid: tuple[int, ...]):
         grid = (*grid, 1, 1)[:3]
         return lambda *args, **meta: self.launch(grid, args, meta)
 
-    def launch(self, grid: tuple[int, int, int], args: tuple, meta: dict) -> None:
+    def launch(self, grid: tuple[int, int, int], args: tuple, meta: dict, sig=None) -> None:
         rt = triton.knobs.runtime
         hooked = _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook)
         if not (DIRECT and self.direct) or rt.interpret or hooked or self.kernel.pre_run_hooks:
             self.kernel[grid](*args, **meta)
             return
         device = torch.cuda.current_device()
-        # every float value runs one compiled kernel, so floats are keyed by type; True and 1 are
-        # equal keys but not the same kernel, so other non-integers are keyed with their type.
-        # Integers are tested first and alignment as a bit test: this runs for every argument of
-        # every launch (7-13 µs a scan launch on the H100's host written the other way round)
-        spec = [
-            a if type(a) is int
-            else (a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor)
-            else float if type(a) is float
-            else (type(a), a)
-            for a in args
-        ]  # fmt: skip
-        key = (device, rt.debug, triton.knobs.compilation.instrumentation_mode, *meta.items(), *spec)
+        if sig is not None:
+            sig = (sig, device, rt.debug, triton.knobs.compilation.instrumentation_mode)
+            signed = self._sigs.get(sig)
+            if signed is not None:
+                run, function, metadata, tail, tensors, key = signed
+                bare, addresses = list(args), 0
+                for i in tensors:
+                    address = bare[i] = args[i].data_ptr()
+                    addresses |= address
+                if not addresses & 15:
+                    if CHECK_SIGS and self._key(device, args, meta) != key:
+                        raise RuntimeError(f"{self.kernel}: sig {sig[0]!r} stands for another launch than these arguments")
+                    run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *bare, *tail)
+                    return
+        key = self._key(device, args, meta)
         known = self._keys.get(key, _NEW)
         if type(known) is tuple:
             run, function, metadata, tail = known
             run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *args, *tail)
+            if sig is not None:
+                tensors = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
+                if all(not args[i].data_ptr() & 15 for i in tensors):
+                    self._sigs[sig] = (*known, tensors, key)
         elif known is _NEW:
             compiled = self.kernel[grid](*args, **meta)
             if not any(isinstance(v, torch.Tensor) for v in meta.values()):  # a tensor by name would key by identity
@@ -108,6 +138,23 @@ class Launcher:
             self.kernel[grid](*args, **meta)
         else:
             self._keys[key] = self._watched(known, grid, args, meta)
+
+    @staticmethod
+    def _key(device: int, args: tuple, meta: dict) -> tuple:
+        """Everything Triton specializes a launch's compiled kernel on. Every float value runs one
+        compiled kernel, so floats are keyed by type; True and 1 are equal keys but not the same
+        kernel, so other non-integers are keyed with their type. Integers are tested first and
+        alignment as a bit test: this runs for every argument of every keyed launch (7-13 µs a
+        scan launch on the H100's host written the other way round)."""
+        spec = [
+            a if type(a) is int
+            else (a.dtype, not a.data_ptr() & 15) if isinstance(a, torch.Tensor)
+            else float if type(a) is float
+            else (type(a), a)
+            for a in args
+        ]  # fmt: skip
+        rt = triton.knobs
+        return (device, rt.runtime.debug, rt.compilation.instrumentation_mode, *meta.items(), *spec)
 
     def _watched(self, compiled, grid, args, meta) -> tuple | None:
         """Launch through Triton with the compiled kernel's launcher watched: (launcher, function,

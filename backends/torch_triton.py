@@ -12,10 +12,12 @@ input-dependent projections, D (E,) the skip, z the gate. B batch, L length, E d
 N d_state.
 
 The kernels and their math are in torch_scan_kernels.py; this module is their host side: the
-tilings, how many segments a call splits the sequence into, the buffers, and the autograd
-Function. Each pass allocates one fp32 scratch for its kernels: A as (NP, E), which each program
-writes and reads back (so A is read in any layout, without a host-side transpose), then the
-segments' carries where the pass splits the sequence. The forward keeps each segment's start
+tilings, how many segments a call splits the sequence into, the buffers, the autograd Function,
+and the plans that keep each layout's launch arithmetic so a call does little more than allocate
+and launch (at short L the host's time is the call's time). Each pass allocates one fp32 scratch
+for its kernels: A as (NP, E), which each program writes and reads back (so A is read in any
+layout, without a host-side transpose), then the segments' carries where the pass splits the
+sequence. The forward keeps each segment's start
 state for the backward, which recomputes the chunk states from them instead of keeping the
 (B, L, E, N) states.
 
@@ -33,7 +35,7 @@ import torch
 
 # Triton as torch_launch set it up (interpreted without CUDA); its launch() skips Triton's per-call
 # argument binding, which at short L costs more host time than the kernels take on the GPU
-from .torch_launch import cdiv, launch, next_power_of_2, triton
+from .torch_launch import cdiv, launch_now, next_power_of_2, triton
 from .torch_scan_kernels import _adjoint_carry_kernel, _backward_kernel, _forward_kernel, _reduce_kernel, _state_carry_kernel
 
 
@@ -89,6 +91,26 @@ def _bl(t):
     return t.stride(0), t.stride(1)
 
 
+# A call's launch arithmetic (segments, grids, the kernels' integer arguments, buffer sizes) depends
+# only on its inputs' layout and the tiling, so it is planned once per such key and kept here. A
+# plan is also each of its launches' sig (torch_launch): it fixes every argument but the tensors.
+# Host time is the eager time at short L: planning and keying each launch took about 30 µs a
+# forward on the H100's host. It grows by a few hundred bytes per layout seen, as Triton's own
+# caches grow by a compiled kernel per specialization.
+_plans: dict[tuple, object] = {}
+
+
+def _layout(x, dt, A, Bm, Cm, D, z, dt_bias) -> tuple:
+    """What a plan derives from the inputs: x's shape (B, L, E), A's (E, N), and each input's
+    strides, dtype and device (the launches a plan signs pass addresses, which Triton then does
+    not check: an input on another device is another plan, whose first launches Triton checks)."""
+    return (
+        x.device, x.shape, x.stride(), x.dtype, dt.stride(), dt.dtype, z.stride(), z.dtype, Bm.stride(), Bm.dtype,
+        Cm.stride(), Cm.dtype, A.shape, A.stride(), A.dtype, D.stride(), D.dtype, dt_bias.stride(), dt_bias.dtype,
+        dt.get_device(), z.get_device(), Bm.get_device(), Cm.get_device(), A.get_device(), D.get_device(), dt_bias.get_device(),
+    )  # fmt: skip
+
+
 def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=False, starts=None, tiling: Tiling | None = None):
     """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) -> (out (B, L, E) in x's
     dtype, last state (B, E, N) fp32, kept), where kept is None, or with ``keep_starts`` the
@@ -97,121 +119,192 @@ def forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only=False, keep_starts=F
     ``states_only`` (the backward's recompute): out is None and kept is each chunk's end state
     (B, L/T, NP, E) fp32. Given a forward's ``starts``, it runs on that forward's segments from
     their start states, without the carry kernel (where the segments are whole chunks here)."""
-    ins = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
-    return _forward(*ins, states_only=states_only, keep_starts=keep_starts, starts=starts, tiling=tiling)
+    ins, layout = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
+    return _forward(*ins, layout, states_only=states_only, keep_starts=keep_starts, starts=starts, tiling=tiling)
 
 
 def _prepared(x, dt, A, Bm, Cm, D, z, dt_bias):
-    """The inputs in the kernels' layouts: unit stride along the last dim (A, read at its strides,
-    as it is; autograd's forward saves what it prepared)."""
-    if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
-        raise RuntimeError(f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)")
+    """(the inputs in the kernels' layouts, their ``_layout``): unit stride along the last dim, D
+    and dt_bias contiguous (A, read at its strides, as it is; autograd's forward saves what it
+    prepared). Whether any needs a copy is known from the layout after its first call."""
+    layout = _layout(x, dt, A, Bm, Cm, D, z, dt_bias)
+    copy = _plans.get(("prepared", layout))
+    if copy is None:
+        if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
+            raise RuntimeError(
+                f"the triton scan needs CUDA tensors, not {x.device.type} (or TRITON_INTERPRET=1 set before triton is imported)"
+            )
+        strided = any(t.stride(-1) != 1 for t in (x, dt, z, Bm, Cm))
+        copy = _plans["prepared", layout] = strided or not (D.is_contiguous() and dt_bias.is_contiguous())
+    if not copy:
+        return (x, dt, A, Bm, Cm, D, z, dt_bias), layout
     x, dt, z, Bm, Cm = _lastdim_contiguous(x, dt, z, Bm, Cm)
-    return x, dt, A, Bm, Cm, D.contiguous(), z, dt_bias.contiguous()
+    ins = (x, dt, A, Bm, Cm, D.contiguous(), z, dt_bias.contiguous())
+    return ins, _layout(*ins)
 
 
-def _scratch(S: int, Bt: int, NP: int, E: int, device) -> torch.Tensor:
-    """A pass's fp32 scratch: A as (NP, E), then (B, S, NP + 1, E) carries where S > 1."""
-    return torch.empty((NP + (Bt * S * (NP + 1) if S > 1 else 0)) * E, device=device, dtype=torch.float32)
+def _scratch_size(S: int, Bt: int, NP: int, E: int) -> int:
+    """The floats of a pass's fp32 scratch: A as (NP, E), then (B, S, NP + 1, E) carries where S > 1."""
+    return (NP + (Bt * S * (NP + 1) if S > 1 else 0)) * E
 
 
-def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, *, states_only, keep_starts, starts, tiling):
-    """``forward`` on prepared inputs."""
-    tl_ = tiling or (BACKWARD if states_only else FORWARD)
+@dataclass(eq=False)  # a sig by identity: hashing it costs nothing
+class _ForwardPlan:
+    tiling: Tiling  # kept alive: the plan's key holds its id
+    carry: tuple | None  # the carry kernel's grid and integer arguments; None: no carries
+    grid: tuple  # the forward kernel's grid
+    ints: tuple  # its integer arguments
+    meta: dict  # the carry kernel's constexprs and warps
+    kw: dict  # the forward kernel's: meta's and its own
+    scratch: int  # floats
+    last: tuple  # (B, N, E)
+    states: tuple | None  # (B, L/T, NP, E) where states_only
+    starts: tuple | None  # (B, S, NP, E) where kept, None where given (FROM_STARTS) or not kept
+    steps: int  # a segment's length in steps
+
+
+def _plan_forward(x, dt, A, Bm, Cm, z, tiling: Tiling, states_only: bool, keep_starts: bool, starts) -> _ForwardPlan:
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
-    f32 = {"device": x.device, "dtype": torch.float32}
-    n_chunks = math.ceil(L / tl_.chunk)
-    n_eb = cdiv(E, tl_.block_e)
-    from_starts = starts is not None and states_only and starts[1] % tl_.chunk == 0
+    n_chunks = math.ceil(L / tiling.chunk)
+    n_eb = cdiv(E, tiling.block_e)
+    from_starts = starts is not None and states_only and starts[1] % tiling.chunk == 0
     if from_starts:
-        S, SC = starts[0].shape[1], starts[1] // tl_.chunk
+        S, SC = starts[0].shape[1], starts[1] // tiling.chunk
     else:
-        S, SC = segments(n_chunks, n_eb * Bt, tl_, x.device)
-    meta = _meta(tl_, L, E, N)
+        S, SC = segments(n_chunks, n_eb * Bt, tiling, x.device)
+    carried = S > 1 and not from_starts  # else no carries: one segment, or the start states given
+    head = (L, E, N, SC, S, *A.stride())
+    carry = ((n_eb, Bt, S - 1), (*head, *_bl(x), *_bl(dt), *_bl(Bm))) if carried else None
+    out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # the contiguous buffer out is
+    meta = _meta(tiling, L, E, N)
+    kept = keep_starts and not from_starts
+    return _ForwardPlan(
+        tiling=tiling,
+        carry=carry,
+        grid=(n_eb, Bt, S),
+        ints=(*head, *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *out_bl),
+        meta=meta,
+        kw={**meta, "STATES_ONLY": states_only, "KEEP_STARTS": kept, "FROM_STARTS": from_starts},
+        scratch=_scratch_size(S if carried else 1, Bt, NP, E),
+        last=(Bt, N, E),
+        states=(Bt, n_chunks, NP, E) if states_only else None,
+        starts=(Bt, S, NP, E) if kept else None,
+        steps=SC * tiling.chunk,
+    )
+
+
+def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, states_only, keep_starts, starts, tiling):
+    """``forward`` on prepared inputs of this ``_layout``."""
+    tl_ = tiling or (BACKWARD if states_only else FORWARD)
+    # the plan keeps its tiling alive, so the tiling's id is not reused while the key is kept
+    given = None if starts is None else (starts[0].shape, starts[0].dtype, starts[0].get_device(), starts[1])
+    key = ("forward", layout, id(tl_), states_only, keep_starts, given)
+    p = _plans.get(key)
+    if p is None:
+        p = _plans[key] = _plan_forward(x, dt, A, Bm, Cm, z, tl_, states_only, keep_starts, starts)
+    f32 = {"device": x.device, "dtype": torch.float32}
     # the carry kernel first, then the forward's own buffers: their allocations (host time)
     # overlap its GPU time instead of delaying it
-    carried = S > 1 and not from_starts  # else no carries: one segment, or the start states given
-    ws = _scratch(S if carried else 1, Bt, NP, E, x.device)
-    if carried:
-        launch(_state_carry_kernel, (n_eb, Bt, S - 1))(
-            x, dt, Bm, A, dt_bias, ws, L, E, N, SC, S, *A.stride(), *_bl(x), *_bl(dt), *_bl(Bm), **meta
-        )  # fmt: skip
-    last = torch.empty(Bt, N, E, **f32)
-    states = torch.empty(Bt, n_chunks, NP, E, **f32) if states_only else last
+    ws = torch.empty(p.scratch, **f32)
+    if p.carry is not None:
+        launch_now(_state_carry_kernel, p.carry[0], (x, dt, Bm, A, dt_bias, ws, *p.carry[1]), p.meta, p)
+    last = torch.empty(p.last, **f32)
+    states = torch.empty(p.states, **f32) if states_only else last
     out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
-    if from_starts:
+    if p.kw["FROM_STARTS"]:
         start_states = starts[0]
     else:
-        start_states = torch.empty(Bt, S, NP, E, **f32) if keep_starts else last
-    launch(_forward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, L, E, N, SC, S, *A.stride(),
-        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(out),
-        STATES_ONLY=states_only, KEEP_STARTS=keep_starts and not from_starts, FROM_STARTS=from_starts, **meta,
-    )  # fmt: skip
+        start_states = last if p.starts is None else torch.empty(p.starts, **f32)
+    launch_now(_forward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, *p.ints), p.kw, p)
     if states_only:
         return None, last.transpose(1, 2), states
-    return out, last.transpose(1, 2), ((start_states, SC * tl_.chunk) if keep_starts else None)
+    return out, last.transpose(1, 2), ((start_states, p.steps) if keep_starts else None)
 
 
 def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tiling | None = None):
     """The gradients of ``forward``'s out for every input, each in its input's dtype. ``starts``:
     what ``forward(keep_starts=True)`` kept, to recompute the states without the carry kernel."""
-    return _backward(dout, *_prepared(x, dt, A, Bm, Cm, D, z, dt_bias), starts=starts, tiling=tiling)
+    ins, layout = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)
+    return _backward(dout, *ins, layout, starts=starts, tiling=tiling)
 
 
-def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts, tiling):
-    """``backward`` on prepared inputs."""
-    tl_ = tiling or BACKWARD
-    (dout,) = _lastdim_contiguous(dout)
-    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
+@dataclass(eq=False)
+class _BackwardPlan:
+    tiling: Tiling  # kept alive: the plan's key holds its id
+    carry: tuple | None  # the adjoint carry kernel's grid and integer arguments; None: one segment
+    grid: tuple  # the backward kernel's grid
+    ints: tuple  # its integer arguments
+    meta: dict
+    scratch: int
+    dBCp: tuple  # (2, B, n_eblocks, L, NP): dB, dC per channel block
+    parts: tuple  # (B, S, NP + 2, E): dA (NP rows), dD, dbias per sequence and segment
+
+
+def _plan_backward(x, dt, A, Bm, Cm, z, dout, tiling: Tiling) -> _BackwardPlan:
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
-    n_eb = cdiv(E, tl_.block_e)
+    n_eb = cdiv(E, tiling.block_e)
+    S, SC = segments(math.ceil(L / tiling.chunk), n_eb * Bt, tiling, x.device)  # over the recompute's chunks
+    head = (L, E, N, SC, S, *A.stride())
+    return _BackwardPlan(
+        tiling=tiling,
+        carry=((n_eb, Bt, S - 1), (*head, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout))) if S > 1 else None,
+        grid=(n_eb, Bt, S),
+        ints=(L, E, N, n_eb, SC, S, *A.stride(), *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), L * E, E),
+        meta=_meta(tiling, L, E, N),
+        scratch=_scratch_size(S, Bt, NP, E),
+        dBCp=(2, Bt, n_eb, L, NP),
+        parts=(Bt, S, NP + 2, E),
+    )
+
+
+def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, starts, tiling):
+    """``backward`` on prepared inputs of this ``_layout``."""
+    tl_ = tiling or BACKWARD
+    (dout,) = _lastdim_contiguous(dout)
+    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
+    key = ("backward", layout, id(tl_), dout.stride(), dout.dtype, dout.get_device())
+    p = _plans.get(key)
+    if p is None:
+        p = _plans[key] = _plan_backward(x, dt, A, Bm, Cm, z, dout, tl_)
     dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
     f32 = {"device": x.device, "dtype": torch.float32}
-    S, SC = segments(states.shape[1], n_eb * Bt, tl_, x.device)
     # per-program partial sums, which _reduce_kernel finishes
-    dBCp = torch.empty(2, Bt, n_eb, L, NP, **f32)  # dB, dC per channel block
-    parts = torch.empty(Bt, S, NP + 2, E, **f32)  # dA (NP rows), dD, dbias per sequence and segment
-    meta = _meta(tl_, L, E, N)
-    ws = _scratch(S, Bt, NP, E, x.device)
-    if S > 1:
-        launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1))(
-            dt, z, Cm, A, dt_bias, dout, ws, L, E, N, SC, S, *A.stride(), *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout), **meta
-        )  # fmt: skip
-    launch(_backward_kernel, (n_eb, Bt, S))(
-        x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, ws,
-        dx, ddt, dz, dBCp, parts, L, E, N, n_eb, SC, S, *A.stride(),
-        *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), *_bl(dx), **meta,
-    )  # fmt: skip
-    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias)
+    dBCp = torch.empty(p.dBCp, **f32)
+    parts = torch.empty(p.parts, **f32)
+    ws = torch.empty(p.scratch, **f32)
+    if p.carry is not None:
+        launch_now(_adjoint_carry_kernel, p.carry[0], (dt, z, Cm, A, dt_bias, dout, ws, *p.carry[1]), p.meta, p)
+    launch_now(_backward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, ws, dx, ddt, dz, dBCp, parts, *p.ints), p.meta, p)
+    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias, sig=p)
     return dx, ddt, dA, dB, dC, dD, dz, dbias
 
 
-def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias):
+def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias, sig=None):
     """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
     summed into (dA (E, N) like A, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes in
-    one launch: each torch op it replaces (two sums, the casts) would cost host time."""
+    one launch: each torch op it replaces (two sums, the casts) would cost host time. ``sig``:
+    the launch's (a plan that fixes these shapes and dtypes)."""
     _, Bt, n_eb, L, NP = dBCp.shape
     E, N = A.shape
     rows = parts.shape[0] * parts.shape[1]  # B S
     dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
     dA, dD, dbias = torch.empty(E, N, device=A.device, dtype=A.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
     programs = 2 * Bt * cdiv(L * NP, REDUCE["BLOCK"]) + cdiv((NP + 2) * E, REDUCE["BLOCK"])
-    launch(_reduce_kernel, (programs,))(dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows, NP=NP, **REDUCE)
+    launch_now(_reduce_kernel, (programs,), (dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows), {"NP": NP, **REDUCE}, sig)
     return dA, dB, dC, dD, dbias
 
 
 class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, Bm, Cm, D, z, dt_bias):
-        ins = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)  # once for both passes
-        out, last, (starts, steps) = _forward(*ins, states_only=False, keep_starts=True, starts=None, tiling=None)
+        ins, layout = _prepared(x, dt, A, Bm, Cm, D, z, dt_bias)  # once for both passes
+        out, last, (starts, steps) = _forward(*ins, layout, states_only=False, keep_starts=True, starts=None, tiling=None)
         ctx.save_for_backward(*ins, starts)
-        ctx.segment_steps = steps
+        ctx.segment_steps, ctx.layout = steps, layout
         ctx.mark_non_differentiable(last)
         ctx.set_materialize_grads(False)  # no zeros for the last state's gradient (it has none)
         return out, last
@@ -219,7 +312,7 @@ class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlast):  # dout is given: out is the only differentiable output
         *ins, starts = ctx.saved_tensors
-        return _backward(dout, *ins, starts=(starts, ctx.segment_steps), tiling=None)
+        return _backward(dout, *ins, ctx.layout, starts=(starts, ctx.segment_steps), tiling=None)
 
 
 def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):

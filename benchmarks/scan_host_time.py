@@ -98,18 +98,13 @@ def calls(L: int, dtype, device="cuda") -> dict:
 def timeline(fn, n=500) -> str:
     """Host µs from the call to each of its launches, and to its return: medians of n calls, each
     followed by a synchronize (so the figures run higher than back to back)."""
-    real, stamps = tt.launch, []
+    real, stamps = tt.launch_now, []
 
-    def marked(kernel, grid):
-        go = real(kernel, grid)
+    def marked(kernel, grid, args, meta, sig=None):
+        stamps.append((kernel.fn.__name__.strip("_").removesuffix("_kernel"), time.perf_counter()))
+        real(kernel, grid, args, meta, sig)
 
-        def run(*args, **meta):
-            stamps.append((kernel.fn.__name__.strip("_").removesuffix("_kernel"), time.perf_counter()))
-            go(*args, **meta)
-
-        return run
-
-    tt.launch = marked
+    tt.launch_now = marked
     try:
         for _ in range(20):
             fn()
@@ -124,7 +119,7 @@ def timeline(fn, n=500) -> str:
             rows.append([at - t for _, at in stamps] + [done - t])
         names = [name for name, _ in stamps] + ["return"]
     finally:
-        tt.launch = real
+        tt.launch_now = real
     return ", ".join(f"{name} {statistics.median(r[i] for r in rows) * 1e6:.1f}" for i, name in enumerate(names))
 
 
@@ -191,7 +186,7 @@ def stubbed(lengths: list[int], sms: int) -> None:
 
     torch.set_num_threads(1)
     launched: list[str] = []
-    tt.launch = lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__)
+    tt.launch_now = lambda kernel, grid, args, meta, sig=None: launched.append(kernel.fn.__name__)
     tt._sm_count = lambda device: sms
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"torch {torch.__version__}, kernels stubbed, segments as on {sms} SMs; host us on this machine")

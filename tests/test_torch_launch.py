@@ -202,6 +202,58 @@ def test_a_launch_watched_meanwhile_learns_nothing_from_the_watch(cuda_faked):
     assert kernel.calls == 6 and len(kernel.launches) == 6  # each launched once, through Triton
 
 
+def test_a_sig_skips_the_key_only_where_every_tensor_is_aligned(cuda_faked, monkeypatch):
+    """With a sig, the launch after the first direct one skips building the key; a tensor off
+    16-byte alignment takes the keyed path (Triton specializes on alignment), and so does a
+    changed knob (debug kernels are other kernels). The sig's launches pass the tensors as the
+    addresses they read (Triton's launcher checks none of them again)."""
+    monkeypatch.setattr(torch_launch, "CHECK_SIGS", False)  # on in GPU runs: it keys every launch
+    keyed = []
+    real_key = torch_launch.Launcher._key
+    monkeypatch.setattr(torch_launch.Launcher, "_key", staticmethod(lambda *a: keyed.append(1) or real_key(*a)))
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+    a, b = torch.zeros(8), torch.zeros(8)
+    for _ in range(5):
+        launcher[(1,)](a, b, 5, BLOCK=32)  # no sig: keyed every time
+    assert len(keyed) == 5
+    keyed.clear()
+    for _ in range(5):
+        launcher.launch((1, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
+    assert len(keyed) == 1 and kernel.calls == 2  # the first learnt the sig; the rest skipped the key
+    assert len(kernel.launches) == 10
+    assert kernel.launches[-5][9] is a and kernel.launches[-5][10] is b  # the keyed launch passed the tensors
+    assert kernel.launches[-1][9:12] == (a.data_ptr(), b.data_ptr(), 5)  # the sig's, their addresses
+    off = torch.zeros(9)[1:]
+    launcher.launch((1, 1, 1), (off, b, 5), {"BLOCK": 32}, "plan")
+    assert len(keyed) == 2 and kernel.calls == 3  # keyed: a new key, through Triton
+    assert kernel.launches[-1][9] is off
+    monkeypatch.setattr(torch_launch.triton.knobs.runtime, "debug", True)
+    launcher.launch((1, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
+    assert len(keyed) == 3 and kernel.calls == 4
+
+
+def test_a_sig_standing_for_other_arguments_is_caught_when_checked(cuda_faked, monkeypatch):
+    """A sig is the caller's promise; CHECK_SIGS (the GPU tests) holds it to it: a launch with the
+    sig of another launch's integers raises instead of running the wrong compiled kernel."""
+    monkeypatch.setattr(torch_launch, "CHECK_SIGS", False)
+    kernel = FakeKernel()
+    launcher = torch_launch.Launcher(kernel)
+
+    def go(*args, **meta):
+        launcher.launch((1, 1, 1), args, meta, "plan")
+
+    a = torch.zeros(8)
+    for _ in range(3):
+        go(a, a, 5, BLOCK=32)
+    go(a, a, 6, BLOCK=32)  # unchecked: the sig's launch, with 6 passed as given
+    assert kernel.launches[-1][11] == 6 and kernel.calls == 2
+    monkeypatch.setattr(torch_launch, "CHECK_SIGS", True)
+    go(a, a, 5, BLOCK=32)
+    with pytest.raises(RuntimeError, match="sig 'plan' stands for another launch"):
+        go(a, a, 6, BLOCK=32)
+
+
 @pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
 def test_cuda_direct_launches_match_triton():
     import triton
@@ -236,9 +288,11 @@ def test_cuda_direct_launches_match_triton():
 
 
 @pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
-def test_cuda_scan_repeats_exactly_through_direct_launches():
-    """A forward + backward repeated (its launches direct the third time) gives the same bits,
-    also on bf16 views 2 bytes off 16-byte alignment (new keys)."""
+def test_cuda_scan_repeats_exactly_through_direct_launches(monkeypatch):
+    """A forward + backward repeated (its launches direct the third time, by their plan's sig the
+    fourth) gives the same bits, also on bf16 views 2 bytes off 16-byte alignment: the same plan
+    and sigs, but the keyed path (new keys). Every sig is checked against the key."""
+    monkeypatch.setattr(torch_launch, "CHECK_SIGS", True)
     g = torch.Generator(device="cuda").manual_seed(0)
 
     def r(*s):
@@ -251,7 +305,7 @@ def test_cuda_scan_repeats_exactly_through_direct_launches():
         ins = [x, dt, -torch.exp(r(E, N)), r(Bt, L, N), r(Bt, L, N), r(E), z, r(E)]
         dout = r(Bt, L, E).to(torch.bfloat16)
         runs = []
-        for _ in range(3):
+        for _ in range(4):
             out, last, kept = tt.forward(*ins, keep_starts=True)
             runs.append([out, last, *tt.backward(dout, *ins, starts=kept)])
         for again in runs[1:]:
@@ -260,3 +314,4 @@ def test_cuda_scan_repeats_exactly_through_direct_launches():
     for kernel in (sk._state_carry_kernel, sk._forward_kernel, sk._adjoint_carry_kernel, sk._backward_kernel, sk._reduce_kernel):
         keys = torch_launch._launchers[kernel]._keys.values()  # each kernel launched directly by the third run
         assert any(type(v) is tuple for v in keys), kernel.fn.__name__
+        assert torch_launch._launchers[kernel]._sigs, kernel.fn.__name__  # and by its sig the fourth

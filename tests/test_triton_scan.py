@@ -117,6 +117,7 @@ def test_backward_recomputes_from_the_forward_segment_starts_or_carries(forward_
     calls = []
     real = tt.segments
     monkeypatch.setattr(tt, "segments", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(tt, "_plans", {})  # segments run once a plan: none planned yet
     (out, last, grads), (out64, last64, grads64) = run_both((2, 37, 6, 5), forward_tiling, monkeypatch, backward_tiling=backward_tiling)
     assert len(calls) == (3 if carry_recomputed else 2)  # forward, [recompute,] backward kernel
     assert rel(out, out64) < 1e-5
@@ -177,7 +178,7 @@ def test_the_autograd_scan_runs_only_its_kernels_and_allocates(monkeypatch):
     time, which at short L is the eager time; A too is read as it is, not transposed by a copy).
     Kernels stubbed: this counts, it does not compute."""
     launched, seen = [], []
-    monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: launched.append(kernel.fn.__name__))
+    monkeypatch.setattr(tt, "launch_now", lambda kernel, grid, args, meta, sig=None: launched.append(kernel.fn.__name__))
     monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
     monkeypatch.setattr(tt, "BACKWARD", tt.Tiling(4, 4, 1, per_sm=12))
     cheap = {"empty.memory_format", "empty_like.default", "t.default", "transpose.int", "detach.default", "alias.default"}
@@ -198,7 +199,7 @@ def test_the_forward_does_one_torch_op_before_the_carry_kernel(monkeypatch):
     own buffers (last state, out) come after: their host time then overlaps the kernel instead of
     delaying it, which at short L is the eager time. Kernels stubbed: this checks the order."""
     events = []  # torch ops and launches, in order
-    monkeypatch.setattr(tt, "launch", lambda kernel, grid: lambda *a, **k: events.append(kernel.fn.__name__))
+    monkeypatch.setattr(tt, "launch_now", lambda kernel, grid, args, meta, sig=None: events.append(kernel.fn.__name__))
     monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
     ins = [t.float().to(DEVICE) for t in inputs(2, 37, 6, 5)]
     with _logging_ops(events):
@@ -212,8 +213,37 @@ def test_the_scratch_holds_a_tile_of_A_and_the_carries_and_no_more():
     """The kernels address A's (NP, E) tile, then (B, S, NP + 1, E) carries. The scratch once
     allocated NP times the carries: 147 MB at mamba-130m's shape (B 8, S 11, E 1536) where the
     kernels use 9.3 MB, in every scan call of a layer's forward and backward."""
-    assert tt._scratch(11, 8, 16, 1536, "cpu").numel() == (16 + 8 * 11 * 17) * 1536
-    assert tt._scratch(1, 8, 16, 1536, "cpu").numel() == 16 * 1536  # one segment: no carries
+    assert tt._scratch_size(11, 8, 16, 1536) == (16 + 8 * 11 * 17) * 1536
+    assert tt._scratch_size(1, 8, 16, 1536) == 16 * 1536  # one segment: no carries
+
+
+def test_each_layout_gets_its_own_plan_and_stays_exact(monkeypatch):
+    """A call's launch arithmetic is planned once per layout (strides, dtypes, shapes). The same
+    shapes with x, dt, z as strided views, B and C along L (copied), and A transposed are other
+    layouts: each plans anew, and every call is exact, also repeated (the plan reused)."""
+    monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
+    monkeypatch.setattr(tt, "_plans", {})
+    Bt, L, E, N = 2, 21, 6, 5
+    ins64 = inputs(Bt, L, E, N, seed=3)
+    out64, last64 = reference(*ins64)
+    x, dt, A, Bm, Cm, D, z, bias = (t.float().to(DEVICE) for t in ins64)
+    wide = torch.zeros(Bt, L, 3 * E, device=DEVICE)  # x, dt, z side by side, as an in-projection's split
+    wide[..., :E], wide[..., E : 2 * E], wide[..., 2 * E :] = x, dt, z
+    along_L = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (Bm, Cm)]  # stride 1 along L
+    A_t = A.t().contiguous().t()
+    layouts = {
+        "contiguous": (x, dt, A, Bm, Cm, D, z, bias),
+        "strided views": (wide[..., :E], wide[..., E : 2 * E], A, Bm, Cm, D, wide[..., 2 * E :], bias),
+        "B, C along L": (x, dt, A, *along_L, D, z, bias),
+        "A transposed": (x, dt, A_t, Bm, Cm, D, z, bias),
+    }
+    planned = 0
+    for name, ins in layouts.items():
+        for _ in range(2):
+            out, last, _ = tt.forward(*ins)
+            assert rel(out, out64) < 1e-5 and rel(last, last64) < 1e-5, name
+        assert len(tt._plans) > planned, name  # planned anew
+        planned = len(tt._plans)
 
 
 def test_states_only_recompute_keeps_chunk_end_states_and_the_same_last_state(monkeypatch):
