@@ -27,12 +27,14 @@ direct with every tensor 16-byte aligned, later launches with the sig whose tens
 aligned (one OR of their addresses) take the same direct launch without building the key, and
 pass the tensors as the addresses the OR read: Triton's launcher then skips its check of each
 tensor (a `cuPointerGetAttribute` a pointer, that the keyed launches of the sig made). Anything
-else takes the keyed path. CHECK_SIGS (SSMBENCH_CHECK_SIGS=1; the GPU tests set it) builds the key anyway
-and raises where a sig's launch would have keyed differently. The key holds everything Triton specializes a compiled
-kernel on: each tensor's dtype and whether its address is 16-byte aligned, every other argument's
-value (for the scan: L, E, N, strides, segment counts), the constexprs and options, and the
-current device. Under Triton's interpreter, while a launch hook is set (profilers such as proton
-set one), or with SSMBENCH_DIRECT_LAUNCH=0, every launch goes through Triton.
+else takes the keyed path. CHECK_SIGS (SSMBENCH_CHECK_SIGS=1; the GPU tests set it) builds the
+key anyway and raises where a sig's launch would have keyed differently.
+
+The key holds everything Triton specializes a compiled kernel on: each tensor's dtype and whether
+its address is 16-byte aligned, every other argument's value (for the scan: L, E, N, strides,
+segment counts), the constexprs and options, and the current device. Under Triton's interpreter,
+while a launch hook is set (profilers such as proton set one), or with SSMBENCH_DIRECT_LAUNCH=0,
+every launch goes through Triton.
 """
 
 from __future__ import annotations

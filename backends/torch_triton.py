@@ -177,7 +177,7 @@ def _plan_forward(x, dt, A, Bm, Cm, z, tiling: Tiling, states_only: bool, keep_s
     carried = S > 1 and not from_starts  # else no carries: one segment, or the start states given
     head = (L, E, N, SC, S, *A.stride())
     carry = ((n_eb, Bt, S - 1), (*head, *_bl(x), *_bl(dt), *_bl(Bm))) if carried else None
-    out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # the contiguous buffer out is
+    out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # out's: states, or a contiguous (B, L, E)
     meta = _meta(tiling, L, E, N)
     kept = keep_starts and not from_starts
     return _ForwardPlan(
