@@ -155,8 +155,8 @@ class Launcher:
             else (type(a), a)
             for a in args
         ]  # fmt: skip
-        rt = triton.knobs
-        return (device, rt.runtime.debug, rt.compilation.instrumentation_mode, *meta.items(), *spec)
+        knobs = triton.knobs
+        return (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode, *meta.items(), *spec)
 
     def _watched(self, compiled, grid, args, meta) -> tuple | None:
         """Launch through Triton with the compiled kernel's launcher watched: (launcher, function,
