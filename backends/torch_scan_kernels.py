@@ -37,6 +37,24 @@ backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gra
 
 and one last kernel (``_reduce_kernel``) sums the partials into the gradients in their dtypes.
 
+Launch chains (PDL, sm_90 on): each pass's kernels run in order, and each one after the first of
+its pass is launched as a programmatic dependent of the one before (torch_triton decides; the
+constexpr ``PDL`` says the GPU can). Every kernel lets its dependent launch once all its programs
+have started (``gdc_launch_dependents`` first thing), so the dependent's programs take the SMs its
+last wave leaves idle, and no launch gap lies between them. A dependent runs only what needs
+nothing of the kernel before it until ``gdc_wait`` (which returns when that kernel has finished and
+its writes are visible):
+
+- the forward's first segment folds no carries, so it runs whole beside the carry kernel; the
+  other segments wait before folding theirs;
+- the adjoint carry kernel reads nothing the recompute writes: it runs whole beside it and waits
+  only at its end, so its completion implies the recompute's (a dependent's own wait makes the
+  chain transitive: the backward kernel's wait then covers both);
+- the backward and reduce kernels wait before their first read of what came before.
+
+Before its wait a dependent writes only memory the kernel before it does not use, or the same
+values to the same place (every program writes A's (NP, E) tile to the scratch the two share).
+
 Tiles are (NP, BLOCK_E) (NP: N rounded up to a power of two). A launch at aligned shapes gives
 them Triton's [1, 4] x [4, 8] layout: 4 channels x 4 states a thread, so a step's B and C are 4
 values a lane and a chunk's loads all fit in registers (one channel a lane, with all N states,
@@ -102,6 +120,22 @@ def _past_end_zero(v, mask, EVEN: tl.constexpr):
 
 
 @triton.jit
+def _let_dependents_launch(PDL: tl.constexpr):
+    """Let the kernel launched after this one as its programmatic dependent start once every
+    program of this one has (a no-op without PDL, or where the next launch is not dependent)."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
+def _wait_for_prior(PDL: tl.constexpr):
+    """Wait until the kernel this one was launched as a dependent of has finished, its writes
+    visible (returns at once where the launch was not dependent)."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
 def _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.constexpr, NP: tl.constexpr):
     """Program pe's channels e and states n with their masks, A as an (NP, BLOCK_E) tile times
     log2(e) (for exp2), and dt_bias.
@@ -161,12 +195,13 @@ def _forward_kernel(
     sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, so_b, so_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, STATES_ONLY: tl.constexpr, EVEN: tl.constexpr,
-    KEEP_STARTS: tl.constexpr, FROM_STARTS: tl.constexpr,
+    KEEP_STARTS: tl.constexpr, FROM_STARTS: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """STATES_ONLY (the backward's recompute): store each chunk's end state instead of out, and
     read neither z nor C. KEEP_STARTS: also store the start state each program folded;
     FROM_STARTS: read it instead of folding the carries (the recompute, from its forward's)."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    _let_dependents_launch(PDL)
     e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
     x_ptr += pb * sx_b
@@ -178,6 +213,8 @@ def _forward_kernel(
     if FROM_STARTS:
         h = tl.load(starts_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], mask=me[None, :], other=0.0)
     else:
+        if ps > 0:  # the first segment starts from 0, so it runs beside the carry kernel
+            _wait_for_prior(PDL)
         h = _fold_carries(ws_ptr + NP * E, A2, pb, 0, ps, 1, S, E, n, e, me, NP, BLOCK_E)
     if KEEP_STARTS:
         tl.store(starts_ptr + ((pb * S + ps) * NP + n[:, None]) * E + e[None, :], h, mask=me[None, :])
@@ -220,11 +257,12 @@ def _forward_kernel(
 def _state_carry_kernel(
     x_ptr, dt_ptr, B_ptr, A_ptr, bias_ptr, ws_ptr, L, E, N, SC, S, sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sB_b, sB_l,
-    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Segment s < S-1's end state from h = 0, H_s, and its Σ Δ, into the scratch after A: (B, S,
     NP + 1, E). These segments end before the last chunk, so no step lies past L."""
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    _let_dependents_launch(PDL)
     e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     x_ptr += pb * sx_b
     dt_ptr += pb * sdt_b
@@ -251,13 +289,14 @@ def _state_carry_kernel(
 def _adjoint_carry_kernel(
     dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, dout_ptr, ws_ptr, L, E, N, SC, S, sA_e, sA_n,
     sdt_b, sdt_l, sz_b, sz_l, sC_b, sC_l, sdo_b, sdo_l,
-    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Segment s > 0's adjoint carry from G(s) = 0, a_{s0} g_{s0}, and its Σ Δ (into the scratch
     after A, as _state_carry_kernel's): the adjoint
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the segment, dy_t = dout_t silu(z_t)."""
     pe, pb = tl.program_id(0), tl.program_id(1)
     ps = tl.program_id(2) + 1
+    _let_dependents_launch(PDL)
     e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     dt_ptr += pb * sdt_b
     z_ptr += pb * sz_b
@@ -285,6 +324,7 @@ def _adjoint_carry_kernel(
             a = tl.exp2(delta[None, :] * A2)
         c -= 1
     _store_carry(ws_ptr + NP * E, a * g, dsum, pb, ps, S, E, n, e, me, NP)
+    _wait_for_prior(PDL)  # it read nothing of the recompute's: this only orders their completions
 
 
 @triton.jit
@@ -294,9 +334,10 @@ def _backward_kernel(
     dx_ptr, ddt_ptr, dz_ptr, dBCp_ptr, dparts_ptr,  # gradients (dBCp: dB, dC shares; dparts: dA, dD, dbias)
     L, E, N, n_eblocks, SC, S, sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
-    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr,
+    BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     pe, pb, ps = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    _let_dependents_launch(PDL)
     e, n, me, mn, A2, bias = _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E, NP)
     Dv = tl.load(D_ptr + e, mask=me, other=0.0).to(tl.float32)
     x_ptr += pb * sx_b
@@ -310,6 +351,7 @@ def _backward_kernel(
     dz_ptr += pb * sg_b
     dBp_ptr = dBCp_ptr + (pb * n_eblocks + pe) * L * NP  # this program's (L, NP) share of dB, and of dC
     dCp_ptr = dBp_ptr + tl.num_programs(1) * n_eblocks * L * NP
+    _wait_for_prior(PDL)  # the carries, and the recompute's states
     g = _fold_carries(ws_ptr + NP * E, A2, pb, S - 1, ps, -1, S, E, n, e, me, NP, BLOCK_E)  # G(ps)
     a_next = tl.full((NP, BLOCK_E), 1.0, dtype=tl.float32)  # G(ps) = a_{s1} g_{s1} has its decay already
     dA = tl.zeros((NP, BLOCK_E), dtype=tl.float32)
@@ -400,13 +442,14 @@ def _reduce_kernel(
     dBCp_ptr, parts_ptr,  # the backward kernel's partials: (2, B, n_eblocks, L, NP), (B S, NP + 2, E) fp32
     dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,  # gradients: (B, L, N) twice, (E, N), (E,), (E,)
     Bt, L, E, N, n_eblocks, R,  # R = B S rows of parts
-    NP: tl.constexpr, BLOCK: tl.constexpr, KB: tl.constexpr,
+    NP: tl.constexpr, BLOCK: tl.constexpr, KB: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """The backward's partial sums into its gradients, each in its own dtype, in one launch (each
     torch op it replaces costs host time, which at short L is the eager time). Programs below
     2 B cdiv(L NP, BLOCK) sum a block of (t, n) of one sequence's dB or dC over the channel
     blocks; the rest sum a block of the (NP + 2, E) rows of dA, dD, dbias over sequences and
     segments, and write dA as (E, N)."""
+    _wait_for_prior(PDL)
     p = tl.program_id(0)
     i = tl.arange(0, BLOCK)
     per_seq = tl.cdiv(L * NP, BLOCK)

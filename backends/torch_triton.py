@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,7 @@ FORWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
 BACKWARD = Tiling(block_e=32, chunk=2, warps=1, per_sm=32)
 MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
 REDUCE = {"BLOCK": 512, "KB": 8, "num_warps": 4}  # _reduce_kernel: columns a program, rows a load
+PDL = os.environ.get("SSMBENCH_PDL", "1") != "0"  # 0: no programmatic dependent launches (below)
 
 
 def _np(N: int) -> int:
@@ -64,9 +66,26 @@ def _even(L, E, N, tiling) -> bool:
     return L % tiling.chunk == 0 and E % tiling.block_e == 0 and N == _np(N)
 
 
-def _meta(tiling: Tiling, L: int, E: int, N: int) -> dict:
+def _meta(tiling: Tiling, L: int, E: int, N: int, device: torch.device) -> dict:
     """The constexprs and warps every scan kernel takes at this tiling and shape."""
-    return {"BLOCK_E": tiling.block_e, "NP": _np(N), "T": tiling.chunk, "EVEN": _even(L, E, N, tiling), "num_warps": tiling.warps}
+    even = _even(L, E, N, tiling)
+    return {"BLOCK_E": tiling.block_e, "NP": _np(N), "T": tiling.chunk, "EVEN": even, "num_warps": tiling.warps, "PDL": _pdl(device)}
+
+
+@functools.cache
+def _pdl(device: torch.device) -> bool:
+    """Whether a pass launches its kernels after the first as programmatic dependents (PDL,
+    sm_90 on; torch_scan_kernels says what each one runs before it waits). A dependent's programs
+    start while the kernel before it finishes, in the SMs its last wave leaves idle, with no
+    launch gap: 119 -> 111 µs GPU-alone for the forward at 512 bf16 on the H100
+    (reports/benchmarks/h100-pdl/). Never under Triton's interpreter, which runs no PTX."""
+    return PDL and device.type == "cuda" and torch.cuda.get_device_capability(device) >= (9, 0)
+
+
+def _dependent(meta: dict) -> dict:
+    """``meta`` for a launch as a programmatic dependent of the kernel launched before it, where
+    the GPU can (Triton sets the launch attribute; the kernel waits with ``gdc_wait``)."""
+    return {**meta, "launch_pdl": True} if meta["PDL"] else meta
 
 
 @functools.cache
@@ -155,7 +174,7 @@ class _ForwardPlan:
     grid: tuple  # the forward kernel's grid
     ints: tuple  # its integer arguments
     meta: dict  # the carry kernel's constexprs and warps
-    kw: dict  # the forward kernel's: meta's and its own
+    kw: dict  # the forward kernel's: meta's, its own, and whether it launches as the carry kernel's dependent
     scratch: int  # floats
     last: tuple  # (B, N, E)
     states: tuple | None  # (B, L/T, NP, E) where states_only
@@ -178,15 +197,16 @@ def _plan_forward(x, dt, A, Bm, Cm, z, tiling: Tiling, states_only: bool, keep_s
     head = (L, E, N, SC, S, *A.stride())
     carry = ((n_eb, Bt, S - 1), (*head, *_bl(x), *_bl(dt), *_bl(Bm))) if carried else None
     out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # out's: states, or a contiguous (B, L, E)
-    meta = _meta(tiling, L, E, N)
+    meta = _meta(tiling, L, E, N, x.device)
     kept = keep_starts and not from_starts
+    own = {"STATES_ONLY": states_only, "KEEP_STARTS": kept, "FROM_STARTS": from_starts}
     return _ForwardPlan(
         tiling=tiling,
         carry=carry,
         grid=(n_eb, Bt, S),
         ints=(*head, *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *out_bl),
         meta=meta,
-        kw={**meta, "STATES_ONLY": states_only, "KEEP_STARTS": kept, "FROM_STARTS": from_starts},
+        kw=_dependent({**meta, **own}) if carried else {**meta, **own},  # after the carry kernel, its dependent
         scratch=_scratch_size(S if carried else 1, Bt, NP, E),
         last=(Bt, N, E),
         states=(Bt, n_chunks, NP, E) if states_only else None,
@@ -195,8 +215,10 @@ def _plan_forward(x, dt, A, Bm, Cm, z, tiling: Tiling, states_only: bool, keep_s
     )
 
 
-def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, states_only, keep_starts, starts, tiling):
-    """``forward`` on prepared inputs of this ``_layout``."""
+def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, states_only, keep_starts, starts, tiling, hold=None):
+    """``forward`` on prepared inputs of this ``_layout``. ``hold``: a list to which it appends the
+    buffers its kernels use that it does not return, for a caller that launches dependents after
+    it (their memory must not be handed to those while these kernels may still run)."""
     tl_ = tiling or (BACKWARD if states_only else FORWARD)
     # the plan keeps its tiling alive, so the tiling's id is not reused while the key is kept
     given = None if starts is None else (starts[0].shape, starts[0].dtype, starts[0].get_device(), starts[1])
@@ -218,6 +240,8 @@ def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, states_only, keep_start
     else:
         start_states = last if p.starts is None else torch.empty(p.starts, **f32)
     launch_now(_forward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, *p.ints), p.kw, p)
+    if hold is not None:
+        hold += (ws, last)
     if states_only:
         return None, last.transpose(1, 2), states
     return out, last.transpose(1, 2), ((start_states, p.steps) if keep_starts else None)
@@ -236,7 +260,7 @@ class _BackwardPlan:
     carry: tuple | None  # the adjoint carry kernel's grid and integer arguments; None: one segment
     grid: tuple  # the backward kernel's grid
     ints: tuple  # its integer arguments
-    meta: dict
+    meta: dict  # the adjoint carry and backward kernels': each launches as a dependent of the kernel before it
     scratch: int
     dBCp: tuple  # (2, B, n_eblocks, L, NP): dB, dC per channel block
     parts: tuple  # (B, S, NP + 2, E): dA (NP rows), dD, dbias per sequence and segment
@@ -254,7 +278,7 @@ def _plan_backward(x, dt, A, Bm, Cm, z, dout, tiling: Tiling) -> _BackwardPlan:
         carry=((n_eb, Bt, S - 1), (*head, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout))) if S > 1 else None,
         grid=(n_eb, Bt, S),
         ints=(L, E, N, n_eb, SC, S, *A.stride(), *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), L * E, E),
-        meta=_meta(tiling, L, E, N),
+        meta=_dependent(_meta(tiling, L, E, N, x.device)),  # each after the kernel before it
         scratch=_scratch_size(S, Bt, NP, E),
         dBCp=(2, Bt, n_eb, L, NP),
         parts=(Bt, S, NP + 2, E),
@@ -265,7 +289,10 @@ def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, starts, tiling):
     """``backward`` on prepared inputs of this ``_layout``."""
     tl_ = tiling or BACKWARD
     (dout,) = _lastdim_contiguous(dout)
-    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, states_only=True, keep_starts=False, starts=starts, tiling=tl_)[2]
+    # the recompute's buffers stay held until every kernel after it is launched: the adjoint carry
+    # kernel runs beside it (PDL), so its scratch must not be handed memory the recompute still uses
+    held = []
+    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, states_only=True, keep_starts=False, starts=starts, tiling=tl_, hold=held)[2]
     key = ("backward", layout, id(tl_), dout.stride(), dout.dtype, dout.get_device())
     p = _plans.get(key)
     if p is None:
@@ -294,7 +321,8 @@ def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias, sig=None):
     dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
     dA, dD, dbias = torch.empty(E, N, device=A.device, dtype=A.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
     programs = 2 * Bt * cdiv(L * NP, REDUCE["BLOCK"]) + cdiv((NP + 2) * E, REDUCE["BLOCK"])
-    launch_now(_reduce_kernel, (programs,), (dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows), {"NP": NP, **REDUCE}, sig)
+    meta = _dependent({"NP": NP, **REDUCE, "PDL": _pdl(A.device)})  # after the backward kernel
+    launch_now(_reduce_kernel, (programs,), (dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows), meta, sig)
     return dA, dB, dC, dD, dbias
 
 

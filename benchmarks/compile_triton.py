@@ -39,7 +39,7 @@ ACTIVATIONS = {"x_ptr", "dt_ptr", "z_ptr", "B_ptr", "C_ptr", "out_ptr", "dout_pt
                "dy_ptr", "dh_ptr", "xc_ptr", "y_ptr", "logits_ptr"}  # fmt: skip
 FIXED = {"targets_ptr": "*i64", "eps": "fp32", "scale": "fp32"}  # any other scalar is an i32
 # A (E, N) contiguous: its stride along N is 1, which a launch specialises as a constant
-SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True, "sA_n": 1}
+SCAN = {"BLOCK_E": tt.FORWARD.block_e, "NP": 16, "EVEN": True, "sA_n": 1, "PDL": True}  # sm_90: launch chains on
 ONE_SEGMENT = {"S": 1, "SC": 1}  # Triton specialises integer arguments equal to 1 as constants
 # integer arguments at mamba-130m's shapes (B 8, L 2048, E 1536, N 16, D 768; the forward's 11
 # segments of 47 4-step chunks on 132 SMs); strides (names s*_*) are products of these, all
@@ -63,7 +63,7 @@ def kernels():
         yield "adjoint carry" + tag, sk._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
         yield "scan backward" + tag, sk._backward_kernel, {**bwd, **extra}, b.warps, ()
     reduce = {k: v for k, v in tt.REDUCE.items() if k != "num_warps"}
-    yield "scan partial sums", sk._reduce_kernel, {**reduce, "NP": 16}, tt.REDUCE["num_warps"], ("dB_ptr", "dC_ptr")
+    yield "scan partial sums", sk._reduce_kernel, {**reduce, "NP": 16, "PDL": True}, tt.REDUCE["num_warps"], ("dB_ptr", "dC_ptr")
     conv = {"K": 4, "BL": tf.CONV_BLOCK_L, "BE": tf.CONV_BLOCK_E}
     yield "conv forward", tf._conv_forward_kernel, conv, 4, ()
     yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4, ()

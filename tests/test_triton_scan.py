@@ -2,6 +2,8 @@
 state and every gradient, at odd shapes, ragged tiles and full ones. Without a GPU the kernels
 run under Triton's interpreter (torch_launch sets TRITON_INTERPRET=1 where CUDA is absent)."""
 
+import weakref
+
 import numpy as np
 import pytest
 
@@ -207,6 +209,111 @@ def test_the_forward_does_one_torch_op_before_the_carry_kernel(monkeypatch):
     carry, forward = events.index("_state_carry_kernel"), events.index("_forward_kernel")
     assert events[:carry] == ["empty.memory_format"], events  # the scratch
     assert sorted(e for e in events[carry:forward] if "empty" in e) == ["empty.memory_format", "empty_like.default"], events
+
+
+def _launch_log(monkeypatch, pdl: bool) -> list:
+    """Stub the scan's launches, recording (kernel name, meta), with the GPU's launch chains on or
+    off; plans made anew."""
+    log = []
+    monkeypatch.setattr(tt, "launch_now", lambda kernel, grid, args, meta, sig=None: log.append((kernel.fn.__name__, meta)))
+    monkeypatch.setattr(tt, "_pdl", lambda device: pdl)
+    monkeypatch.setattr(tt, "_plans", {})
+    return log
+
+
+@pytest.mark.parametrize("backward_segments", [True, False], ids=["adjoint carries", "one backward segment"])
+@pytest.mark.parametrize("pdl", [True, False], ids=["sm_90", "older or interpreted"])
+def test_each_kernel_after_a_pass_first_launches_as_its_dependent_where_the_gpu_can(pdl, backward_segments, monkeypatch):
+    """On sm_90 a pass's kernels after its first launch as programmatic dependents of the one
+    before (they start in its last wave's idle SMs, and wait where they need its writes). A pass's
+    first kernel follows work that is not the scan's, so it never does: the carry kernel, the
+    forward where there is no carry kernel, the backward's recompute from the forward's starts.
+    Every scan kernel is compiled knowing whether the GPU has the instructions (PDL)."""
+    log = _launch_log(monkeypatch, pdl)
+    monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
+    monkeypatch.setattr(tt, "BACKWARD", tt.Tiling(4, 4, 1, per_sm=12 if backward_segments else 0))
+    ins = [t.float().to(DEVICE).requires_grad_() for t in inputs(2, 37, 6, 5)]
+    out, _ = tt.selective_scan(*ins)
+    torch.autograd.grad(out, ins, torch.ones_like(out))
+    tt.forward(*[t.detach() for t in ins], tiling=tt.Tiling(4, 4, 1))  # one segment: no carry kernel
+    names = [name for name, _ in log]
+    middle = ["_adjoint_carry_kernel"] if backward_segments else []
+    backward = ["_forward_kernel", *middle, "_backward_kernel", "_reduce_kernel"]
+    assert names == ["_state_carry_kernel", "_forward_kernel", *backward, "_forward_kernel"]
+    firsts = [True, False, True, *[False] * len(middle), False, False, True]  # each pass's first, and the one-segment forward
+    assert [meta.get("launch_pdl", False) for _, meta in log] == [pdl and not first for first in firsts]
+    assert all(meta["PDL"] is pdl for _, meta in log)
+
+
+@pytest.mark.parametrize("backward_segments", [True, False], ids=["adjoint carries", "one backward segment"])
+def test_the_backward_holds_the_recompute_buffers_until_it_has_launched_the_rest(backward_segments, monkeypatch):
+    """The kernels after the backward's recompute may run while it does (PDL), so none may be
+    handed memory the recompute uses: the backward keeps the recompute's scratch and last state
+    alive until it has launched them all (freed, the caching allocator could give either to the
+    backward's own buffers at once, the scratch whole where the two passes' scratch sizes match)."""
+    held, freed, later = [], [], []
+
+    def stub(kernel, grid, args, meta, sig=None):
+        if meta.get("FROM_STARTS"):  # the recompute: (..., out, last, states, scratch, starts, ...)
+            held[:] = [weakref.ref(args[9]), weakref.ref(args[11])]
+        elif held:
+            later.append(kernel.fn.__name__)
+            freed.extend(kernel.fn.__name__ for ref in held if ref() is None)
+
+    monkeypatch.setattr(tt, "launch_now", stub)
+    monkeypatch.setattr(tt, "_plans", {})
+    monkeypatch.setattr(tt, "FORWARD", tt.Tiling(4, 4, 1, per_sm=12))
+    monkeypatch.setattr(tt, "BACKWARD", tt.Tiling(4, 4, 1, per_sm=12 if backward_segments else 0))
+    ins = [t.float().to(DEVICE).requires_grad_() for t in inputs(2, 36, 6, 5)]
+    out, _ = tt.selective_scan(*ins)
+    torch.autograd.grad(out, ins, torch.ones_like(out))
+    assert later == (["_adjoint_carry_kernel"] if backward_segments else []) + ["_backward_kernel", "_reduce_kernel"]
+    assert freed == []
+
+
+CHAINS = {  # (shape, dtype, forward tiling or None for the default)
+    "issue shape, L=512 bf16": ((8, 512, 1536, 16), torch.bfloat16, None),
+    # two programs a segment, 64 segments of 256 steps: every carry program starts at once, and the
+    # forward's last segments fold their carries while the carry kernel still computes them
+    "few long segments": ((1, 16383, 40, 13), torch.float32, None),
+    # the same with one forward segment: the backward's recompute is one long program a channel
+    # block, and its 64 short adjoint carry programs end long before it
+    "one long recompute": ((1, 16383, 40, 13), torch.float32, tt.Tiling(32, 4, 1)),
+}
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="launch chains run on a GPU")
+@pytest.mark.parametrize("case", list(CHAINS))
+def test_chained_launches_give_what_plain_launches_give_bit_for_bit(case, monkeypatch):
+    """Launched as dependents (sm_90), the passes compute exactly what they compute launched one
+    after another: every output and gradient bit for bit. The calls alternate between two inputs
+    without synchronising, so a dependent that read what the kernel before it writes too early
+    would read the other call's values (the scratch is the same memory from call to call). Each
+    case makes one wait matter: without it the GPU reads early (each case fails where its wait
+    is removed; reports/benchmarks/h100-pdl/)."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("programmatic dependent launch needs sm_90")
+    shape, dtype, forward_tiling = CHAINS[case]
+    if forward_tiling is not None:
+        monkeypatch.setattr(tt, "FORWARD", forward_tiling)
+    runs = []
+    for seed in (0, 1):
+        ins = [t.to(DEVICE, dtype if i in (0, 1, 3, 4, 6) else torch.float32) for i, t in enumerate(inputs(*shape, seed=seed))]
+        runs.append((ins, torch.randn(shape[:3], device=DEVICE, generator=torch.Generator(DEVICE).manual_seed(seed)).to(dtype)))
+
+    def both(ins, dout):
+        out, last, kept = tt.forward(*ins, keep_starts=True)
+        return out, last, *tt.backward(dout, *ins, starts=kept)
+
+    monkeypatch.setattr(tt, "_plans", {})
+    chained = [both(*runs[i % 2]) for i in range(4)]  # no synchronisation between calls
+    assert tt._pdl(torch.device(DEVICE))
+    monkeypatch.setattr(tt, "_pdl", lambda device: False)
+    monkeypatch.setattr(tt, "_plans", {})
+    plain = [both(*run) for run in runs]
+    for i, got in enumerate(chained):
+        for name, a, b in zip(("out", "last", *NAMES), got, plain[i % 2]):
+            assert torch.equal(a, b), (i, name)
 
 
 def test_the_scratch_holds_a_tile_of_A_and_the_carries_and_no_more():
