@@ -264,6 +264,7 @@ class _BackwardPlan:
     scratch: int
     dBCp: tuple  # (2, B, n_eblocks, L, NP): dB, dC per channel block
     parts: tuple  # (B, S, NP + 2, E): dA (NP rows), dD, dbias per sequence and segment
+    reduce: dict  # _reduce_kernel's constexprs and warps
 
 
 def _plan_backward(x, dt, A, Bm, Cm, z, dout, tiling: Tiling) -> _BackwardPlan:
@@ -282,6 +283,7 @@ def _plan_backward(x, dt, A, Bm, Cm, z, dout, tiling: Tiling) -> _BackwardPlan:
         scratch=_scratch_size(S, Bt, NP, E),
         dBCp=(2, Bt, n_eb, L, NP),
         parts=(Bt, S, NP + 2, E),
+        reduce=_reduce_meta(NP, x.device),
     )
 
 
@@ -306,22 +308,28 @@ def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, starts, tiling):
     if p.carry is not None:
         launch_now(_adjoint_carry_kernel, p.carry[0], (dt, z, Cm, A, dt_bias, dout, ws, *p.carry[1]), p.meta, p)
     launch_now(_backward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, ws, dx, ddt, dz, dBCp, parts, *p.ints), p.meta, p)
-    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias, sig=p)
+    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias, meta=p.reduce, sig=p)
     return dx, ddt, dA, dB, dC, dD, dz, dbias
 
 
-def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias, sig=None):
+def _reduce_meta(NP: int, device: torch.device) -> dict:
+    """_reduce_kernel's constexprs and warps: it launches as the backward kernel's dependent."""
+    return _dependent({"NP": NP, **REDUCE, "PDL": _pdl(device)})
+
+
+def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias, meta=None, sig=None):
     """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
     summed into (dA (E, N) like A, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes in
-    one launch: each torch op it replaces (two sums, the casts) would cost host time. ``sig``:
-    the launch's (a plan that fixes these shapes and dtypes)."""
+    one launch: each torch op it replaces (two sums, the casts) would cost host time. ``meta``
+    (``_reduce_meta``'s) and ``sig``: the launch's, from a plan that fixes these shapes and
+    dtypes (None: derived here)."""
     _, Bt, n_eb, L, NP = dBCp.shape
     E, N = A.shape
     rows = parts.shape[0] * parts.shape[1]  # B S
     dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
     dA, dD, dbias = torch.empty(E, N, device=A.device, dtype=A.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
-    programs = 2 * Bt * cdiv(L * NP, REDUCE["BLOCK"]) + cdiv((NP + 2) * E, REDUCE["BLOCK"])
-    meta = _dependent({"NP": NP, **REDUCE, "PDL": _pdl(A.device)})  # after the backward kernel
+    meta = meta or _reduce_meta(NP, A.device)
+    programs = 2 * Bt * cdiv(L * NP, meta["BLOCK"]) + cdiv((NP + 2) * E, meta["BLOCK"])
     launch_now(_reduce_kernel, (programs,), (dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows), meta, sig)
     return dA, dB, dC, dD, dbias
 
