@@ -30,6 +30,14 @@ tensor (a `cuPointerGetAttribute` a pointer, that the keyed launches of the sig 
 else takes the keyed path. CHECK_SIGS (SSMBENCH_CHECK_SIGS=1; the GPU tests set it) builds the
 key anyway and raises where a sig's launch would have keyed differently.
 
+A sig's launches then skip Triton's C launcher as well (torch_driver): the sig fixes every
+parameter but the tensors' addresses, so a ``DriverLaunch`` packs the launch configuration and
+parameters once and each launch writes the addresses and calls ``cuLaunchKernelEx`` itself.
+That took the scan forward's host time from 49 to 37 µs and the carry kernel's launch from 8.4
+to 7.7 (reports/benchmarks/h100-driver/host-parts.txt). SSMBENCH_DRIVER_LAUNCH=0 keeps Triton's
+launcher; a kernel needing what the packing does not cover (scratch, clusters, TMA descriptors)
+keeps it too, and a thread with no current CUDA context takes it once (it makes one current).
+
 The key holds everything Triton specializes a compiled kernel on: each tensor's dtype and whether
 its address is 16-byte aligned, every other argument's value (for the scan: L, E, N, strides,
 segment counts), the constexprs and options, and the current device. Under Triton's interpreter,
@@ -51,7 +59,10 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402, F401  (torch_triton and torch_fused import both from here)
 from triton.runtime.jit import JITFunction  # noqa: E402
 
+from .torch_driver import CUDA_ERROR_INVALID_CONTEXT, DriverLaunch  # noqa: E402
+
 DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch through Triton
+DRIVER = os.environ.get("SSMBENCH_DRIVER_LAUNCH", "1") != "0"  # 0: signed launches through Triton's launcher
 CHECK_SIGS = os.environ.get("SSMBENCH_CHECK_SIGS", "0") == "1"  # 1: check each sig against the key it stands for
 _NEW = object()  # a key not launched yet
 DIRECT_KINDS = (JITFunction,)  # kernels that may launch directly: @triton.jit ones, as compiled
@@ -91,10 +102,10 @@ class Launcher:
         self.kernel = kernel
         self.direct = isinstance(kernel, DIRECT_KINDS)  # not autotuned (its hooks), not interpreted
         # key -> the compiled kernel (launched once), a direct launch (launcher, function,
-        # metadata, tail), or None (stays with Triton)
+        # metadata, tail, signature types), or None (stays with Triton)
         self._keys: dict[tuple, object] = {}
         # (sig, device, knobs) -> (the direct launch's run, function, metadata, tail, the positions
-        # of the tensors among the arguments, the key the sig stands for)
+        # of the tensors among the arguments, the key the sig stands for, its DriverLaunch or None)
         self._sigs: dict[tuple, tuple] = {}
         self._watching = threading.RLock()  # one watched launch at a time: it swaps the launcher
 
@@ -113,25 +124,28 @@ class Launcher:
             sig = (sig, device, rt.debug, triton.knobs.compilation.instrumentation_mode)
             signed = self._sigs.get(sig)
             if signed is not None:
-                run, function, metadata, tail, tensors, key = signed
+                run, function, metadata, tail, tensors, key, driver = signed
+                if driver is not None and self._drive(driver, grid, args, meta, device, sig, key):
+                    return
                 bare, addresses = list(args), 0
                 for i in tensors:
                     address = bare[i] = args[i].data_ptr()
                     addresses |= address
                 if not addresses & 15:
-                    if CHECK_SIGS and self._key(device, args, meta) != key:
-                        raise RuntimeError(f"{self.kernel}: sig {sig[0]!r} stands for another launch than these arguments")
+                    if CHECK_SIGS:
+                        self._check(device, args, meta, sig, key)
                     run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *bare, *tail)
                     return
         key = self._key(device, args, meta)
         known = self._keys.get(key, _NEW)
         if type(known) is tuple:
-            run, function, metadata, tail = known
+            run, function, metadata, tail, types = known
             run(*grid, torch._C._cuda_getCurrentRawStream(device), function, metadata, None, None, None, *args, *tail)
             if sig is not None:
                 tensors = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
                 if all(not args[i].data_ptr() & 15 for i in tensors):
-                    self._sigs[sig] = (*known, tensors, key)
+                    driver = DriverLaunch.build(run, function, metadata, types, (*args, *tail), tensors) if DRIVER else None
+                    self._sigs[sig] = (run, function, metadata, tail, tensors, key, driver)
         elif known is _NEW:
             compiled = self.kernel[grid](*args, **meta)
             if not any(isinstance(v, torch.Tensor) for v in meta.values()):  # a tensor by name would key by identity
@@ -140,6 +154,27 @@ class Launcher:
             self.kernel[grid](*args, **meta)
         else:
             self._keys[key] = self._watched(known, grid, args, meta)
+
+    def _drive(self, driver: DriverLaunch, grid, args, meta, device, sig, key) -> bool:
+        """The sig's launch through the driver; False where it did not launch: a tensor not
+        16-byte aligned (another key), or no current CUDA context on this thread (Triton's
+        launcher, which the caller then takes, makes the device's current)."""
+        with driver.lock:
+            if not driver.load(args):
+                return False
+            if CHECK_SIGS:
+                self._check(device, args, meta, sig, key)
+            status = driver.launch(grid, torch._C._cuda_getCurrentRawStream(device))
+        if status == CUDA_ERROR_INVALID_CONTEXT:
+            return False
+        if status:
+            raise RuntimeError(f"{self.kernel}: cuLaunchKernelEx failed: CUDA error {status}")
+        return True
+
+    def _check(self, device, args, meta, sig, key) -> None:
+        """Raise if the sig's launch would have keyed otherwise (CHECK_SIGS)."""
+        if self._key(device, args, meta) != key:
+            raise RuntimeError(f"{self.kernel}: sig {sig[0]!r} stands for another launch than these arguments")
 
     @staticmethod
     def _key(device: int, args: tuple, meta: dict) -> tuple:
@@ -160,8 +195,9 @@ class Launcher:
 
     def _watched(self, compiled, grid, args, meta) -> tuple | None:
         """Launch through Triton with the compiled kernel's launcher watched: (launcher, function,
-        metadata, tail) if Triton passed it the grid, the stream, the kernel's function and
-        metadata, launch metadata and hooks, then ``args`` and the tail; else None."""
+        metadata, tail, the compiled kernel's signature types or None) if Triton passed it the
+        grid, the stream, the kernel's function and metadata, launch metadata and hooks, then
+        ``args`` and the tail; else None."""
         if not hasattr(compiled, "_run"):  # not a Triton 3.x CompiledKernel
             self.kernel[grid](*args, **meta)
             return None
@@ -188,7 +224,9 @@ class Launcher:
             return None
         if not all(p is a for p, a in zip(passed, args)):  # the very objects: Triton converted none
             return None
-        return real, compiled.function, compiled.packed_metadata, passed[len(args) :]
+        signature = getattr(getattr(compiled, "src", None), "signature", None)  # for DriverLaunch
+        types = tuple(signature.values()) if isinstance(signature, dict) else None
+        return real, compiled.function, compiled.packed_metadata, passed[len(args) :], types
 
 
 def _hooked(hook) -> bool:
