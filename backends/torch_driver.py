@@ -97,6 +97,17 @@ def _driver():
     return _launch_ex
 
 
+def describe(status: int) -> str:
+    """A CUresult as the driver names it, e.g. 'CUDA_ERROR_ILLEGAL_ADDRESS (700)'."""
+    name = ctypes.c_char_p()
+    try:
+        if ctypes.CDLL("libcuda.so.1").cuGetErrorName(status, ctypes.byref(name)) == 0 and name.value:
+            return f"{name.value.decode()} ({status})"
+    except (OSError, AttributeError):
+        pass
+    return f"CUDA error {status}"
+
+
 class DriverLaunch:
     """One sig's launch: ``load(args)`` then ``launch(grid, stream)``, under ``lock`` (the slots
     are shared by every launch of the sig)."""

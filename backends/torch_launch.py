@@ -59,7 +59,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402, F401  (torch_triton and torch_fused import both from here)
 from triton.runtime.jit import JITFunction  # noqa: E402
 
-from .torch_driver import CUDA_ERROR_INVALID_CONTEXT, DriverLaunch  # noqa: E402
+from .torch_driver import CUDA_ERROR_INVALID_CONTEXT, DriverLaunch, describe  # noqa: E402
 
 DIRECT = os.environ.get("SSMBENCH_DIRECT_LAUNCH", "1") != "0"  # 0: every launch through Triton
 DRIVER = os.environ.get("SSMBENCH_DRIVER_LAUNCH", "1") != "0"  # 0: signed launches through Triton's launcher
@@ -168,7 +168,7 @@ class Launcher:
         if status == CUDA_ERROR_INVALID_CONTEXT:
             return False
         if status:
-            raise RuntimeError(f"{self.kernel}: cuLaunchKernelEx failed: CUDA error {status}")
+            raise RuntimeError(f"{self.kernel}: cuLaunchKernelEx failed: {describe(status)}")
         return True
 
     def _check(self, device, args, meta, sig, key) -> None:

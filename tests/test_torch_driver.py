@@ -142,7 +142,7 @@ def test_a_launcher_signs_through_the_driver_and_falls_back_without_a_context(fa
     launcher.launch((2, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
     assert len(compiled._run.calls) == 3 and compiled._run.calls[-1][9:12] == (a.data_ptr(), b.data_ptr(), 5)
     status["rc"] = 700  # an illegal address, say
-    with pytest.raises(RuntimeError, match="cuLaunchKernelEx failed: CUDA error 700"):
+    with pytest.raises(RuntimeError, match=r"cuLaunchKernelEx failed: .*\b700\b"):
         launcher.launch((2, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
     status["rc"] = 0
     monkeypatch.setattr(torch_launch, "CHECK_SIGS", True)
