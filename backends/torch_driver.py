@@ -78,7 +78,10 @@ def pack(types, values, tensors) -> tuple[list[int], tuple[tuple[int, int], ...]
         elif ty in _INTS and type(v) in (int, bool):
             slots.append(int(v) & _MASK)
         elif ty in _FLOAT_BITS and type(v) in (int, float):
-            slots.append(_FLOAT_BITS[ty](float(v)))
+            try:
+                slots.append(_FLOAT_BITS[ty](float(v)))
+            except OverflowError:  # beyond the type's range: as Triton's launcher has it
+                return None
         else:
             return None
     return [*slots, 0, 0], tuple(where)

@@ -44,6 +44,7 @@ def test_each_parameter_gets_the_bits_triton_s_launcher_passes():
         (("constexpr",), (torch.zeros(1),), (0,)),  # a tensor Triton made a constant
         (("*fp32",), (object(),), ()),  # a pointer given as neither tensor nor address
         (("i32",), (1.5,), ()),  # a float for an integer
+        (("fp32",), (1e300,), ()),  # a float beyond fp32's range
     ],
 )
 def test_what_it_cannot_pack_exactly_stays_with_triton(types, values, tensors):
