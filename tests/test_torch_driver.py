@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 tt = pytest.importorskip("ssmbench.backends.torch_triton")  # sets up the interpreter on CPU first
 from ssmbench.backends import torch_driver, torch_launch  # noqa: E402
+from test_torch_launch import FakeKernel, cuda_faked  # noqa: E402, F401  (its fake Triton kernel and the fixture faking CUDA)
 
 CUDA = torch.cuda.is_available()
 TYPES = ("*fp32", "*bf16", "i32", "i64", "i1", "fp32", "constexpr", "bf16", "u64", "*fp32")
@@ -112,21 +113,14 @@ def test_a_driver_launch_hands_over_the_config_and_parameters(fake_driver, pdl):
     assert not d.load((torch.zeros(9)[1:], y, 7, 32))  # 4 bytes off: another key
 
 
-def test_a_launcher_signs_through_the_driver_and_falls_back_without_a_context(fake_driver, monkeypatch):
+def test_a_launcher_signs_through_the_driver_and_falls_back_without_a_context(cuda_faked, fake_driver, monkeypatch):  # noqa: F811
     """Once a sig is learnt, its launches go to the driver with the tensors' addresses; a launch
     refused for want of a context (201, a fresh thread) goes through Triton's launcher, which
     makes the context current; any other refusal raises."""
-    from test_torch_launch import FakeKernel
-
     seen, status = fake_driver
     status["n"] = 5
-    monkeypatch.setattr(torch_launch.triton.knobs.runtime, "interpret", False)
-    monkeypatch.setattr(torch_launch, "DIRECT", True)
     monkeypatch.setattr(torch_launch, "DRIVER", True)
     monkeypatch.setattr(torch_launch, "CHECK_SIGS", False)
-    monkeypatch.setattr(torch_launch, "DIRECT_KINDS", (FakeKernel,))
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 1234, raising=False)
     kernel = FakeKernel()
     launcher = torch_launch.Launcher(kernel)
     a, b = torch.zeros(8), torch.zeros(8)
