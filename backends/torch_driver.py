@@ -90,24 +90,26 @@ def pack(types, values, tensors) -> tuple[list[int], tuple[tuple[int, int], ...]
 _launch_ex = None  # libcuda's cuLaunchKernelEx, once loaded; False: cannot be
 
 
+def _libcuda(symbol: str):
+    """libcuda's function ``symbol``, or None (no driver library, or one without it)."""
+    try:
+        return getattr(ctypes.CDLL("libcuda.so.1"), symbol)  # loaded already by torch: no new dlopen
+    except (OSError, AttributeError):
+        return None
+
+
 def _driver():
     global _launch_ex
     if _launch_ex is None:
-        try:
-            _launch_ex = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
-        except (OSError, AttributeError):  # no driver library, or one before CUDA 11.8
-            _launch_ex = False
+        _launch_ex = _libcuda("cuLaunchKernelEx") or False  # before CUDA 11.8: none
     return _launch_ex
 
 
 def describe(status: int) -> str:
     """A CUresult as the driver names it, e.g. 'CUDA_ERROR_ILLEGAL_ADDRESS (700)'."""
-    name = ctypes.c_char_p()
-    try:
-        if ctypes.CDLL("libcuda.so.1").cuGetErrorName(status, ctypes.byref(name)) == 0 and name.value:
-            return f"{name.value.decode()} ({status})"
-    except (OSError, AttributeError):
-        pass
+    name, get_name = ctypes.c_char_p(), _libcuda("cuGetErrorName")
+    if get_name is not None and get_name(status, ctypes.byref(name)) == 0 and name.value:
+        return f"{name.value.decode()} ({status})"
     return f"CUDA error {status}"
 
 
