@@ -149,6 +149,14 @@ class DriverLaunch:
             return None
         return cls(function, packed, num_warps, shared, bool(getattr(run, "launch_pdl", False)), call)
 
+    def spec(self) -> tuple[int, int, int, bool, list[int], tuple[tuple[int, int], ...]]:
+        """(the kernel's CUfunction, threads a block, shared memory bytes, whether it launches as
+        a programmatic dependent, the parameter slots with every tensor's slot 0, (argument
+        position, slot) of each tensor): what a launch made from C++ needs (torch_host)."""
+        c, tensors = self._config, {k for _, k in self._where}
+        slots = [0 if k in tensors else v for k, v in enumerate(self._slots)]
+        return self._function.value, c.blockDimX, c.sharedMemBytes, bool(c.numAttrs), slots, self._where
+
     def load(self, args) -> bool:
         """Write the tensors' addresses; False if one is not 16-byte aligned (another key)."""
         slots, addresses = self._slots, 0

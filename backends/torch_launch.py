@@ -229,6 +229,24 @@ class Launcher:
         return real, compiled.function, compiled.packed_metadata, passed[len(args) :], types
 
 
+def direct_state() -> tuple | None:
+    """The knobs that signed launches are learnt under now, (debug, instrumentation mode), or None
+    where launches go through Triton now (interpreter, a launch hook set, or direct or driver
+    launches turned off): whether a launch learnt earlier may be made as learnt (torch_host)."""
+    rt = triton.knobs.runtime
+    if not (DIRECT and DRIVER) or rt.interpret or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook):
+        return None
+    return rt.debug, triton.knobs.compilation.instrumentation_mode
+
+
+def signed_driver(kernel, sig, device: int, state: tuple) -> DriverLaunch | None:
+    """The DriverLaunch that ``kernel``'s launches with ``sig`` on ``device`` take under
+    ``direct_state()``'s ``state``; None where there is none yet (or the launch cannot be one)."""
+    launcher = _launchers.get(kernel)
+    signed = None if launcher is None else launcher._sigs.get((sig, device, *state))
+    return None if signed is None else signed[6]
+
+
 def _hooked(hook) -> bool:
     """Whether a launch hook is set: a non-empty HookChain (Triton 3.5 on), or not None before."""
     return hook is not None and bool(getattr(hook, "calls", True))

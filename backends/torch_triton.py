@@ -111,12 +111,85 @@ def _bl(t):
 
 
 # A call's launch arithmetic (segments, grids, the kernels' integer arguments, buffer sizes) depends
-# only on its inputs' layout and the tiling, so it is planned once per such key and kept here. A
-# plan is also each of its launches' sig (torch_launch): it fixes every argument but the tensors.
-# Host time is the eager time at short L: planning and keying each launch took about 30 µs a
-# forward on the H100's host. It grows by a few hundred bytes per layout seen, as Triton's own
-# caches grow by a compiled kernel per specialization.
+# only on its inputs' layout and the tiling, so it is planned once per such key and kept here: a
+# pass (below). Each of its launches is also its sig (torch_launch): it fixes every argument but
+# the tensors. Host time is the eager time at short L: planning and keying each launch took about
+# 30 µs a forward on the H100's host. It grows by a few hundred bytes per layout seen, as Triton's
+# own caches grow by a compiled kernel per specialization.
 _plans: dict[tuple, object] = {}
+
+
+class _Ref(int):
+    """A place in a pass's table, written where a launch takes that tensor."""
+
+    __slots__ = ()
+
+
+# A pass's table: the 8 inputs, the forward's segment starts and dout (each None where the pass
+# takes none), then the buffers the pass allocates, in order
+X, DT, A_, B_, C_, D_, Z, BIAS, STARTS, DOUT = map(_Ref, range(10))
+INPUTS = 10
+
+
+@dataclass(eq=False)  # a sig by identity: hashing it costs nothing
+class _Launch:
+    kernel: object
+    grid: tuple
+    template: tuple  # the arguments, None where a tensor goes
+    refs: tuple  # (argument position, table place) of each tensor
+    meta: dict  # constexprs and warps
+    allocs: int  # the pass's buffers allocated before it launches
+
+
+@dataclass(eq=False)
+class _Pass:
+    """One call's kernels with the buffers they write, planned for a layout: what runs it
+    allocates each buffer when the first launch that takes it comes (a buffer needed only later
+    is allocated while the GPU runs the launches before it), launches, and returns the table. Run
+    in Python (``_run``) or from C++ (torch_host: the same pass, built from this)."""
+
+    buffers: tuple  # (shape, dtype, the table place whose dtype it has or -1 for fp32) each
+    launches: tuple
+    outputs: tuple  # table places of what the pass returns
+    tiling: Tiling  # kept alive: the plan's key holds its id
+    steps: int = 0  # a forward segment's length in steps
+
+
+class _Builder:
+    """Writes a pass: ``buffer`` adds a buffer and gives its place, ``launch`` a launch."""
+
+    def __init__(self, dtypes, strides=None):
+        self.dtypes = list(dtypes)  # of each table place so far
+        self.strides = strides or {}  # the inputs' (B, L) strides by place
+        self.buffers, self.launches = [], []
+
+    def buffer(self, shape, like: _Ref | None = None) -> _Ref:
+        dtype = torch.float32 if like is None else self.dtypes[like]
+        self.buffers.append((tuple(shape), dtype, -1 if like is None else int(like)))
+        self.dtypes.append(dtype)
+        return _Ref(len(self.dtypes) - 1)
+
+    def launch(self, kernel, grid, args, meta) -> None:
+        refs = tuple((i, int(a)) for i, a in enumerate(args) if type(a) is _Ref)
+        template = tuple(None if type(a) is _Ref else a for a in args)
+        self.launches.append(_Launch(kernel, tuple(grid), template, refs, meta, len(self.buffers)))
+
+    def done(self, outputs, tiling: Tiling, steps: int = 0) -> _Pass:
+        return _Pass(tuple(self.buffers), tuple(self.launches), tuple(int(o) for o in outputs), tiling, steps)
+
+
+def _run(p: _Pass, table: list, device: torch.device) -> list:
+    """Run the pass on ``table`` (its INPUTS first places): the table, with the buffers after."""
+    for launch in p.launches:
+        for shape, dtype, _ in p.buffers[len(table) - INPUTS : launch.allocs]:
+            table.append(torch.empty(shape, device=device, dtype=dtype))
+        args = list(launch.template)
+        for i, k in launch.refs:
+            args[i] = table[k]
+        launch_now(launch.kernel, launch.grid, tuple(args), launch.meta, launch)
+    for shape, dtype, _ in p.buffers[len(table) - INPUTS :]:
+        table.append(torch.empty(shape, device=device, dtype=dtype))
+    return table
 
 
 def _layout(x, dt, A, Bm, Cm, D, z, dt_bias) -> tuple:
@@ -167,84 +240,79 @@ def _scratch_size(S: int, Bt: int, NP: int, E: int) -> int:
     return (NP + (Bt * S * (NP + 1) if S > 1 else 0)) * E
 
 
-@dataclass(eq=False)  # a sig by identity: hashing it costs nothing
-class _ForwardPlan:
-    tiling: Tiling  # kept alive: the plan's key holds its id
-    carry: tuple | None  # the carry kernel's grid and integer arguments; None: no carries
-    grid: tuple  # the forward kernel's grid
-    ints: tuple  # its integer arguments
-    meta: dict  # the carry kernel's constexprs and warps
-    kw: dict  # the forward kernel's: meta's, its own, and whether it launches as the carry kernel's dependent
-    scratch: int  # floats
-    last: tuple  # (B, N, E)
-    states: tuple | None  # (B, L/T, NP, E) where states_only
-    starts: tuple | None  # (B, S, NP, E) where kept, None where given (FROM_STARTS) or not kept
-    steps: int  # a segment's length in steps
+def _given(starts) -> tuple | None:
+    """What a plan keys a forward's kept ``starts`` (tensor, steps) by."""
+    return None if starts is None else (starts[0].shape, starts[0].dtype, starts[0].get_device(), starts[1])
 
 
-def _plan_forward(x, dt, A, Bm, Cm, z, tiling: Tiling, states_only: bool, keep_starts: bool, starts) -> _ForwardPlan:
+def _add_forward(b: _Builder, x, A, tiling: Tiling, states_only: bool, keep_starts: bool, given) -> tuple:
+    """Add a forward's launches to ``b``, on the table's inputs (x, A: their tensors, for shapes
+    and strides; the others share x's (B, L) strides' roles as the kernels take them): (out, last,
+    states, start states) places and a segment's length in steps. ``given``: ``_given`` of the
+    starts at STARTS, or None."""
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
     n_chunks = math.ceil(L / tiling.chunk)
     n_eb = cdiv(E, tiling.block_e)
-    from_starts = starts is not None and states_only and starts[1] % tiling.chunk == 0
+    from_starts = given is not None and states_only and given[3] % tiling.chunk == 0
     if from_starts:
-        S, SC = starts[0].shape[1], starts[1] // tiling.chunk
+        S, SC = given[0][1], given[3] // tiling.chunk
     else:
         S, SC = segments(n_chunks, n_eb * Bt, tiling, x.device)
     carried = S > 1 and not from_starts  # else no carries: one segment, or the start states given
     head = (L, E, N, SC, S, *A.stride())
-    carry = ((n_eb, Bt, S - 1), (*head, *_bl(x), *_bl(dt), *_bl(Bm))) if carried else None
-    out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # out's: states, or a contiguous (B, L, E)
     meta = _meta(tiling, L, E, N, x.device)
-    kept = keep_starts and not from_starts
-    own = {"STATES_ONLY": states_only, "KEEP_STARTS": kept, "FROM_STARTS": from_starts}
-    return _ForwardPlan(
-        tiling=tiling,
-        carry=carry,
-        grid=(n_eb, Bt, S),
-        ints=(*head, *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *out_bl),
-        meta=meta,
-        kw=_dependent({**meta, **own}) if carried else {**meta, **own},  # after the carry kernel, its dependent
-        scratch=_scratch_size(S if carried else 1, Bt, NP, E),
-        last=(Bt, N, E),
-        states=(Bt, n_chunks, NP, E) if states_only else None,
-        starts=(Bt, S, NP, E) if kept else None,
-        steps=SC * tiling.chunk,
-    )
-
-
-def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, states_only, keep_starts, starts, tiling, hold=None):
-    """``forward`` on prepared inputs of this ``_layout``. ``hold``: a list to which it appends the
-    buffers its kernels use that it does not return, for a caller that launches dependents after
-    it (their memory must not be handed to those while these kernels may still run)."""
-    tl_ = tiling or (BACKWARD if states_only else FORWARD)
-    # the plan keeps its tiling alive, so the tiling's id is not reused while the key is kept
-    given = None if starts is None else (starts[0].shape, starts[0].dtype, starts[0].get_device(), starts[1])
-    key = ("forward", layout, id(tl_), states_only, keep_starts, given)
-    p = _plans.get(key)
-    if p is None:
-        p = _plans[key] = _plan_forward(x, dt, A, Bm, Cm, z, tl_, states_only, keep_starts, starts)
-    f32 = {"device": x.device, "dtype": torch.float32}
     # the carry kernel first, then the forward's own buffers: their allocations (host time)
     # overlap its GPU time instead of delaying it
-    ws = torch.empty(p.scratch, **f32)
-    if p.carry is not None:
-        launch_now(_state_carry_kernel, p.carry[0], (x, dt, Bm, A, dt_bias, ws, *p.carry[1]), p.meta, p)
-    last = torch.empty(p.last, **f32)
-    states = torch.empty(p.states, **f32) if states_only else last
-    out = states if states_only else torch.empty_like(x, memory_format=torch.contiguous_format)
-    if p.kw["FROM_STARTS"]:
-        start_states = starts[0]
-    else:
-        start_states = last if p.starts is None else torch.empty(p.starts, **f32)
-    launch_now(_forward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, *p.ints), p.kw, p)
-    if hold is not None:
-        hold += (ws, last)
+    ws = b.buffer((_scratch_size(S if carried else 1, Bt, NP, E),))
+    if carried:
+        s = b.strides
+        b.launch(_state_carry_kernel, (n_eb, Bt, S - 1), (X, DT, B_, A_, BIAS, ws, *head, *s[X], *s[DT], *s[B_]), meta)
+    last = b.buffer((Bt, N, E))
+    states = b.buffer((Bt, n_chunks, NP, E)) if states_only else last
+    out = states if states_only else b.buffer(x.shape, like=X)
+    kept = keep_starts and not from_starts
+    start_states = STARTS if from_starts else b.buffer((Bt, S, NP, E)) if kept else last
+    s = b.strides
+    out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # out's: states, or a contiguous (B, L, E)
+    ints = (*head, *s[X], *s[DT], *s[Z], *s[B_], *s[C_], *out_bl)
+    own = {"STATES_ONLY": states_only, "KEEP_STARTS": kept, "FROM_STARTS": from_starts}
+    kw = _dependent({**meta, **own}) if carried else {**meta, **own}  # after the carry kernel, its dependent
+    b.launch(_forward_kernel, (n_eb, Bt, S), (X, DT, Z, B_, C_, A_, D_, BIAS, out, last, states, ws, start_states, *ints), kw)
+    return out, last, states, start_states, SC * tiling.chunk
+
+
+def _builder(ins, starts_given=None, dout=None) -> _Builder:
+    """A builder for a pass on these inputs, a forward's kept starts (their ``_given``) and a dout
+    of ((B, L) strides, dtype)."""
+    x, dt, _, Bm, Cm, _, z, _ = ins
+    strides = {X: _bl(x), DT: _bl(dt), Z: _bl(z), B_: _bl(Bm), C_: _bl(Cm), DOUT: None if dout is None else dout[0]}
+    return _Builder([*(t.dtype for t in ins), torch.float32 if starts_given else None, None if dout is None else dout[1]], strides)
+
+
+def _forward_pass(ins, layout, states_only: bool, keep_starts: bool, given, tiling: Tiling) -> _Pass:
+    """The planned pass of ``forward`` on prepared inputs of this ``_layout`` (outputs: out, last
+    state, and the states or start states)."""
+    # the plan keeps its tiling alive, so the tiling's id is not reused while the key is kept
+    key = ("forward", layout, id(tiling), states_only, keep_starts, given)
+    p = _plans.get(key)
+    if p is None:
+        b = _builder(ins, given)
+        out, last, states, start_states, steps = _add_forward(b, ins[0], ins[2], tiling, states_only, keep_starts, given)
+        p = _plans[key] = b.done((out, last, states if states_only else start_states), tiling, steps)
+    return p
+
+
+def _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, states_only, keep_starts, starts, tiling):
+    """``forward`` on prepared inputs of this ``_layout``."""
+    ins = (x, dt, A, Bm, Cm, D, z, dt_bias)
+    p = _forward_pass(ins, layout, states_only, keep_starts, _given(starts), tiling or (BACKWARD if states_only else FORWARD))
+    table = _run(p, [*ins, None if starts is None else starts[0], None], x.device)
+    out, last, kept = (table[k] for k in p.outputs)
     if states_only:
-        return None, last.transpose(1, 2), states
-    return out, last.transpose(1, 2), ((start_states, p.steps) if keep_starts else None)
+        return None, last.transpose(1, 2), kept
+    return out, last.transpose(1, 2), ((kept, p.steps) if keep_starts else None)
 
 
 def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tiling | None = None):
@@ -254,62 +322,45 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     return _backward(dout, *ins, layout, starts=starts, tiling=tiling)
 
 
-@dataclass(eq=False)
-class _BackwardPlan:
-    tiling: Tiling  # kept alive: the plan's key holds its id
-    carry: tuple | None  # the adjoint carry kernel's grid and integer arguments; None: one segment
-    grid: tuple  # the backward kernel's grid
-    ints: tuple  # its integer arguments
-    meta: dict  # the adjoint carry and backward kernels': each launches as a dependent of the kernel before it
-    scratch: int
-    dBCp: tuple  # (2, B, n_eblocks, L, NP): dB, dC per channel block
-    parts: tuple  # (B, S, NP + 2, E): dA (NP rows), dD, dbias per sequence and segment
-    reduce: dict  # _reduce_kernel's constexprs and warps
-
-
-def _plan_backward(x, dt, A, Bm, Cm, z, dout, tiling: Tiling) -> _BackwardPlan:
+def _backward_pass(ins, layout, dout: tuple, given, tiling: Tiling) -> _Pass:
+    """The planned pass of ``backward`` on prepared inputs of this ``_layout``, for a dout of
+    ``dout`` = ((B, L) strides, dtype, device index): the recompute of the chunk states, then the
+    adjoint carry, backward and reduce kernels (outputs: the gradients in the inputs' order)."""
+    key = ("backward", layout, id(tiling), dout, given)
+    p = _plans.get(key)
+    if p is not None:
+        return p
+    x, A = ins[0], ins[2]
     Bt, L, E = x.shape
     N = A.shape[1]
     NP = _np(N)
     n_eb = cdiv(E, tiling.block_e)
+    b = _builder(ins, given, dout)
+    states = _add_forward(b, x, A, tiling, True, False, given)[2]
     S, SC = segments(math.ceil(L / tiling.chunk), n_eb * Bt, tiling, x.device)  # over the recompute's chunks
     head = (L, E, N, SC, S, *A.stride())
-    return _BackwardPlan(
-        tiling=tiling,
-        carry=((n_eb, Bt, S - 1), (*head, *_bl(dt), *_bl(z), *_bl(Cm), *_bl(dout))) if S > 1 else None,
-        grid=(n_eb, Bt, S),
-        ints=(L, E, N, n_eb, SC, S, *A.stride(), *_bl(x), *_bl(dt), *_bl(z), *_bl(Bm), *_bl(Cm), *_bl(dout), L * E, E),
-        meta=_dependent(_meta(tiling, L, E, N, x.device)),  # each after the kernel before it
-        scratch=_scratch_size(S, Bt, NP, E),
-        dBCp=(2, Bt, n_eb, L, NP),
-        parts=(Bt, S, NP + 2, E),
-        reduce=_reduce_meta(NP, x.device),
-    )
+    meta = _dependent(_meta(tiling, L, E, N, x.device))  # each after the kernel before it
+    s = b.strides
+    dx, ddt, dz = b.buffer(x.shape, like=X), b.buffer(x.shape, like=DT), b.buffer(x.shape, like=Z)
+    # per-program partial sums, which _reduce_kernel finishes
+    dBCp, parts, ws = b.buffer((2, Bt, n_eb, L, NP)), b.buffer((Bt, S, NP + 2, E)), b.buffer((_scratch_size(S, Bt, NP, E),))
+    if S > 1:
+        b.launch(_adjoint_carry_kernel, (n_eb, Bt, S - 1), (DT, Z, C_, A_, BIAS, DOUT, ws, *head, *s[DT], *s[Z], *s[C_], *s[DOUT]), meta)
+    ints = (L, E, N, n_eb, SC, S, *A.stride(), *s[X], *s[DT], *s[Z], *s[B_], *s[C_], *s[DOUT], L * E, E)
+    args = (X, DT, Z, B_, C_, A_, D_, BIAS, DOUT, states, ws, dx, ddt, dz, dBCp, parts, *ints)
+    b.launch(_backward_kernel, (n_eb, Bt, S), args, meta)
+    dA, dB, dC, dD, dbias = _add_reduce(b, dBCp, parts, Bt, L, E, N, n_eb, Bt * S, _reduce_meta(NP, x.device))
+    p = _plans[key] = b.done((dx, ddt, dA, dB, dC, dD, dz, dbias), tiling)
+    return p
 
 
 def _backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, layout, *, starts, tiling):
     """``backward`` on prepared inputs of this ``_layout``."""
-    tl_ = tiling or BACKWARD
+    ins = (x, dt, A, Bm, Cm, D, z, dt_bias)
     (dout,) = _lastdim_contiguous(dout)
-    # the recompute's buffers stay held until every kernel after it is launched: the adjoint carry
-    # kernel runs beside it (PDL), so its scratch must not be handed memory the recompute still uses
-    held = []
-    states = _forward(x, dt, A, Bm, Cm, D, z, dt_bias, layout, states_only=True, keep_starts=False, starts=starts, tiling=tl_, hold=held)[2]
-    key = ("backward", layout, id(tl_), dout.stride(), dout.dtype, dout.get_device())
-    p = _plans.get(key)
-    if p is None:
-        p = _plans[key] = _plan_backward(x, dt, A, Bm, Cm, z, dout, tl_)
-    dx, ddt, dz = (torch.empty(x.shape, device=x.device, dtype=t.dtype) for t in (x, dt, z))
-    f32 = {"device": x.device, "dtype": torch.float32}
-    # per-program partial sums, which _reduce_kernel finishes
-    dBCp = torch.empty(p.dBCp, **f32)
-    parts = torch.empty(p.parts, **f32)
-    ws = torch.empty(p.scratch, **f32)
-    if p.carry is not None:
-        launch_now(_adjoint_carry_kernel, p.carry[0], (dt, z, Cm, A, dt_bias, dout, ws, *p.carry[1]), p.meta, p)
-    launch_now(_backward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, ws, dx, ddt, dz, dBCp, parts, *p.ints), p.meta, p)
-    dA, dB, dC, dD, dbias = _sum_partials(dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias, meta=p.reduce, sig=p)
-    return dx, ddt, dA, dB, dC, dD, dz, dbias
+    p = _backward_pass(ins, layout, (_bl(dout), dout.dtype, dout.get_device()), _given(starts), tiling or BACKWARD)
+    table = _run(p, [*ins, None if starts is None else starts[0], dout], x.device)
+    return tuple(table[k] for k in p.outputs)
 
 
 def _reduce_meta(NP: int, device: torch.device) -> dict:
@@ -317,21 +368,30 @@ def _reduce_meta(NP: int, device: torch.device) -> dict:
     return _dependent({"NP": NP, **REDUCE, "PDL": _pdl(device)})
 
 
-def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias, meta=None, sig=None):
-    """The backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and parts (B, S, NP + 2, E),
-    summed into (dA (E, N) like A, dB, dC (B, L, N), dD, dbias (E,)) in their inputs' dtypes in
-    one launch: each torch op it replaces (two sums, the casts) would cost host time. ``meta``
-    (``_reduce_meta``'s) and ``sig``: the launch's, from a plan that fixes these shapes and
-    dtypes (None: derived here)."""
+def _add_reduce(b: _Builder, dBCp: _Ref, parts: _Ref, Bt, L, E, N, n_eb, rows, meta) -> tuple:
+    """Add the launch that sums the backward kernel's partials, dBCp (2, B, n_eblocks, L, NP) and
+    parts (B, S, NP + 2, E), into (dA (E, N) like A, dB, dC (B, L, N), dD, dbias (E,)), each in
+    its input's dtype, in one launch: each torch op it replaces (two sums, the casts) would cost
+    host time. Their places in the table."""
+    NP = meta["NP"]
+    dB, dC = b.buffer((Bt, L, N), like=B_), b.buffer((Bt, L, N), like=C_)
+    dA, dD, dbias = b.buffer((E, N), like=A_), b.buffer((E,), like=D_), b.buffer((E,), like=BIAS)
+    programs = 2 * Bt * cdiv(L * NP, meta["BLOCK"]) + cdiv((NP + 2) * E, meta["BLOCK"])
+    b.launch(_reduce_kernel, (programs,), (dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows), meta)
+    return dA, dB, dC, dD, dbias
+
+
+def _sum_partials(dBCp, parts, A, B_dtype, C_dtype, D, dt_bias):
+    """``_add_reduce``'s launch on its own (tests): the partials take the table's STARTS and DOUT
+    places, which a backward's reduce does not read. -> (dA, dB, dC, dD, dbias)."""
     _, Bt, n_eb, L, NP = dBCp.shape
     E, N = A.shape
+    b = _Builder([None, None, A.dtype, B_dtype, C_dtype, D.dtype, None, dt_bias.dtype, torch.float32, torch.float32])
     rows = parts.shape[0] * parts.shape[1]  # B S
-    dB, dC = (torch.empty(Bt, L, N, device=A.device, dtype=t) for t in (B_dtype, C_dtype))
-    dA, dD, dbias = torch.empty(E, N, device=A.device, dtype=A.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
-    meta = meta or _reduce_meta(NP, A.device)
-    programs = 2 * Bt * cdiv(L * NP, meta["BLOCK"]) + cdiv((NP + 2) * E, meta["BLOCK"])
-    launch_now(_reduce_kernel, (programs,), (dBCp, parts, dB, dC, dA, dD, dbias, Bt, L, E, N, n_eb, rows), meta, sig)
-    return dA, dB, dC, dD, dbias
+    outs = _add_reduce(b, STARTS, DOUT, Bt, L, E, N, n_eb, rows, _reduce_meta(NP, A.device))
+    p = b.done(outs, BACKWARD)
+    table = _run(p, [None, None, A, None, None, D, None, dt_bias, dBCp, parts], A.device)
+    return tuple(table[k] for k in p.outputs)
 
 
 class SelectiveScan(torch.autograd.Function):
