@@ -36,7 +36,8 @@ import torch
 
 # Triton as torch_launch set it up (interpreted without CUDA); its launch() skips Triton's per-call
 # argument binding, which at short L costs more host time than the kernels take on the GPU
-from .torch_launch import cdiv, launch_now, next_power_of_2, triton
+from . import torch_host
+from .torch_launch import cdiv, direct_state, launch_now, next_power_of_2, signed_driver, triton
 from .torch_scan_kernels import _adjoint_carry_kernel, _backward_kernel, _forward_kernel, _reduce_kernel, _state_carry_kernel
 
 
@@ -408,14 +409,68 @@ class SelectiveScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dlast):  # dout is given: out is the only differentiable output
         *ins, starts = ctx.saved_tensors
-        return _backward(dout, *ins, ctx.layout, starts=(starts, ctx.segment_steps), tiling=None)
+        grads = _backward(dout, *ins, ctx.layout, starts=(starts, ctx.segment_steps), tiling=None)
+        state = _host_state(ins[0])
+        if state is not None:  # the backward's launches may be learnt now: the next call can go to C++
+            _learn_host(ins, ctx.layout, True, state)
+        return grads
 
 
 def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):
     """mamba-ssm's selective_scan_fn(x, dt, A, B, C, D, z, dt_bias, delta_softplus=True) in the
     (B, L, E) layout -> (out (B, L, E), last state (B, E, N)); differentiable in every input.
-    The backward recomputes what it needs from the inputs and the segments' start states."""
+    The backward recomputes what it needs from the inputs and the segments' start states.
+
+    Once a layout's passes have run a few times here (Triton compiled them, torch_launch learnt
+    their launches), the call runs them from C++ (torch_host), the backward included."""
     ins = (x, dt, A, Bm, Cm, D, z, dt_bias)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in ins):
-        return SelectiveScan.apply(*ins)
-    return forward(*ins)[:2]
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in ins)
+    state = _host_state(x)
+    if state is not None:
+        layout = _layout(*ins)
+        host = _plans.get(("host", layout, grad, state))
+        if host is not None and not _misaligned(ins):
+            return _host_scan(*host, *ins)
+    out = SelectiveScan.apply(*ins) if grad else forward(*ins)[:2]
+    if state is not None and host is None:
+        _learn_host(ins, layout, grad, state)
+    return out
+
+
+def _host_state(x) -> tuple | None:
+    """torch_launch's ``direct_state()`` where the host path may run this call, else None."""
+    return direct_state() if x.is_cuda and torch_host.ENABLED and not torch.compiler.is_compiling() else None
+
+
+def _misaligned(ins) -> int:
+    """Whether any input's address is not 16-byte aligned (its launches key otherwise)."""
+    x, dt, A, Bm, Cm, D, z, b = ins
+    return (x.data_ptr() | dt.data_ptr() | A.data_ptr() | Bm.data_ptr() | Cm.data_ptr() | D.data_ptr() | z.data_ptr() | b.data_ptr()) & 15
+
+
+def _host_scan(*args):
+    return torch.ops.ssmbench_host.scan.default(*args)
+
+
+def _learn_host(ins, layout, grad: bool, state: tuple) -> None:
+    """Hand this layout's passes to torch_host once every launch of them has a driver launch
+    (``("host", ...)`` in the plans: the forward's pass id and the backward's, -1 without grad).
+    The backward's is the pass for a contiguous dout in out's dtype (what the C++ node passes)."""
+    if ("host", layout, grad, state) in _plans or _plans.get(("prepared", layout)) is not False:
+        return  # learnt, or inputs copied first (the passes are planned for the copies)
+    if not torch_host.available():
+        return
+    x, device = ins[0], ins[0].get_device()
+    fp = _plans.get(("forward", layout, id(FORWARD), False, grad, None))
+    passes = [fp]
+    if grad and fp is not None:
+        Bt, L, E = x.shape
+        starts = (torch.Size(fp.buffers[fp.outputs[2] - INPUTS][0]), torch.float32, device, fp.steps)
+        passes.append(_plans.get(("backward", layout, id(BACKWARD), ((L * E, E), x.dtype, device), starts)))
+    if None in passes:
+        return
+    drivers = [[signed_driver(launch.kernel, launch, device, state) for launch in p.launches] for p in passes]
+    if any(d is None for ds in drivers for d in ds):
+        return
+    ids = [torch_host.register(p, ds, INPUTS) for p, ds in zip(passes, drivers)]
+    _plans["host", layout, grad, state] = (ids[0], ids[1] if grad else -1)

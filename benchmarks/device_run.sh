@@ -23,7 +23,7 @@ for STEP in "$@"; do
              $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
     tests) python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_triton_fused.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_model_numerics.py" "$REPO/tests/test_jax_backend.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
            tail -3 "$OUT/pytest.txt" ;;
-    tests-torch) SSMBENCH_CHECK_SIGS=1 python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_triton_fused.py" "$REPO/tests/test_torch_launch.py" "$REPO/tests/test_torch_driver.py" "$REPO/tests/test_head_loss.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_torch_graphs.py" "$REPO/tests/test_model_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
+    tests-torch) SSMBENCH_CHECK_SIGS=1 python3 -m pytest "$REPO/tests/test_triton_scan.py" "$REPO/tests/test_triton_fused.py" "$REPO/tests/test_torch_launch.py" "$REPO/tests/test_torch_driver.py" "$REPO/tests/test_torch_host.py" "$REPO/tests/test_head_loss.py" "$REPO/tests/test_torch_numerics.py" "$REPO/tests/test_torch_graphs.py" "$REPO/tests/test_model_numerics.py" -q -p no:cacheprovider -c /dev/null -rs > "$OUT/pytest.txt" 2>&1
            tail -3 "$OUT/pytest.txt" ;;
     triton) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton,parallel --mode train,forward --out $R
             $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton,parallel --mode train,forward --dtype bfloat16 --out $R
