@@ -81,12 +81,17 @@ struct Pass {
   std::vector<int64_t> outputs;
 };
 
+// Messages are built as strings, never by streaming a number: on the lent H100 (torch 2.11's
+// wheel, g++ 13) an integer streamed into c10::str's ostringstream crashed inside the stream's
+// numeric formatting (reports/benchmarks/h100-host/README.md)
+std::string num(int64_t v) { return std::to_string(v); }
+
 std::mutex registry_lock;
 std::deque<Pass> registry;  // a deque: a pass stays where it is while others are added
 
 const Pass& pass_at(int64_t id) {
   std::lock_guard<std::mutex> hold(registry_lock);
-  TORCH_CHECK(id >= 0 && id < static_cast<int64_t>(registry.size()), "ssmbench_host: no pass ", id);
+  TORCH_CHECK(id >= 0 && id < static_cast<int64_t>(registry.size()), "ssmbench_host: no pass " + num(id));
   return registry[id];
 }
 
@@ -101,7 +106,7 @@ struct Reader {
 
   int64_t count(int64_t most) {
     int64_t n = next();
-    TORCH_CHECK(n >= 0 && n <= most, "ssmbench_host: a count of ", n, " in a pass's description");
+    TORCH_CHECK(n >= 0 && n <= most, "ssmbench_host: a count of " + num(n) + " in a pass's description");
     return n;
   }
 };
@@ -118,7 +123,7 @@ int64_t add_pass(c10::IntArrayRef blob) {
     Buffer b;
     for (int64_t d = 0, dims = r.count(8); d < dims; ++d) b.shape.push_back(r.next());
     b.like = r.next();
-    TORCH_CHECK(b.like >= -1 && b.like < p.inputs + i, "ssmbench_host: a buffer like place ", b.like);
+    TORCH_CHECK(b.like >= -1 && b.like < p.inputs + i, "ssmbench_host: a buffer like place " + num(b.like));
     p.buffers.push_back(std::move(b));
   }
   const int64_t places = p.inputs + static_cast<int64_t>(p.buffers.size());
@@ -130,19 +135,19 @@ int64_t add_pass(c10::IntArrayRef blob) {
     l.shared = static_cast<uint32_t>(r.next());
     l.pdl = r.next() != 0;
     l.allocs = r.next();
-    TORCH_CHECK(l.allocs >= 0 && l.allocs <= static_cast<int64_t>(p.buffers.size()), "ssmbench_host: allocs ", l.allocs);
+    TORCH_CHECK(l.allocs >= 0 && l.allocs <= static_cast<int64_t>(p.buffers.size()), "ssmbench_host: allocs " + num(l.allocs));
     for (int64_t k = 0, slots = r.count(kMaxSlots); k < slots; ++k) l.slots.push_back(static_cast<uint64_t>(r.next()));
     for (int64_t k = 0, refs = r.count(kMaxSlots); k < refs; ++k) {
       int64_t slot = r.next(), place = r.next();
-      TORCH_CHECK(slot >= 0 && slot < static_cast<int64_t>(l.slots.size()), "ssmbench_host: slot ", slot);
-      TORCH_CHECK(place >= 0 && place < p.inputs + l.allocs, "ssmbench_host: a launch takes place ", place, " before it exists");
+      TORCH_CHECK(slot >= 0 && slot < static_cast<int64_t>(l.slots.size()), "ssmbench_host: slot " + num(slot));
+      TORCH_CHECK(place >= 0 && place < p.inputs + l.allocs, "ssmbench_host: a launch takes place " + num(place) + " before it exists");
       l.refs.emplace_back(slot, place);
     }
     p.launches.push_back(std::move(l));
   }
   for (int64_t i = 0, n = r.count(16); i < n; ++i) {
     int64_t place = r.next();
-    TORCH_CHECK(place >= 0 && place < places, "ssmbench_host: output place ", place);
+    TORCH_CHECK(place >= 0 && place < places, "ssmbench_host: output place " + num(place));
     p.outputs.push_back(place);
   }
   TORCH_CHECK(r.at == blob.size(), "ssmbench_host: a pass's description runs on");
@@ -176,7 +181,7 @@ bool make_current(const c10::Device& device) {
 
 // The pass on `table` (its inputs first): the table with the buffers after
 std::vector<at::Tensor> run(const Pass& p, std::vector<at::Tensor> table) {
-  TORCH_CHECK(static_cast<int64_t>(table.size()) == p.inputs, "ssmbench_host: a pass of ", p.inputs, " inputs given ", table.size());
+  TORCH_CHECK(static_cast<int64_t>(table.size()) == p.inputs, "ssmbench_host: a pass of " + num(p.inputs) + " inputs given " + num(table.size()));
   const c10::Device device = table[0].device();
   c10::OptionalDeviceGuard guard;
   void* stream = nullptr;  // a CPU table (the tests' fake launches): none
@@ -205,7 +210,7 @@ std::vector<at::Tensor> run(const Pass& p, std::vector<at::Tensor> table) {
     LaunchConfig config{{l.grid[0], l.grid[1], l.grid[2]}, {l.block, 1, 1}, l.shared, stream, l.pdl ? &attr : nullptr, l.pdl ? 1u : 0u};
     int status = p.launch(&config, l.function, params, nullptr);
     if (status == kInvalidContext && make_current(device)) status = p.launch(&config, l.function, params, nullptr);
-    TORCH_CHECK(status == 0, "ssmbench_host: cuLaunchKernelEx failed: ", describe(p, status));
+    TORCH_CHECK(status == 0, "ssmbench_host: cuLaunchKernelEx failed: " + describe(p, status));
   }
   allocate(p.buffers.size());
   return table;

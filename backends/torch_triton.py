@@ -428,7 +428,7 @@ def selective_scan(x, dt, A, Bm, Cm, D, z, dt_bias):
     state = _host_state(x)
     if state is not None:
         layout = _layout(*ins)
-        host = _plans.get(("host", layout, grad, state))
+        host = _plans.get(("host", layout, grad, state, id(FORWARD), id(BACKWARD)))
         if host is not None and not _misaligned(ins):
             return _host_scan(*host, *ins)
     out = SelectiveScan.apply(*ins) if grad else forward(*ins)[:2]
@@ -456,7 +456,8 @@ def _learn_host(ins, layout, grad: bool, state: tuple) -> None:
     """Hand this layout's passes to torch_host once every launch of them has a driver launch
     (``("host", ...)`` in the plans: the forward's pass id and the backward's, -1 without grad).
     The backward's is the pass for a contiguous dout in out's dtype (what the C++ node passes)."""
-    if ("host", layout, grad, state) in _plans or _plans.get(("prepared", layout)) is not False:
+    key = ("host", layout, grad, state, id(FORWARD), id(BACKWARD))  # the tilings: kept alive by the passes
+    if key in _plans or _plans.get(("prepared", layout)) is not False:
         return  # learnt, or inputs copied first (the passes are planned for the copies)
     if not torch_host.available():
         return
@@ -473,4 +474,4 @@ def _learn_host(ins, layout, grad: bool, state: tuple) -> None:
     if any(d is None for ds in drivers for d in ds):
         return
     ids = [torch_host.register(p, ds, INPUTS) for p, ds in zip(passes, drivers)]
-    _plans["host", layout, grad, state] = (ids[0], ids[1] if grad else -1)
+    _plans[key] = (ids[0], ids[1] if grad else -1)
