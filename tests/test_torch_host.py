@@ -230,6 +230,8 @@ def test_the_host_path_gives_what_the_python_path_gives_bit_for_bit(case, monkey
 
 @pytest.mark.skipif(not CUDA, reason="launches compiled kernels: needs a CUDA GPU")
 def test_the_host_path_in_a_side_stream_and_a_cuda_graph(monkeypatch):
+    """In a side stream and captured in a CUDA graph, the host path computes what the Python path
+    does, bit for bit."""
     shape, dtype = GPU_CASES["odd, fp32"]
     ins, dout = _gpu_inputs(shape, dtype, 2), torch.randn(shape[:3], device=DEVICE)
     counted = _calls(monkeypatch)
@@ -238,12 +240,16 @@ def test_the_host_path_in_a_side_stream_and_a_cuda_graph(monkeypatch):
         out, last = tt.selective_scan(*ins)
         return out, last, *torch.autograd.grad(out, ins, dout)
 
-    want = [step() for _ in range(5)][-1]  # through C++ from the fifth call
-    assert counted["host"] >= 1
-    side = torch.cuda.Stream()  # a capture needs its autograd warmed up on a side stream (torch_graphs._record)
+    # a capture needs autograd warmed up only on a side stream (torch_graphs._record): warmed up on
+    # the default stream first, the Python path's capture fails as the host path's does
+    side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        in_side = [step() for _ in range(2)][-1]
+        in_side = [step() for _ in range(5)][-1]  # through C++ from the fifth call
+        assert counted["host"] >= 1
+        monkeypatch.setattr(torch_host, "ENABLED", False)
+        want = step()  # the Python path
+        monkeypatch.setattr(torch_host, "ENABLED", True)
     torch.cuda.current_stream().wait_stream(side)
     before = counted["host"]
     graph = torch.cuda.CUDAGraph()
