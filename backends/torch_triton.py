@@ -13,8 +13,10 @@ N d_state.
 
 The kernels and their math are in torch_scan_kernels.py; this module is their host side: the
 tilings, how many segments a call splits the sequence into, the buffers, the autograd Function,
-and the plans that keep each layout's launch arithmetic so a call does little more than allocate
-and launch (at short L the host's time is the call's time). Each pass allocates one fp32 scratch
+and the passes planned once per layout (buffers, launches, outputs) so that a call does no more
+than allocate and launch (at short L the host's time is the call's time). ``_run`` runs a pass in
+Python; once its launches are learnt, ``selective_scan`` runs the same passes from C++
+(torch_host), the backward included. Each pass allocates one fp32 scratch
 for its kernels: A as (NP, E), which each program writes and reads back (so A is read in any
 layout, without a host-side transpose), then the segments' carries where the pass splits the
 sequence. The forward keeps each segment's start
