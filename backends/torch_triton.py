@@ -248,6 +248,11 @@ def _given(starts) -> tuple | None:
     return None if starts is None else (starts[0].shape, starts[0].dtype, starts[0].get_device(), starts[1])
 
 
+def _kept_given(p, device: int) -> tuple:
+    """``_given`` of the start states that forward pass ``p`` keeps, on device ``device``."""
+    return torch.Size(p.buffers[p.outputs[2] - INPUTS][0]), torch.float32, device, p.steps
+
+
 def _add_forward(b: _Builder, x, A, tiling: Tiling, states_only: bool, keep_starts: bool, given) -> tuple:
     """Add a forward's launches to ``b``, on the table's inputs (x, A: their tensors, for shapes
     and strides; the others share x's (B, L) strides' roles as the kernels take them): (out, last,
@@ -268,16 +273,15 @@ def _add_forward(b: _Builder, x, A, tiling: Tiling, states_only: bool, keep_star
     meta = _meta(tiling, L, E, N, x.device)
     # the carry kernel first, then the forward's own buffers: their allocations (host time)
     # overlap its GPU time instead of delaying it
+    s = b.strides
     ws = b.buffer((_scratch_size(S if carried else 1, Bt, NP, E),))
     if carried:
-        s = b.strides
         b.launch(_state_carry_kernel, (n_eb, Bt, S - 1), (X, DT, B_, A_, BIAS, ws, *head, *s[X], *s[DT], *s[B_]), meta)
     last = b.buffer((Bt, N, E))
     states = b.buffer((Bt, n_chunks, NP, E)) if states_only else last
     out = states if states_only else b.buffer(x.shape, like=X)
     kept = keep_starts and not from_starts
     start_states = STARTS if from_starts else b.buffer((Bt, S, NP, E)) if kept else last
-    s = b.strides
     out_bl = (n_chunks * NP * E, NP * E) if states_only else (L * E, E)  # out's: states, or a contiguous (B, L, E)
     ints = (*head, *s[X], *s[DT], *s[Z], *s[B_], *s[C_], *out_bl)
     own = {"STATES_ONLY": states_only, "KEEP_STARTS": kept, "FROM_STARTS": from_starts}
@@ -464,14 +468,10 @@ def _learn_host(ins, layout, grad: bool, state: tuple) -> None:
     if not torch_host.available():
         return
     x, device = ins[0], ins[0].get_device()
-    fp = _plans.get(("forward", layout, id(FORWARD), False, grad, None))
-    passes = [fp]
-    if grad and fp is not None:
+    passes = [_forward_pass(ins, layout, False, grad, None, FORWARD)]  # the planned ones: their launches are the sigs
+    if grad:
         Bt, L, E = x.shape
-        starts = (torch.Size(fp.buffers[fp.outputs[2] - INPUTS][0]), torch.float32, device, fp.steps)
-        passes.append(_plans.get(("backward", layout, id(BACKWARD), ((L * E, E), x.dtype, device), starts)))
-    if None in passes:
-        return
+        passes.append(_backward_pass(ins, layout, ((L * E, E), x.dtype, device), _kept_given(passes[0], device), BACKWARD))
     drivers = [[signed_driver(launch.kernel, launch, device, state) for launch in p.launches] for p in passes]
     if any(d is None for ds in drivers for d in ds):
         return

@@ -59,26 +59,36 @@ def test_structs_are_laid_out_as_cuda_h():
     assert ctypes.sizeof(attr) == 72 and attr.value.offset == 8
 
 
+class FakeLaunches:
+    """A cuLaunchKernelEx (its address: ``address``; the callable: ``launch``) that records each
+    launch as the driver would read it from the memory passed, and returns ``rc``. A launch's
+    parameter count comes from ``slots`` by its function, else ``n``."""
+
+    def __init__(self, n: int = 0):
+        self.seen, self.slots, self.n, self.rc = [], {}, n, 0
+
+        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+        def launch(config, function, params, extra):
+            c = torch_driver.LaunchConfig.from_address(config)
+            pointers = (ctypes.c_void_p * self.slots.get(function, self.n)).from_address(params)
+            self.seen.append({
+                "function": function, "grid": (c.gridDimX, c.gridDimY, c.gridDimZ), "block": (c.blockDimX, c.blockDimY, c.blockDimZ),
+                "shared": c.sharedMemBytes, "stream": c.hStream or 0, "extra": extra,
+                "attrs": [(c.attrs[i].id, c.attrs[i].value) for i in range(c.numAttrs)],
+                "params": [ctypes.c_uint64.from_address(p).value for p in pointers],
+            })  # fmt: skip
+            return self.rc
+
+        self.launch = launch  # kept alive: whoever holds its address calls it
+        self.address = ctypes.cast(launch, ctypes.c_void_p).value
+
+
 @pytest.fixture
 def fake_driver(monkeypatch):
-    """A cuLaunchKernelEx that records what it is handed (read from the memory passed, as the
-    driver reads it) and returns ``status['rc']``."""
-    seen, status = [], {"rc": 0}
-
-    @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-    def launch(config, function, params, extra):
-        c = torch_driver.LaunchConfig.from_address(config)
-        slots = (ctypes.c_void_p * status["n"]).from_address(params)
-        seen.append({
-            "grid": (c.gridDimX, c.gridDimY, c.gridDimZ), "block": (c.blockDimX, c.blockDimY, c.blockDimZ),
-            "shared": c.sharedMemBytes, "stream": c.hStream or 0, "function": function, "extra": extra,
-            "attrs": [(c.attrs[i].id, c.attrs[i].value) for i in range(c.numAttrs)],
-            "params": [ctypes.c_uint64.from_address(p).value for p in slots],
-        })  # fmt: skip
-        return status["rc"]
-
-    monkeypatch.setattr(torch_driver, "_launch_ex", launch)
-    return seen, status
+    """torch_driver's cuLaunchKernelEx replaced by a FakeLaunches of 5 parameters a launch."""
+    fake = FakeLaunches(n=5)
+    monkeypatch.setattr(torch_driver, "_launch_ex", fake.launch)
+    return fake
 
 
 class FakeRun:
@@ -95,8 +105,7 @@ class FakeRun:
 
 @pytest.mark.parametrize("pdl", [False, True])
 def test_a_driver_launch_hands_over_the_config_and_parameters(fake_driver, pdl):
-    seen, status = fake_driver
-    status["n"] = 5  # x, y, 7, then the two scratch pointers
+    seen = fake_driver.seen  # 5 parameters: x, y, 7, then the two scratch pointers
     x, y = torch.zeros(8), torch.zeros(8)
     run = FakeRun(pdl)
     d = torch_driver.DriverLaunch.build(run, 0xF00, (4, 1, 2048), TYPES[:3] + ("constexpr",), (x, y, 7, 32), (0, 1))
@@ -117,8 +126,7 @@ def test_a_launcher_signs_through_the_driver_and_falls_back_without_a_context(cu
     """Once a sig is learnt, its launches go to the driver with the tensors' addresses; a launch
     refused for want of a context (201, a fresh thread) goes through Triton's launcher, which
     makes the context current; any other refusal raises."""
-    seen, status = fake_driver
-    status["n"] = 5
+    seen = fake_driver.seen
     monkeypatch.setattr(torch_launch, "DRIVER", True)
     monkeypatch.setattr(torch_launch, "CHECK_SIGS", False)
     kernel = FakeKernel()
@@ -133,13 +141,13 @@ def test_a_launcher_signs_through_the_driver_and_falls_back_without_a_context(cu
         launcher.launch((2, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
     assert len(compiled._run.calls) == 2 and len(seen) == 2  # watched, keyed (learnt the sig), then the driver
     assert seen[-1]["params"] == [a.data_ptr(), b.data_ptr(), 5, 0, 0] and seen[-1]["stream"] == 1234
-    status["rc"] = torch_driver.CUDA_ERROR_INVALID_CONTEXT
+    fake_driver.rc = torch_driver.CUDA_ERROR_INVALID_CONTEXT
     launcher.launch((2, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
     assert len(compiled._run.calls) == 3 and compiled._run.calls[-1][9:12] == (a.data_ptr(), b.data_ptr(), 5)
-    status["rc"] = 700  # an illegal address, say
+    fake_driver.rc = 700  # an illegal address, say
     with pytest.raises(RuntimeError, match=r"cuLaunchKernelEx failed: .*\b700\b"):
         launcher.launch((2, 1, 1), (a, b, 5), {"BLOCK": 32}, "plan")
-    status["rc"] = 0
+    fake_driver.rc = 0
     monkeypatch.setattr(torch_launch, "CHECK_SIGS", True)
     with pytest.raises(RuntimeError, match="stands for another launch"):
         launcher.launch((2, 1, 1), (a, b, 6), {"BLOCK": 32}, "plan")

@@ -5,13 +5,12 @@ address as the table then holds it; the scan op's autograd node hands the backwa
 inputs, the forward's start states and a contiguous dout. On a GPU: the host path against the
 Python path, bit for bit, eager, in a side stream and in a CUDA graph."""
 
-import ctypes
-
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 tt = pytest.importorskip("ssmbench.backends.torch_triton")  # sets up the interpreter on CPU first
+import test_torch_driver  # noqa: E402  (its fake cuLaunchKernelEx)
 from ssmbench.backends import torch_driver, torch_host  # noqa: E402
 from test_triton_scan import NAMES, inputs  # noqa: E402
 
@@ -20,27 +19,8 @@ DEVICE = "cuda" if CUDA else "cpu"
 needs_library = pytest.mark.skipif(not torch_host.available(), reason="torch_host.cpp could not be built here")
 
 
-class FakeLaunches:
-    """A cuLaunchKernelEx (its address: ``address``) that records each launch as the driver would
-    read it; a launch's parameter count comes from ``slots`` by its function."""
-
-    def __init__(self):
-        self.seen, self.slots, self.rc = [], {}, 0
-
-        @ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-        def launch(config, function, params, extra):
-            c = torch_driver.LaunchConfig.from_address(config)
-            pointers = (ctypes.c_void_p * self.slots[function]).from_address(params)
-            self.seen.append({
-                "function": function, "grid": (c.gridDimX, c.gridDimY, c.gridDimZ), "block": (c.blockDimX, c.blockDimY, c.blockDimZ),
-                "shared": c.sharedMemBytes, "stream": c.hStream or 0, "extra": extra,
-                "attrs": [(c.attrs[i].id, c.attrs[i].value) for i in range(c.numAttrs)],
-                "params": [ctypes.c_uint64.from_address(p).value for p in pointers],
-            })  # fmt: skip
-            return self.rc
-
-        self._launch = launch  # kept alive: the library holds its address
-        self.address = ctypes.cast(launch, ctypes.c_void_p).value
+class FakeLaunches(test_torch_driver.FakeLaunches):
+    """test_torch_driver's fake cuLaunchKernelEx, with DriverLaunches for a pass's launches."""
 
     def drivers(self, p, first_function: int) -> list:
         """A DriverLaunch for each of the pass's launches, as torch_launch would learn it: pointers
@@ -61,8 +41,7 @@ def planned(Bt=2, L=37, E=6, N=5, dtype=torch.float32):
     ins = [t.to(dtype if i in (0, 1, 3, 4, 6) else torch.float32) for i, t in enumerate(inputs(Bt, L, E, N))]
     layout = tt._layout(*ins)
     fp = tt._forward_pass(ins, layout, False, True, None, tt.FORWARD)
-    starts = (torch.Size(fp.buffers[fp.outputs[2] - tt.INPUTS][0]), torch.float32, -1, fp.steps)
-    bp = tt._backward_pass(ins, layout, ((L * E, E), dtype, -1), starts, tt.BACKWARD)
+    bp = tt._backward_pass(ins, layout, ((L * E, E), dtype, -1), tt._kept_given(fp, -1), tt.BACKWARD)
     return ins, fp, bp
 
 
