@@ -1,6 +1,7 @@
 """Backend registry: name -> class, availability, and resolving --backend values.
 
-Backend modules are imported lazily (each imports its framework). Extra modules that define
+One folder per framework (torch/, jax/, tf/), each exporting ``BACKENDS``; a framework's
+package is imported lazily (each imports its framework). Extra modules that define
 ``BACKENDS = (cls, ...)`` can be added with SSMBENCH_PLUGINS=module[,module] (the tests use
 this for fake backends that raise OOM, crash or hang); worker processes inherit it.
 """
@@ -13,10 +14,10 @@ from functools import cache
 
 from ssmbench.interface import Availability, Backend
 
-FRAMEWORK_MODULES = {  # framework prefix -> module
-    "torch": "ssmbench.backends.torch_backend",
-    "jax": "ssmbench.backends.jax_backend",
-    "tf": "ssmbench.backends.tf_backend",
+FRAMEWORK_MODULES = {  # framework prefix -> its package (one folder each, exporting BACKENDS)
+    "torch": "ssmbench.backends.torch",
+    "jax": "ssmbench.backends.jax",
+    "tf": "ssmbench.backends.tf",
 }
 # Every name SPEC knows, with the module that will provide it; names whose module does not
 # exist yet are reported as unavailable ("not implemented in this version") rather than unknown.

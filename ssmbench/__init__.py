@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 import numpy as np
 
+from . import archs
 from .weights import infer_config, load_weights
 
 __all__ = ["__version__", "load_weights", "logits", "decode_logits"]
@@ -35,11 +36,9 @@ def _prepare(weights, tokens):
 
 def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str = "float32") -> np.ndarray:
     """Logits of the parallel (training / prefill) path. tokens (B, L) -> (B, L, V)."""
-    from . import reference
-
     weights, arch, cfg, tokens = _prepare(weights, tokens)
     if backend == "reference":
-        return reference.logits(arch, weights, tokens, cfg)
+        return archs.get(arch).logits(weights, tokens, cfg)
     from . import backends as registry
 
     b = registry.get(backend)
@@ -52,11 +51,9 @@ def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str
 def decode_logits(backend: str, weights, tokens, *, dtype: str = "float32") -> np.ndarray:
     """The same tokens fed one at a time through the recurrent step with its O(1) state
     (a KV cache for the Transformer). tokens (B, L) -> (B, L, V)."""
-    from . import reference
-
     weights, arch, cfg, tokens = _prepare(weights, tokens)
     if backend == "reference":
-        return reference.decode_logits(arch, weights, tokens, cfg)
+        return archs.get(arch).decode_logits(weights, tokens, cfg)
     from . import backends as registry
 
     b = registry.get(backend)

@@ -101,7 +101,7 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable o
 @app.command()
 def presets():
     """List the named configurations --preset accepts."""
-    from .config import mamba_params
+    from .archs.mamba import params as mamba_params
     from .presets import PRESETS
 
     t = Table("preset", "vocab", "d_model", "layers", "d_state", "batch", "seq", "params", "source")
@@ -126,7 +126,7 @@ def presets():
 def run(
     suite: Annotated[str, typer.Argument(help="throughput | latency | depth-scaling | memory-ceiling | seqlen | scan | parity")],
     backend: BackendOpt = None,
-    arch: Annotated[str | None, typer.Option(help="mamba | transformer | both (default: mamba; seqlen, scan: both)")] = None,
+    arch: Annotated[str | None, typer.Option(help="mamba | transformer, comma list, both or all (default: mamba; seqlen, scan: both)")] = None,
     preset: PresetOpt = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,

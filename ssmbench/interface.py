@@ -160,12 +160,3 @@ class Backend(ABC):
 
     @abstractmethod
     def is_oom(self, exc: BaseException) -> bool: ...
-
-    def resolve_scan(self, arch: str, mode: str, scan: str | None) -> str:
-        """The scan name recorded for a point: the parallel-path scan for Mamba train/forward,
-        ``recurrent`` for Mamba decode, ``attention`` for the Transformer."""
-        if arch == "transformer":
-            return "attention"
-        if mode == "decode":
-            return "recurrent"
-        return scan or self.default_scan

@@ -9,7 +9,7 @@ What autograd keeps per token and layer (elements):
   Mamba:       in_proj out (2E), conv out and silu(conv) (2E), x_proj out (R + 2N), dt_proj out
                and softplus(dt) (2E), y, silu(z), y * silu(z) (3E), norm in/out and residual
                (3D): about 9E + 3D + R + 2N, at the activation dtype's width;
-               plus SCAN_STATES[scan] fp32 (E, N) tensors: the scan's (B, L, E, N)
+               plus archs.mamba.SCAN_STATES[scan] fp32 (E, N) tensors: the scan's (B, L, E, N)
                intermediates. Seed 004 counted 5 for its chunked scan ("5 x B x L x d_inner x N
                x 4 bytes per layer").
   Mamba, fused (the triton kind: torch-cuda's add + norm, conv + silu and scan + gate kernels,
@@ -24,7 +24,7 @@ What autograd keeps per token and layer (elements):
                (2 * n_head * L, fp32) where it is materialised (JAX and TF here; torch's SDPA
                kernels do not keep it, so the model overestimates torch's long sequences).
   Head:        logits, their softmax and the logits' gradient: 3V fp32. torch's train step
-               fuses the head with the loss (backends/torch_head.py): x and its gradient (2D)
+               fuses the head with the loss (backends/torch/head.py): x and its gradient (2D)
                per token, and one chunk of about HEAD_CHUNK logits (plus an fp32 temporary)
                and dW at any batch.
 
@@ -37,15 +37,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCAN_STATES = {  # fp32 (B, L, E, N) tensors kept per Mamba layer for the backward pass
-    "sequential": 3,  # exp(dt A), dt B x, and the stacked states h_t
-    "chunked": 5,  # seed 004's estimate for a chunked log-space scan
-    "parallel": 5,  # log-space cumulative sums: exp(dt A), its cumsum, dt B x, ratios, h
-    "associative": 4,  # exp(dt A) and dt B x, plus the up-sweep's pairs (about 2 more)
-}
-FUSED = ("triton",)  # scan kinds whose layer runs fused kernels (counted apart, above)
-HEAD_CHUNK = 1 << 28  # logits per chunk of torch's fused head + loss (torch_head.CHUNK_ELEMENTS)
-DEFAULT_SCAN_STATES = 5
+from . import archs
+
+HEAD_CHUNK = 1 << 28  # logits per chunk of torch's fused head + loss (backends/torch/head.py's CHUNK_ELEMENTS)
 HALF = ("bfloat16", "float16")
 
 
@@ -70,18 +64,7 @@ def estimate(
 ) -> Estimate:
     act = 2 if dtype in HALF else 4
     D, V, layers = config["d_model"], config["vocab"], config["n_layers"]
-    if arch == "mamba":
-        E, N = config["expand"] * D, config["d_state"]
-        R = config.get("dt_rank") or -(-D // 16)
-        if scan in FUSED:
-            per_layer = 4 * D + (D + 5 * E + R + 2 * N) * act
-        else:
-            per_layer = (9 * E + 3 * D + R + 2 * N) * act + SCAN_STATES.get(scan, DEFAULT_SCAN_STATES) * E * N * 4
-    else:
-        H, heads = config.get("d_mlp") or 4 * D, config.get("n_head") or 1
-        per_layer = (12 * D + 2 * H) * act
-        if framework != "torch":
-            per_layer += 2 * heads * seq_len * 4
+    per_layer = archs.get(arch).layer_bytes_per_token(config, scan=scan, act=act, seq_len=seq_len, framework=framework)
     head = 3 * V * 4 + D * act
     if mode == "train":
         fixed = 16 * params + (2 * params if dtype in HALF else 0)

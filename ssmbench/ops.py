@@ -1,6 +1,7 @@
-"""The ops the `scan` suite times alone: the selective scan, and causal attention at the same
-length as the baseline it replaces (seed 002: "benchmark the raw speed of our selective scan
-kernel against optimized attention").
+"""The ops the `scan` suite times alone: each architecture's core op (its module's ``OP``), at
+the shapes its config gives. For Mamba the selective scan, and for the Transformer causal
+attention at the same length, the baseline it replaces (seed 002: "benchmark the raw speed of
+our selective scan kernel against optimized attention").
 
     scan       out = (scan(x, softplus(dt + dt_bias), A, B, C) + D x) * silu(z)   mamba-ssm's
                selective_scan_fn semantics; x, dt, z (B, L, E), B, C (B, L, N), A (E, N) < 0
@@ -17,70 +18,23 @@ dtype; A, D, dt_bias (tiny) are left out.
 
 from __future__ import annotations
 
-import numpy as np
+from . import archs
 
 ELEMENT_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def scan_shape(cfg: dict, batch: int, seq_len: int) -> dict:
-    """B, L, E, N of the scan op for a Mamba config dict."""
-    return {"B": batch, "L": seq_len, "E": cfg["expand"] * cfg["d_model"], "N": cfg["d_state"]}
-
-
-def attention_shape(cfg: dict, batch: int, seq_len: int) -> dict:
-    """B, L, H, hd of the attention op for a Transformer config dict."""
-    return {"B": batch, "L": seq_len, "H": cfg["n_head"], "hd": cfg["d_model"] // cfg["n_head"]}
-
-
-def scan_inputs(s: dict, seed: int) -> dict:
-    """x, dt, z (B, L, E); A (E, N); Bm, Cm (B, L, N); D, dt_bias (E,) and dout, float32."""
-    rng = np.random.default_rng(seed)
-    B, L, E, N = s["B"], s["L"], s["E"], s["N"]
-
-    def r(*shape, scale=1.0, shift=0.0):
-        return (rng.standard_normal(shape, dtype=np.float32) * scale + shift).astype(np.float32)
-
-    return {
-        "x": r(B, L, E),
-        "dt": r(B, L, E, scale=0.5, shift=-1.0),  # softplus(dt + dt_bias) about 0.3, as Mamba's init gives
-        "A": -np.exp(r(E, N, scale=0.5)),
-        "Bm": r(B, L, N),
-        "Cm": r(B, L, N),
-        "D": r(E),
-        "z": r(B, L, E),
-        "dt_bias": r(E, scale=0.5),
-        "dout": r(B, L, E),
-    }
-
-
-def attention_inputs(s: dict, seed: int) -> dict:
-    rng = np.random.default_rng(seed)
-    shape = (s["B"], s["H"], s["L"], s["hd"])
-    return {k: rng.standard_normal(shape, dtype=np.float32) for k in ("q", "k", "v", "dout")}
-
-
-def min_bytes(arch: str, mode: str, s: dict, dtype: str) -> int:
-    """The memory floor's bytes: forward reads x, dt, z, B, C and writes out; train also reads
-    them again with dout and writes dx, ddt, dz, dB, dC. Attention reads q, k, v and writes o;
-    its backward reads q, k, v, o, do and writes dq, dk, dv."""
-    eb = ELEMENT_BYTES[dtype]
-    if arch == "mamba":
-        ble, bln = s["B"] * s["L"] * s["E"], s["B"] * s["L"] * s["N"]
-        return eb * (4 * ble + 2 * bln if mode == "forward" else 11 * ble + 6 * bln)
-    bld = s["B"] * s["L"] * s["H"] * s["hd"]
-    return eb * bld * (4 if mode == "forward" else 12)
-
-
 def shape_of(point) -> dict:
-    if point.arch == "mamba":
-        return scan_shape(point.config, point.batch, point.seq_len)
-    return attention_shape(point.config, point.batch, point.seq_len)
+    return archs.get(point.arch).op_shape(point.config, point.batch, point.seq_len)
 
 
 def inputs_for(point) -> dict:
     """The seeded NumPy inputs of an op point (a plan.Point with op=True)."""
-    s = shape_of(point)
-    return scan_inputs(s, point.seed) if point.arch == "mamba" else attention_inputs(s, point.seed)
+    return archs.get(point.arch).op_inputs(shape_of(point), point.seed)
+
+
+def min_bytes(arch: str, mode: str, s: dict, dtype: str) -> int:
+    """The memory floor's bytes of ``arch``'s op in ``mode`` at shape ``s``."""
+    return archs.get(arch).op_min_bytes(mode, s, ELEMENT_BYTES[dtype])
 
 
 def op_metrics(point, median_ms: float, copy_bytes_per_s: float | None) -> dict:

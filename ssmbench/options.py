@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 
+from . import archs as arch_registry
 from . import backends as registry
-from .config import ModelConfig
+from .archs.mamba import Config as MambaConfig
 from .interface import DTYPES, MODES
 from .plan import QUICK_MODEL, QUICK_RUN, RunOptions
 
@@ -95,6 +96,23 @@ def int_list(flag: str, text: str | None) -> list[int] | None:
     return sorted(values)
 
 
+ARCH_GROUPS = {"both": ["mamba", "transformer"], "all": arch_registry.names()}
+
+
+def arch_list(text: str | None, default) -> list[str]:
+    """--arch: a comma list of architectures, 'both' (mamba, transformer) or 'all'."""
+    if text is None:
+        return list(default)
+    out = []
+    for part in split_list([text]):
+        if part not in ARCH_GROUPS and part not in arch_registry.ARCHS:
+            fail(f"--arch {part!r} is not allowed; choose from: {', '.join([*arch_registry.ARCHS, *ARCH_GROUPS])}")
+        out += ARCH_GROUPS.get(part, [part])
+    if not out:
+        fail(f"--arch {text!r} names no architecture; choose from: {', '.join([*arch_registry.ARCHS, *ARCH_GROUPS])}")
+    return list(dict.fromkeys(out))
+
+
 def all_scans() -> list[str]:
     names = []
     for cls in registry.classes().values():
@@ -139,9 +157,7 @@ def build_options(
         fail(str(e))
     if not backends:
         fail("no backend is available on this machine; see `ssmbench backends` for what is missing and how to install it")
-    archs = {"mamba": ["mamba"], "transformer": ["transformer"], "both": ["mamba", "transformer"], None: list(default_archs)}.get(arch)
-    if archs is None:
-        fail(f"--arch {arch!r} is not allowed; choose from: mamba, transformer, both")
+    archs = arch_list(arch, default_archs)
     dtypes = [dtype] if dtype is not None else None  # parity checks every dtype unless one is named
     dtype = dtype or "float32"
     check_choice("--dtype", [dtype], DTYPES)
@@ -174,9 +190,9 @@ def build_options(
         fail(f"--timeout {timeout} must be > 0 seconds")
     mem = parse_size(memory_limit) if memory_limit is not None else None
 
-    model, run = ModelConfig(), {}
+    model, run = MambaConfig(), {}
     if quick:
-        model, run = ModelConfig(**QUICK_MODEL), dict(QUICK_RUN)
+        model, run = MambaConfig(**QUICK_MODEL), dict(QUICK_RUN)
     if preset is not None:
         if preset not in PRESETS:
             fail(f"--preset {preset!r} is unknown; choose from: {', '.join(PRESETS)}")

@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import ModelConfig, matched_transformer
+from . import archs
+from .archs.mamba import Config as MambaConfig
 
-MODEL = ModelConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)  # odd on purpose
+MODEL = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)  # odd on purpose
 BATCH, SEQ_LEN = 2, 37
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 5e-3}
 
@@ -40,16 +41,17 @@ def check_for(arch: str, mode: str, scan: str, dtype: str) -> Check:
     return Check(arch, "decode" if mode == "decode" else "forward", scan, dtype)
 
 
-def checks_for(cls, archs, dtypes=None, scans=None) -> list[Check]:
-    """Every check of one backend class over ``archs``, its dtypes and its scans."""
+def checks_for(cls, names, dtypes=None, scans=None) -> list[Check]:
+    """Every check of one backend class over the architectures ``names``, its dtypes and its scans."""
     out = []
     for dtype in [d for d in cls.dtypes if dtypes is None or d in dtypes]:
-        for arch in archs:
-            if arch == "transformer":
-                out += [Check(arch, "forward", "attention", dtype), Check(arch, "decode", "attention", dtype)]
+        for arch in names:
+            a = archs.get(arch)
+            if a.FIXED_SCAN:
+                out += [Check(arch, "forward", a.FIXED_SCAN, dtype), Check(arch, "decode", a.DECODE_SCAN, dtype)]
                 continue
             out += [Check(arch, "forward", s, dtype) for s in cls.scans if scans is None or s in scans]
-            out.append(Check(arch, "decode", "recurrent", dtype))
+            out.append(Check(arch, "decode", a.DECODE_SCAN, dtype))
     return out
 
 
@@ -84,12 +86,11 @@ def decode_all(b, model, tokens) -> np.ndarray:
 
 
 def model_config(arch: str):
-    return MODEL if arch == "mamba" else matched_transformer(MODEL)
+    return archs.get(arch).config_for(MODEL)
 
 
 def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
     """Run checks in this process; each result is the check plus rel_err, tolerance, passed, error."""
-    from . import reference
     from .weights import init_weights
 
     rng = np.random.default_rng(seed + 2)
@@ -100,7 +101,7 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
         cfg = model_config(c.arch)
         if c.arch not in refs:
             weights[c.arch] = init_weights(c.arch, cfg, seed=seed + 1, jitter=True)
-            refs[c.arch] = reference.logits(c.arch, weights[c.arch], tokens, cfg)
+            refs[c.arch] = archs.get(c.arch).logits(weights[c.arch], tokens, cfg)
         res = {**c.to_dict(), "tolerance": TOLERANCE[c.dtype], "rel_err": None, "passed": False, "error": None}
         try:
             got = _logits(backend, c, weights[c.arch], cfg, tokens)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import asdict, dataclass, field, replace
 
-from .config import ModelConfig, matched_transformer
+from . import archs
+from .archs.mamba import Config as MambaConfig
 
 QUICK_MODEL = dict(vocab=65, d_model=64, n_layers=2, d_state=8, d_conv=4, expand=2)
 QUICK_RUN = dict(default_batch=2, seq_len=64, warmup=1, min_iters=5, min_time=0.1)
@@ -21,7 +22,7 @@ class RunOptions:
 
     backends: list  # resolved backend names, in order
     archs: list = field(default_factory=lambda: ["mamba"])  # "mamba" and/or "transformer"
-    model: ModelConfig = field(default_factory=ModelConfig)  # Mamba config; the baseline is matched to it
+    model: MambaConfig = field(default_factory=MambaConfig)  # Mamba config; the baseline is matched to it
     dtype: str = "float32"
     scans: list | None = None  # None: each backend's default; ["all"]: every scan it offers
     modes: list | None = None  # None: the suite's default modes
@@ -94,12 +95,12 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
     from ssmbench import backends as registry
 
     classes = registry.classes()
-    tcfg = matched_transformer(opts.model)
+    configs = {arch: archs.get(arch).config_for(opts.model).to_dict() for arch in opts.archs}
     points = []
     for backend in opts.backends:
         cls = classes.get(backend)
         for arch in opts.archs:
-            cfg = opts.model.to_dict() if arch == "mamba" else tcfg.to_dict()
+            cfg = configs[arch]
             for mode in modes:
                 suite_batch = batch_for(mode) if batch_for else None
                 batch = opts.batch if opts.batch is not None else (suite_batch or opts.default_batch)
@@ -131,10 +132,11 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
 
 def _scans_for(cls, arch: str, mode: str, scans: list | None):
     """[(scan name, skip reason or None)] for one backend/arch/mode."""
-    if arch == "transformer":
-        return [("attention", None)]
+    a = archs.get(arch)
+    if a.FIXED_SCAN:
+        return [(a.FIXED_SCAN, None)]
     if mode == "decode":
-        return [("recurrent", None)]
+        return [(a.DECODE_SCAN, None)]
     if cls is None:  # backend not implemented here: one point, recorded unavailable
         return [((scans or ["default"])[0] if scans != ["all"] else "default", None)]
     if not scans:
@@ -205,6 +207,6 @@ def with_axis(opts: RunOptions, axis: str, value: int) -> RunOptions:
 def axis_value(p: Point, axis: str) -> int:
     if axis in ("seq_len", "batch"):
         return getattr(p, axis)
-    if axis == "n_layers" and p.arch == "transformer":
+    if axis == "n_layers":  # a matched baseline's point is at the Mamba depth it matches
         return p.config.get("matched_mamba_layers") or p.config["n_layers"]
     return p.config.get(axis)

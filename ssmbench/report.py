@@ -12,6 +12,7 @@ import json
 from collections import OrderedDict
 from datetime import datetime, timezone
 
+from . import archs
 from .plan import point_key
 from .results import group_of, short_device  # noqa: F401 (re-exported for the CLI)
 
@@ -43,9 +44,8 @@ def fmt_ms(step: dict) -> str:
 
 def model_label(rec: dict) -> str:
     c = rec.get("config") or {}
-    if rec.get("arch") == "transformer":
-        return f"D{c.get('d_model')} L{c.get('n_layers')} H{c.get('n_head')}"
-    return f"D{c.get('d_model')} L{c.get('n_layers')} N{c.get('d_state')}"
+    arch = archs.ARCHS.get(rec.get("arch"))
+    return arch.label(c) if arch else f"D{c.get('d_model')} L{c.get('n_layers')}"
 
 
 # ---------------------------------------------------------------------------- merging

@@ -18,8 +18,7 @@ import traceback
 
 import numpy as np
 
-from . import flops, ops
-from .config import ModelConfig, TransformerConfig
+from . import archs, flops, ops
 from .envinfo import peak_rss_bytes
 from .interface import BackendUnavailable
 from .measure import time_steps
@@ -137,7 +136,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             backend.reset_peak_memory()
             step = backend.op_step(point.arch, point.scan, ops.inputs_for(point), point.dtype, point.mode)
         else:
-            cfg = ModelConfig.from_dict(point.config) if point.arch == "mamba" else TransformerConfig.from_dict(point.config)
+            cfg = archs.config(point.arch, point.config)
             weights = init_weights(point.arch, cfg, point.seed)
             res["params"] = count_params(weights)
             backend.reset_peak_memory()

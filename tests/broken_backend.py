@@ -1,7 +1,7 @@
 """A torch-cpu whose logits are 1% off: parity must catch it (fp32 tolerance 1e-4) while bf16's
 3e-2 tolerance lets it pass. Loaded with SSMBENCH_PLUGINS=broken_backend."""
 
-from ssmbench.backends.torch_backend import TorchCPU
+from ssmbench.backends.torch.backend import TorchCPU
 
 
 class BrokenCPU(TorchCPU):

@@ -14,6 +14,24 @@ if shutil.which("nvidia-smi") is None:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA GPU: skipped elsewhere, saying so (tools/device_run.sh
+    runs them on a lent one)."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if gpu and not _cuda():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (marked gpu; tools/device_run.sh tests runs them on one)")
+        for item in gpu:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def fake_backends(monkeypatch):
     """Register tests/fake_backend.py as a plugin, here and in worker processes."""

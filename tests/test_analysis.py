@@ -16,13 +16,15 @@ import pytest
 
 from ssmbench import analysis as an
 from ssmbench import memory_model
-from ssmbench.config import ModelConfig, mamba_params, matched_transformer
+from ssmbench.archs.mamba import Config as MambaConfig
+from ssmbench.archs.mamba import params as mamba_params
+from ssmbench.archs.transformer import matched as matched_transformer
 from ssmbench.plan import Point
 from ssmbench.presets import PRESETS
 from ssmbench.results import make_record
 
 ENV = {"host": "box", "accelerators": {"devices": []}}
-CFG = ModelConfig(vocab=65, d_model=64, n_layers=2, d_state=8)
+CFG = MambaConfig(vocab=65, d_model=64, n_layers=2, d_state=8)
 
 
 def rec(
@@ -77,9 +79,9 @@ def test_depth_scaling_fit_and_both_efficiencies():
 
 def test_depth_scaling_prints_seed_000s_published_efficiency():
     recs = [
-        rec("depth-scaling", ms=580, batch=32, seq_len=128, cfg=ModelConfig(n_layers=4), axis="n_layers", preset="tinyshakespeare-m2"),
+        rec("depth-scaling", ms=580, batch=32, seq_len=128, cfg=MambaConfig(n_layers=4), axis="n_layers", preset="tinyshakespeare-m2"),
         rec(
-            "depth-scaling", ms=1160, batch=32, seq_len=128, cfg=ModelConfig(n_layers=8), axis="n_layers", preset="tinyshakespeare-m2", t=1
+            "depth-scaling", ms=1160, batch=32, seq_len=128, cfg=MambaConfig(n_layers=8), axis="n_layers", preset="tinyshakespeare-m2", t=1
         ),
     ]
     (s,) = an.depth_scaling(recs)
@@ -212,11 +214,11 @@ def test_presets_carry_their_studies_and_figures():
 
 
 def test_published_figures_sit_beside_the_measured_ones(run_cli, tmp_path):
-    r = rec("throughput", ms=500.0, batch=32, seq_len=128, cfg=ModelConfig(n_layers=4), preset="tinyshakespeare-m2")
+    r = rec("throughput", ms=500.0, batch=32, seq_len=128, cfg=MambaConfig(n_layers=4), preset="tinyshakespeare-m2")
     rows = {row.figure.what: row for row in an.published([r])}
     (g, got, v) = rows["train tokens/s, 4 layers"].measured[0]
     assert v == pytest.approx(32 * 128 / 0.5) and rows["train tokens/s, 8 layers"].measured == []
-    assert rows["params, 4 layers"].measured[0][2] == mamba_params(ModelConfig(n_layers=4))
+    assert rows["params, 4 layers"].measured[0][2] == mamba_params(MambaConfig(n_layers=4))
     from ssmbench.sections import published_md
 
     md = "\n".join(published_md([r]))

@@ -19,7 +19,7 @@ def _cli(*args):
 
 
 def test_checks_cover_every_scan_path_and_dtype():
-    from ssmbench.backends.torch_backend import TorchCPU
+    from ssmbench.backends.torch.backend import TorchCPU
 
     checks = parity.checks_for(TorchCPU, ["mamba", "transformer"])
     assert len(checks) == 3 * (3 + 1 + 2)  # dtypes x (mamba scans + decode + transformer's two paths)

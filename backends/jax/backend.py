@@ -1,0 +1,316 @@
+"""JAX backend: jax-cpu, jax-cuda, jax-metal.
+
+Plain JAX over a dict of arrays under each architecture's state-dict names; each architecture is
+its own module here (mamba.py, transformer.py: pure functions, ssmbench.archs' math line for
+line), built through the architecture registry; the scans are in scans.py. The train step (optax
+AdamW), the forward pass, prefill and the decode step are jitted; the first call (trace + XLA
+compile) is what the harness times as compile_s.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from functools import partial
+from importlib import metadata
+
+import numpy as np
+
+from ssmbench import archs
+from ssmbench.archs.mamba import chunk_length
+from ssmbench.interface import ADAMW, Availability, Backend
+
+try:
+    import jax
+    import jax.numpy as jnp
+
+    from .layers import cross_entropy
+except ImportError:  # availability() says so; nothing below runs without jax
+    jax = None
+
+SCANS = ("sequential", "associative", "chunked")
+METAL_EXTRA = "pip install 'ssmbench[jax-metal]'  (macOS on Apple silicon: jax==0.5.0, jaxlib==0.5.0, jax-metal==0.1.1)"
+
+
+# ============================================================================ backend
+class _Model:
+    """Parameters, optimiser state and the jitted functions of one built model."""
+
+    def __init__(self, backend, arch, params, cfg, scan, dtype):
+        import optax
+
+        self.arch, self.cfg, self.scan, self.device = arch, cfg, scan, backend.device
+        self.net = archs.framework_module(arch, "jax")  # the architecture's functions
+        self.params = params
+        self.dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[dtype]
+        self.opt = optax.adamw(ADAMW["lr"], b1=ADAMW["b1"], b2=ADAMW["b2"], eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
+        self.opt_state = self.opt.init(params)
+        self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
+        self._jit = {}
+
+    def ensure_chunk(self, tokens):
+        if self.scan == "chunked" and self.chunk is None and hasattr(self.net, "max_log_decay_step"):
+            step = self.net.max_log_decay_step(self.params, tokens, cfg=self.cfg, dtype=self.dtype)
+            self.chunk = chunk_length(2.0 * step, tokens.shape[1])  # 2x margin for drift while training
+
+    def _parallel(self, fn):
+        """An architecture function of the parallel path, its static arguments bound."""
+        return partial(fn, cfg=self.cfg, dtype=self.dtype, scan=self.scan, chunk=self.chunk)
+
+    def jitted(self, name):
+        if name not in self._jit:
+            self._jit[name] = self._build(name)
+        return self._jit[name]
+
+    def _build(self, name):
+        if name == "forward":
+            return jax.jit(self._parallel(self.net.forward))
+        if name == "train":
+            fwd, opt = self._parallel(self.net.forward), self.opt
+
+            def train(params, opt_state, x, y):
+                loss, grads = jax.value_and_grad(lambda p: cross_entropy(fwd(p, x), y))(params)
+                updates, opt_state = opt.update(grads, opt_state, params)
+                return jax.tree_util.tree_map(lambda a, u: a + u, params, updates), opt_state, loss
+
+            return jax.jit(train, donate_argnums=(0, 1))
+        if name == "prefill":
+            return jax.jit(self._parallel(self.net.prefill))
+        if name == "step":
+            return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype))
+        raise KeyError(name)
+
+
+class JaxBackend(Backend):
+    framework = "jax"
+    scans = SCANS
+    default_scan = "associative"
+    dtypes = ("float32", "bfloat16", "float16")
+    install_hint = "pip install 'jax[cpu]' optax"
+    platform = "cpu"
+
+    def __init__(self):
+        super().__init__()
+        self.device = jax.devices(self.platform)[0]
+        # float32 means IEEE fp32: on GPUs XLA would otherwise run f32 matmuls in TF32 (parity on
+        # an H100 measured 5.9e-4 relative error that way, against 2e-7 here)
+        jax.config.update("jax_default_matmul_precision", "highest")
+
+    @classmethod
+    def _jax_devices(cls, platform_name):
+        if jax is None:
+            return None, Availability(False, "jax is not installed", cls.install_hint)
+        try:
+            import optax  # noqa: F401
+        except ImportError:
+            return None, Availability(False, "optax is not installed", cls.install_hint)
+        try:
+            return jax.devices(platform_name), None
+        except RuntimeError as e:
+            return None, Availability(
+                False, f"no {platform_name} device for jax {jax.__version__}: {str(e).splitlines()[0][:160]}", cls.install_hint
+            )
+
+    @classmethod
+    def availability(cls):
+        devs, bad = cls._jax_devices(cls.platform)
+        if bad:
+            return bad
+        return Availability(True, f"jax {jax.__version__}, {len(devs)} x {devs[0].device_kind}", cls.install_hint)
+
+    def versions(self):
+        v = {"jax": jax.__version__, "jax_platform": self.platform, "matmul_precision": jax.config.jax_default_matmul_precision}
+        for lib in ("jaxlib", "optax", "jax-metal"):
+            try:
+                v[lib] = metadata.version(lib)
+            except metadata.PackageNotFoundError:
+                pass
+        return v
+
+    def device_info(self):
+        from ssmbench.envinfo import cpu_model, total_ram
+
+        stats = self._memory_stats()
+        name = self.device.device_kind if self.platform != "cpu" else cpu_model()
+        return {"device": name, "memory_bytes": (stats or {}).get("bytes_limit") or total_ram()}
+
+    # ---------------------------------------------------------------- model
+    def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
+        params = {k: jax.device_put(np.asarray(v, np.float32), self.device) for k, v in weights.items() if k != "lm_head.weight"}
+        return _Model(self, arch, params, cfg, scan or self.default_scan, dtype)
+
+    def weights(self, model):
+        return {k: np.asarray(v) for k, v in model.params.items()}
+
+    def tokens(self, array):
+        return jax.device_put(np.asarray(array, np.int32), self.device)
+
+    def forward(self, model, tokens):
+        model.ensure_chunk(tokens)
+        return model.jitted("forward")(model.params, tokens)
+
+    def train_step(self, model, tokens, targets):
+        model.ensure_chunk(tokens)
+        model.params, model.opt_state, loss = model.jitted("train")(model.params, model.opt_state, tokens, targets)
+        return loss
+
+    def init_state(self, model, batch, capacity):
+        return model.net.init_state(model.cfg, batch, capacity, model.dtype, self.device)
+
+    def prefill(self, model, tokens, capacity):
+        model.ensure_chunk(tokens)
+        return model.jitted("prefill")(model.params, tokens, self.init_state(model, tokens.shape[0], capacity))
+
+    def decode_step(self, model, token, state):
+        return model.jitted("step")(model.params, token, state)
+
+    # ---------------------------------------------------------------- ops alone
+    ops_supported = True
+
+    def op_step(self, arch, scan, inputs, dtype, mode):
+        spec = archs.get(arch)
+        fn, inputs = archs.framework_module(arch, "jax").op(scan, inputs)
+        a = {
+            k: jax.device_put(jnp.asarray(v, jnp.float32 if k in spec.OP_FP32 else jnp.dtype(dtype)), self.device)
+            for k, v in inputs.items()
+        }
+        dout = a.pop("dout")
+        args = [a[n] for n in spec.OP_ARGS]
+        if mode != "train":
+            fwd = jax.jit(fn)
+            return lambda: fwd(*args)
+        grads = jax.jit(
+            jax.grad(lambda *xs: jnp.sum(fn(*xs).astype(jnp.float32) * dout.astype(jnp.float32)), argnums=tuple(range(len(args))))
+        )
+        return lambda: grads(*args)[0]
+
+    def copy_bandwidth(self):
+        n = (64 << 20) if self.platform != "cpu" else (16 << 20)  # fp32 elements: 256 / 64 MiB
+        src = jax.device_put(jnp.ones(n, jnp.float32), self.device)
+        touch = jax.jit(lambda v: v + 1.0)  # reads and writes every element once
+        jax.block_until_ready(touch(src))
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(4):
+                out = touch(src)
+            jax.block_until_ready(out)
+            best = min(best, (time.perf_counter() - t0) / 4)
+        return 2 * n * 4 / best
+
+    def device_ceilings(self):
+        if self.platform == "cpu":
+            return None
+        from ssmbench.envinfo import matmul_rate
+
+        rates, mm = {}, jax.jit(lambda a, b: a @ b)
+        for dtype, n in (("bfloat16", 8192), ("float32", 4096)):  # fp32 at "highest" precision, as the models
+            key = jax.random.PRNGKey(0)
+            a = jax.device_put(jax.random.normal(key, (n, n), jnp.dtype(dtype)), self.device)
+            jax.block_until_ready(mm(a, a))
+            rates[dtype] = 2 * n**3 / matmul_rate(lambda a=a: mm(a, a), self.synchronize)
+            del a
+        return {"copy_bytes_per_s": self.copy_bandwidth(), "matmul_flops": rates}
+
+    def energy_joules(self):
+        if self.platform == "cpu":
+            return None
+        if not hasattr(self, "_energy"):
+            from ssmbench.envinfo import nvml_energy
+
+            self._energy = nvml_energy()  # the first GPU: JAX's device 0
+        return self._energy() if self._energy else None
+
+    # ---------------------------------------------------------------- measurement
+    def synchronize(self, out=None):
+        if out is not None:
+            jax.block_until_ready(out)
+
+    def to_numpy(self, x):
+        return np.asarray(jax.device_get(x), dtype=np.float32)
+
+    def all_finite(self, x):
+        return bool(jnp.all(jnp.isfinite(x)))
+
+    def _memory_stats(self):
+        try:
+            return self.device.memory_stats()
+        except Exception:  # not every platform implements it (CPU, Metal)
+            return None
+
+    def peak_memory(self):
+        stats = self._memory_stats()
+        if stats and "peak_bytes_in_use" in stats:
+            return int(stats["peak_bytes_in_use"]), "jax device.memory_stats() peak_bytes_in_use"
+        return None, "device.memory_stats() unavailable"
+
+    @classmethod
+    def configure_process(cls, memory_limit):
+        """Before JAX starts: no preallocation (so memory figures mean something) and, on a GPU,
+        the XLA memory fraction for --memory-limit."""
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        if memory_limit and cls.platform == "gpu":
+            total = _nvml_total_memory()
+            if total:
+                os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{min(1.0, memory_limit / total):.4f}"
+                return True
+        return False
+
+    def is_oom(self, exc):
+        msg = str(exc)
+        return isinstance(exc, MemoryError) or any(
+            s in msg for s in ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory", "kIOGPUCommandBufferCallbackError")
+        )
+
+
+def _nvml_total_memory() -> int | None:
+    from ssmbench.envinfo import accelerators
+
+    devs = accelerators().get("devices") or []
+    return devs[0]["memory_bytes"] if devs else None
+
+
+class JaxCPU(JaxBackend):
+    name = "jax-cpu"
+    platform = "cpu"
+    host_memory = True
+    priority = 9
+    default_scan = "sequential"  # fastest measured on CPU (README benchmarks), as for torch-cpu
+
+
+class JaxCUDA(JaxBackend):
+    name = "jax-cuda"
+    platform = "gpu"
+    priority = 90
+    install_hint = "pip install 'jax[cuda13]' optax  (on a machine with an NVIDIA GPU)"
+
+
+class JaxMetal(JaxBackend):
+    name = "jax-metal"
+    platform = "METAL"
+    priority = 40
+    default_scan = "chunked"  # the one scan built only from ops the Metal plugin lowers
+    dtypes = ("float32", "float16")
+    install_hint = METAL_EXTRA
+
+    @classmethod
+    def configure_process(cls, memory_limit):
+        os.environ["ENABLE_PJRT_COMPATIBILITY"] = "1"  # jax-metal 0.1.1 needs it with jax 0.5
+        return super().configure_process(memory_limit)
+
+    @classmethod
+    def availability(cls):
+        if sys.platform != "darwin" or platform.machine() != "arm64":
+            return Availability(
+                False, f"jax-metal needs macOS on Apple silicon (this is {sys.platform}/{platform.machine()})", cls.install_hint
+            )
+        try:
+            metadata.version("jax-metal")
+        except metadata.PackageNotFoundError:
+            return Availability(False, "jax-metal is not installed", cls.install_hint)
+        return super().availability()
+
+
+BACKENDS = (JaxCPU, JaxCUDA, JaxMetal)

@@ -1,0 +1,141 @@
+"""Mamba-1 in JAX: pure functions of a dict of arrays named as mamba-ssm's state dict, so the
+model is ssmbench.archs.mamba's function line for line. backend.py jits them; the scans are in
+scans.py.
+
+What backend.py calls (every JAX architecture module has these):
+
+    forward(p, tokens, *, cfg, dtype, scan, chunk)        logits (B, L, V) fp32, the parallel path
+    init_state(cfg, batch, capacity, dtype, device)       the empty decode state
+    prefill(p, tokens, state, *, cfg, dtype, scan, chunk) the decode state after ``tokens``
+    step(p, token, state, *, cfg, dtype)                  (logits (B, V), the next state)
+    op(scan, inputs)                                      the scan alone (ssmbench.ops), and its
+                                                          inputs in the layout it takes
+
+and, for the chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssmbench.archs import mamba as arch
+
+from .layers import linear, rmsnorm, split
+from .scans import SCAN_FNS, scan_sequential, sl
+
+
+def _mixer_inputs(p, i, h, dtype):
+    """h (B, L, D) -> x after conv + silu (B, L, E) fp32, z (B, L, E), conv input (B, L, E)."""
+    pre = f"backbone.layers.{i}.mixer."
+    E = p[pre + "D"].shape[0]
+    x, z = split(linear(h, p[pre + "in_proj.weight"], dtype), (E, E))
+    K, L = p[pre + "conv1d.weight"].shape[-1], x.shape[1]
+    w = p[pre + "conv1d.weight"].reshape(E, K).astype(jnp.float32)
+    xf = x.astype(jnp.float32)
+    xp = jnp.concatenate([jnp.zeros((x.shape[0], K - 1, E), jnp.float32), xf], axis=1)  # causal: zeros before
+    conv = p[pre + "conv1d.bias"] + sum(sl(w, k, 1, 1)[:, 0] * sl(xp, k, L, 1) for k in range(K))
+    return jax.nn.silu(conv), z, xf
+
+
+def _ssm_params(p, i, xc, dtype):
+    pre = f"backbone.layers.{i}.mixer."
+    R = p[pre + "dt_proj.weight"].shape[1]
+    N = p[pre + "A_log"].shape[1]
+    dt, Bm, Cm = split(linear(xc, p[pre + "x_proj.weight"], dtype), (R, N, N))
+    dt = jax.nn.softplus(linear(dt, p[pre + "dt_proj.weight"], dtype, p[pre + "dt_proj.bias"]).astype(jnp.float32))
+    return dt, Bm.astype(jnp.float32), Cm.astype(jnp.float32), -jnp.exp(p[pre + "A_log"])
+
+
+def _layers(p, tokens, *, cfg, dtype, scan, chunk, return_state):
+    emb = p["backbone.embedding.weight"]
+    hidden, residual, states = emb[tokens], None, []
+    for i in range(cfg.n_layers):
+        pre = f"backbone.layers.{i}."
+        residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
+        xc, z, x_in = _mixer_inputs(p, i, rmsnorm(residual, p[pre + "norm.weight"]), dtype)
+        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+        y, h_last = SCAN_FNS[scan](xc, dt, A, Bm, Cm, chunk)
+        y = (y + xc * p[pre + "mixer.D"]) * jax.nn.silu(z.astype(jnp.float32))
+        hidden = linear(y, p[pre + "mixer.out_proj.weight"], dtype)
+        if return_state:
+            K = p[pre + "mixer.conv1d.weight"].shape[-1]
+            L = x_in.shape[1]
+            pad = jnp.zeros((x_in.shape[0], max(0, K - L), x_in.shape[2]), jnp.float32)
+            conv_state = jnp.swapaxes(jnp.concatenate([pad, x_in], axis=1)[:, -K:], 1, 2)  # (B, E, K)
+            states.append((conv_state, h_last))
+    x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
+    return linear(x, emb, dtype).astype(jnp.float32), states
+
+
+def forward(p, tokens, *, cfg, dtype, scan, chunk):
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=False)[0]
+
+
+def init_state(cfg, batch, capacity, dtype, device):
+    """[(conv (B, E, K), ssm (B, E, N))] per layer, fp32 whatever the compute dtype."""
+    z = partial(jnp.zeros, dtype=jnp.float32, device=device)
+    return [(z((batch, cfg.d_inner, cfg.d_conv)), z((batch, cfg.d_inner, cfg.d_state))) for _ in range(cfg.n_layers)]
+
+
+def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
+    """Each layer's conv and SSM state after ``tokens``, from the parallel path (``state``, the
+    empty one, is not read: Mamba's state is computed, not filled in)."""
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=True)[1]
+
+
+def step(p, token, state, *, cfg, dtype):
+    """token (B,), state [(conv (B, E, K), ssm (B, E, N))] -> logits (B, V), new state."""
+    emb = p["backbone.embedding.weight"]
+    hidden, residual, new = emb[token], None, []
+    for i in range(cfg.n_layers):
+        pre = f"backbone.layers.{i}."
+        mix = pre + "mixer."
+        conv, ssm = state[i]
+        residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
+        E = p[mix + "D"].shape[0]
+        xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[mix + "in_proj.weight"], dtype)
+        x, z = xz[:, :E], xz[:, E:]
+        conv = jnp.concatenate([conv[..., 1:], x[..., None].astype(jnp.float32)], axis=-1)
+        xc = jax.nn.silu(jnp.einsum("bek,ek->be", conv, p[mix + "conv1d.weight"][:, 0]) + p[mix + "conv1d.bias"])
+        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+        ssm = jnp.exp(dt[..., None] * A) * ssm + (dt * xc)[..., None] * Bm[:, None, :]
+        y = jnp.einsum("ben,bn->be", ssm, Cm) + xc * p[mix + "D"]
+        hidden = linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
+        new.append((conv, ssm))
+    x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
+    return linear(x, emb, dtype).astype(jnp.float32), new
+
+
+def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:
+    """max over layers of max(Δ) * max|A|: the bound the chunked scan's chunk is chosen from."""
+    emb = p["backbone.embedding.weight"]
+    hidden, residual, worst = emb[tokens], None, 0.0
+    for i in range(cfg.n_layers):
+        pre = f"backbone.layers.{i}."
+        residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
+        xc, z, _ = _mixer_inputs(p, i, rmsnorm(residual, p[pre + "norm.weight"]), dtype)
+        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+        worst = max(worst, float(jnp.max(dt)) * float(jnp.max(-A)))
+        y, _ = scan_sequential(xc, dt, A, Bm, Cm)
+        y = (y + xc * p[pre + "mixer.D"]) * jax.nn.silu(z.astype(jnp.float32))
+        hidden = linear(y, p[pre + "mixer.out_proj.weight"], dtype)
+    return worst
+
+
+def op(scan: str, inputs: dict):
+    """The selective scan alone with ``scan`` (mamba-ssm's selective_scan_fn semantics): (a
+    function of arch.OP_ARGS -> out (fp32), the inputs). The chunked scan's chunk comes from them."""
+    f32 = jnp.float32
+    delta_max = float(np.max(np.logaddexp(0.0, inputs["dt"] + inputs["dt_bias"])))
+    chunk = arch.chunk_length(delta_max * float(np.max(-inputs["A"])), inputs["x"].shape[1])
+
+    def fn(x, dt, A, Bm, Cm, D, z, dt_bias):
+        delta = jax.nn.softplus(dt.astype(f32) + dt_bias)
+        y, _ = SCAN_FNS[scan](x.astype(f32), delta, A, Bm.astype(f32), Cm.astype(f32), chunk)
+        return (y + x.astype(f32) * D) * jax.nn.silu(z.astype(f32))
+
+    return fn, inputs

@@ -1,0 +1,61 @@
+"""The architecture registry: ``--arch`` name -> the module that defines the architecture.
+
+Each module here (``mamba``, ``transformer``) is one architecture, and defines:
+
+    NAME                       the --arch name, and the records' ``arch``
+    Config                     its config dataclass (to_dict / from_dict; vocab, d_model, n_layers)
+    config_for(model)          its config for a run whose model is a Mamba config (the baseline is
+                               matched to it in parameters)
+    params(cfg)                the parameter count (SPEC's formula)
+    init(cfg, seed, jitter)    seeded float32 weights under its state-dict names
+    owns(weights)              whether a state dict is this architecture's; infer_config(weights)
+    logits, decode_logits      the float64 NumPy reference: (weights, tokens (B, L), cfg) -> (B, L, V)
+    FIXED_SCAN, DECODE_SCAN    the scan a point records (None: the backend's --scan applies)
+    label(config dict)         a short model label for tables
+    flops_per_token            model FLOPs (ssmbench.flops), layer_bytes_per_token (memory_model)
+    OP, OP_ARGS, OP_FP32,      the op the scan suite times alone for it (ssmbench.ops): its
+    op_shape, op_inputs,       inputs' names in call order, which stay float32, their shapes,
+    op_min_bytes               seeded values, and the memory floor's bytes
+
+and each framework builds it from its own module of the same name,
+``ssmbench.backends.<framework>.<NAME>`` (``framework_module``). A new architecture is a module
+here, one per framework folder, and its name in ARCHS.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from . import mamba, transformer
+
+ARCHS: dict[str, ModuleType] = {m.NAME: m for m in (mamba, transformer)}
+
+
+def names() -> list[str]:
+    return list(ARCHS)
+
+
+def get(name: str) -> ModuleType:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHS)}") from None
+
+
+def config(name: str, d: dict):
+    """A record's or point's config dict -> the architecture's Config."""
+    return get(name).Config.from_dict(d)
+
+
+def infer(weights: dict):
+    """(arch name, config) from a state dict's names and shapes."""
+    for arch in ARCHS.values():
+        if arch.owns(weights):
+            return arch.NAME, arch.infer_config(weights)
+    raise ValueError("weights are none of: " + ", ".join(f"{a.NAME}" for a in ARCHS.values()) + " (by their state-dict names)")
+
+
+def framework_module(name: str, framework: str) -> ModuleType:
+    """The module that builds architecture ``name`` in ``framework`` (torch, jax, tf)."""
+    return importlib.import_module(f"ssmbench.backends.{framework}.{get(name).NAME}")

@@ -1,0 +1,122 @@
+"""JAX-specific checks: the jax-metal path lowers only to ops Apple's Metal plugin handles,
+the chunked scan's chunking, availability and process set-up. (Model numerics for jax-* are in
+backends/test_backends.py with every other backend.)"""
+
+import re
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+jb = pytest.importorskip("ssmbench.backends.jax.backend")
+js = pytest.importorskip("ssmbench.backends.jax.scans")
+
+from ssmbench import backends as registry  # noqa: E402
+from ssmbench import archs  # noqa: E402
+from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
+from ssmbench.weights import init_weights  # noqa: E402
+
+ODD = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
+
+# Known jax-metal lowering failures (jax#20119, #16366: pad; #20750, #21552, #23931: scan and
+# while_loop; #21384, #21389: reduce_window and multi-operand reduce; #20938: no float64)
+FORBIDDEN = {
+    "pad": r"\b(stablehlo|mhlo)\.pad\b",
+    "while": r"\b(stablehlo|mhlo)\.while\b",
+    "reduce_window": r"\b(stablehlo|mhlo)\.reduce_window\b",
+    "multi-operand reduce": r"(stablehlo|mhlo)\.reduce\([^)]*\)\s*,\s*\(",
+    "float64": r"\bf64\b",
+}
+
+
+def forbidden_ops(hlo: str) -> list[str]:
+    return [name for name, pat in FORBIDDEN.items() if re.search(pat, hlo)]
+
+
+def _lowered(scan: str, chunk: int = 8):
+    """StableHLO text of the Mamba train step and decode step, lowered on the CPU."""
+    b = registry.get("jax-cpu")
+    m = b.build("mamba", init_weights("mamba", ODD, seed=1), ODD, scan=scan, dtype="float32")
+    m.chunk = chunk
+    toks = b.tokens(np.random.default_rng(0).integers(0, ODD.vocab, (2, 37)))
+    train = m.jitted("train").lower(m.params, m.opt_state, toks, toks).as_text()
+    step = m.jitted("step").lower(m.params, toks[:, 0], b.init_state(m, 2, 38)).as_text()
+    return train, step
+
+
+def test_metal_default_scan_lowers_to_metal_safe_ops():
+    assert jb.JaxMetal.default_scan == "chunked"
+    train, step = _lowered(jb.JaxMetal.default_scan)
+    assert "dot_general" in train and "dynamic_update_slice" in train  # it really is the train step
+    assert forbidden_ops(train) == []
+    assert forbidden_ops(step) == []
+
+
+def test_the_check_catches_what_metal_rejects():
+    """Control: lax.associative_scan pads and lax.scan loops, and the detector sees both."""
+    assert "pad" in forbidden_ops(_lowered("associative")[0])
+    assert "while" in forbidden_ops(_lowered("sequential")[0])
+    assert forbidden_ops("%3:2 = stablehlo.reduce(%a init: %b), (%c init: %d) across dimensions = [0]") == ["multi-operand reduce"]
+
+
+def _scan_inputs(rng, L=37, E=6, N=5, dt_scale=1.0):
+    x = rng.standard_normal((2, L, E)).astype(np.float32)
+    dt = (np.log1p(np.exp(rng.standard_normal((2, L, E)))) * dt_scale).astype(np.float32)
+    A = -np.exp(rng.uniform(-1, 2, (E, N))).astype(np.float32)
+    Bm, Cm = (rng.standard_normal((2, L, N)).astype(np.float32) for _ in range(2))
+    return x, dt, A, Bm, Cm
+
+
+@pytest.mark.parametrize(
+    "scan,chunk,dt_scale",
+    [("sequential", None, 1.0), ("associative", None, 1.0), ("chunked", 4, 0.3), ("chunked", 1, 30.0), ("chunked", 37, 0.02)],
+)
+def test_scans_match_reference(scan, chunk, dt_scale, rng):
+    x, dt, A, Bm, Cm = _scan_inputs(rng, dt_scale=dt_scale)
+    if chunk:
+        assert chunk <= archs.mamba.chunk_length(float(dt.max() * -A.min()), 37)  # within the budget
+    y, h = js.SCAN_FNS[scan](*(jax.numpy.asarray(t) for t in (x, dt, A, Bm, Cm)), chunk)
+    y_ref, h_ref = archs.mamba.selective_scan(*(t.astype(np.float64) for t in (x, dt, A, Bm, Cm)), np.zeros(6))
+    assert np.linalg.norm(np.asarray(y) - y_ref) / np.linalg.norm(y_ref) < 1e-5
+    assert np.linalg.norm(np.asarray(h) - h_ref) / np.linalg.norm(h_ref) < 1e-5
+
+
+def test_chunk_over_budget_fails_loudly(rng):
+    """A chunk whose decay passes fp32's exp range gives inf/NaN, never a plausible wrong number."""
+    x, dt, A, Bm, Cm = _scan_inputs(rng, dt_scale=3.0)
+    y, _ = js.scan_chunked(*(jax.numpy.asarray(t) for t in (x, dt, A, Bm, Cm)), 37)
+    assert not np.isfinite(np.asarray(y)).all()
+
+
+def test_metal_unavailable_off_apple_silicon_names_reason_and_install():
+    import platform
+    import sys
+
+    if sys.platform == "darwin" and platform.machine() == "arm64":
+        pytest.skip("on Apple silicon jax-metal may be available")
+    a = registry.availability("jax-metal")
+    assert not a.available and "macOS on Apple silicon" in a.reason
+    assert "jax-metal==0.1.1" in a.install and "jax==0.5.0" in a.install
+
+
+def test_configure_process_sets_allocator_env(monkeypatch):
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    monkeypatch.delenv("ENABLE_PJRT_COMPATIBILITY", raising=False)
+    assert jb.JaxCPU.configure_process(None) is False  # CPU: the RSS watchdog enforces limits
+    import os
+
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    jb.JaxMetal.configure_process(None)
+    assert os.environ["ENABLE_PJRT_COMPATIBILITY"] == "1"
+
+
+@pytest.mark.parametrize(
+    "msg,oom",
+    [
+        ("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB", True),
+        ("UNKNOWN: Command buffer failed: kIOGPUCommandBufferCallbackError...", True),
+        ("INVALID_ARGUMENT: shapes must match", False),
+    ],
+)
+def test_oom_classification(msg, oom):
+    assert registry.get("jax-cpu").is_oom(RuntimeError(msg)) is oom

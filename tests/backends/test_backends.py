@@ -1,0 +1,139 @@
+"""Every backend computes the float64 reference's function: each scan's logits, the recurrent
+decode path, prefill + decode, the Transformer baseline and the training loss, on random
+weights at odd shapes (fp32 relative error < 1e-5; half precision within mamba-ssm's bf16
+tolerance). Backends that cannot run here are skipped; on a GPU machine the GPU ones run."""
+
+import numpy as np
+import pytest
+
+import ssmbench
+from ssmbench import backends as registry
+from ssmbench import archs
+from ssmbench.archs.mamba import Config as MambaConfig
+from ssmbench.archs.transformer import Config as TransformerConfig
+from ssmbench.archs.transformer import matched as matched_transformer
+from ssmbench.weights import infer_config, init_weights
+
+ODD = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
+
+
+@pytest.fixture(params=registry.names())
+def device(request):
+    """Each backend that runs here."""
+    if not registry.availability(request.param).available:
+        pytest.skip(f"{request.param} not available here")
+    return request.param
+
+
+def rel(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def odd_mamba():
+    w = init_weights("mamba", ODD, seed=7, jitter=True)
+    toks = np.random.default_rng(3).integers(0, ODD.vocab, (2, 37))
+    return w, toks, archs.mamba.logits(w, toks)
+
+
+def test_mamba_logits_fp32_every_scan(odd_mamba, device):
+    w, toks, R = odd_mamba
+    for scan in registry.get_class(device).scans:
+        assert rel(ssmbench.logits(device, w, toks, scan=scan), R) < 1e-5, scan
+
+
+def test_mamba_decode_fp32(odd_mamba, device):
+    w, toks, R = odd_mamba
+    assert rel(ssmbench.decode_logits(device, w, toks), R) < 1e-5
+
+
+def test_reference_decode_equals_reference_parallel(odd_mamba):
+    w, toks, R = odd_mamba
+    assert rel(archs.mamba.decode_logits(w, toks), R) < 1e-12
+
+
+def test_prefill_state_continues_like_decode(odd_mamba, device):
+    """prefill(prompt) then decode steps == decoding the whole sequence token by token."""
+    w, toks, R = odd_mamba
+    b = ssmbench.backends.get(device)
+    model = b.build("mamba", w, ODD, scan=None, dtype="float32")
+    state = b.prefill(model, b.tokens(toks[:, :30]), 37)
+    outs = []
+    for t in range(30, 37):
+        lg, state = b.decode_step(model, b.tokens(toks[:, t]), state)
+        outs.append(b.to_numpy(lg))
+    assert rel(np.stack(outs, 1), R[:, 30:]) < 1e-5
+
+
+@pytest.fixture(scope="module")
+def odd_gpt():
+    t = TransformerConfig(vocab=23, d_model=96, n_layers=2, n_head=3)  # infer_config also gives 3 heads at D=96
+    w = init_weights("transformer", t, seed=5, jitter=True)
+    toks = np.random.default_rng(4).integers(0, 23, (2, 19))
+    assert infer_config(w)[1].n_head == 3
+    return w, toks, archs.transformer.logits(w, toks, t), t
+
+
+def test_transformer_logits_and_decode_fp32(odd_gpt, device):
+    w, toks, R, t = odd_gpt
+    assert rel(archs.transformer.decode_logits(w, toks, t), R) < 1e-12
+    assert rel(ssmbench.logits(device, w, toks), R) < 1e-5
+    assert rel(ssmbench.decode_logits(device, w, toks), R) < 1e-5
+
+
+def test_transformer_prefill_then_decode(odd_gpt, device):
+    w, toks, R, t = odd_gpt
+    b = ssmbench.backends.get(device)
+    model = b.build("transformer", w, t, dtype="float32")
+    state = b.prefill(model, b.tokens(toks[:, :11]), 19)
+    outs = []
+    for i in range(11, 19):
+        lg, state = b.decode_step(model, b.tokens(toks[:, i]), state)
+        outs.append(b.to_numpy(lg))
+    assert rel(np.stack(outs, 1), R[:, 11:]) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["mamba", "transformer"])
+def test_train_step_loss_is_reference_cross_entropy(arch, rng, device):
+    cfg = ODD if arch == "mamba" else matched_transformer(ODD)
+    w = init_weights(arch, cfg, seed=9, jitter=True)
+    toks = rng.integers(0, cfg.vocab, (3, 30))
+    b = ssmbench.backends.get(device)
+    model = b.build(arch, w, cfg, dtype="float32")
+    loss = float(b.train_step(model, b.tokens(toks[:, :-1]), b.tokens(toks[:, 1:])))
+    expect = archs.common.cross_entropy(archs.get(arch).logits(w, toks[:, :-1], cfg), toks[:, 1:])
+    assert abs(loss - expect) / expect < 1e-5
+    # the update happened: the second loss differs from the first
+    loss2 = float(b.train_step(model, b.tokens(toks[:, :-1]), b.tokens(toks[:, 1:])))
+    assert loss2 != loss
+
+
+# ---------------------------------------------------------------------------- half precision
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_close_to_reference(dtype, odd_mamba, device):
+    """autocast matmuls in half precision, fp32 scan state: within mamba-ssm's bf16 tolerance."""
+    w, toks, R = odd_mamba
+    if dtype not in registry.get_class(device).dtypes:
+        pytest.skip(f"{device} does not run {dtype}")
+    err = rel(ssmbench.logits(device, w, toks, dtype=dtype), R)
+    assert err < (3e-2 if dtype == "bfloat16" else 5e-3)
+    assert err > 1e-7  # it really ran in half precision
+
+
+def test_one_adamw_step_updates_weights_like_torch(device, rng):
+    """Same loss, same gradients, same optimiser: the weights after one step agree with torch-cpu's."""
+    if device == "torch-cpu":
+        pytest.skip("the yardstick itself")
+    w = init_weights("mamba", ODD, seed=11, jitter=True)
+    toks = rng.integers(0, ODD.vocab, (2, 20))
+    after = {}
+    for name in ("torch-cpu", device):
+        b = registry.get(name)
+        model = b.build("mamba", w, ODD, dtype="float32")
+        b.synchronize(b.train_step(model, b.tokens(toks[:, :-1]), b.tokens(toks[:, 1:])))
+        after[name] = b.weights(model)
+    assert set(after[device]) == set(w)
+    for k in w:
+        step_ref, step = after["torch-cpu"][k] - w[k], after[device][k] - w[k]
+        assert np.abs(step_ref).max() > 0, k  # every weight moved
+        assert rel(step, step_ref) < 1e-3, k
