@@ -57,6 +57,9 @@ def results_table(title: str, records: list[dict]) -> Table:
         "status",
     ):
         t.add_column(col, justify="right" if col in ("tok/s", "params", "p99 ms", "compile s", "peak mem") else "left")
+    graphed = any("graph_ms" in (r.get("metrics") or {}) for r in records)
+    if graphed:  # the scan suite's ops replayed from a device graph: the device's time alone
+        t.add_column("graph ms median (IQR)")
     gpu = any("mfu" in (r.get("metrics") or {}) or "energy_j_per_token" in (r.get("metrics") or {}) for r in records)
     if gpu:  # measured device ceilings and an energy counter: MFU and joules per token
         t.add_column("MFU", justify="right")
@@ -64,9 +67,9 @@ def results_table(title: str, records: list[dict]) -> Table:
     for r in records:
         m = r.get("metrics") or {}
         step = m.get("step_ms")
-        extra = []
+        extra = [fmt_ms(m["graph_ms"]) if m.get("graph_ms") else "-"] if graphed else []
         if gpu:
-            extra = [
+            extra += [
                 f"{m['mfu'] * 100:.1f}%" if "mfu" in m else "-",
                 fmt_num(m["energy_j_per_token"] * 1e3) if "energy_j_per_token" in m else "-",
             ]

@@ -110,6 +110,12 @@ class Backend(ABC):
         (B, L, H, hd)); its inputs are converted before, not inside, the timed call."""
         raise NotImplementedError(f"{self.name} does not run ops alone")
 
+    def graph_replay(self, step) -> tuple:
+        """(a zero-argument callable replaying ``step``, captured once as a device graph, None)
+        where the backend can capture it: its time is the device's alone, without the host's
+        launch costs; or (None, why not). The scan suite times both beside each other."""
+        return None, f"{self.name} does not capture device graphs"
+
     def copy_bandwidth(self) -> float | None:
         """Bytes/s of a large on-device copy, reads and writes counted (the memory floor's
         denominator), or None where it is not measured."""

@@ -104,6 +104,20 @@ def cell_fields(rec: dict | None) -> list[str]:
     return [fmt_num(m.get("tokens_per_s")), fmt_ms(m["step_ms"]), fmt_bytes(m.get("peak_mem_bytes"))]
 
 
+OP_HEAD = ["ms/call", "graph ms", "peak"]
+
+
+def op_fields(rec: dict | None) -> list[str]:
+    """[ms per call median (IQR), the same replayed from a device graph, peak memory] for one
+    group of the scan suite (ops alone, where tokens/s means nothing)."""
+    if rec is None:
+        return ["", "", ""]
+    if rec["status"] != "ok":
+        return [rec["status"].upper() if rec["status"] in ("oom",) else rec["status"], "", ""]
+    m = rec.get("metrics") or {}
+    return [fmt_ms(m["step_ms"]), fmt_ms(m["graph_ms"]) if m.get("graph_ms") else "-", fmt_bytes(m.get("peak_mem_bytes"))]
+
+
 def params_of(row) -> str:
     ps = {r.get("params") for r in row["cells"].values() if r.get("params")}
     return ", ".join(f"{p:,}" for p in sorted(ps)) or "-"
@@ -130,6 +144,8 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
     out += [
         "Cells per backend/device: **tok/s** (tokens per second at the median step), **ms/step** median (IQR),",
         f"and **peak** memory (see Machines for its source). {UNSTABLE_MARK} marks an unstable point: IQR >= 10% of the median.",
+        "The scan suite's ops alone: **ms/call** as called (eager, host launch costs included) and **graph ms**, the same",
+        "op replayed from a device graph (the device's time alone), where the backend captures graphs.",
         "Parity rows: relative error ||out - ref|| / ||ref|| against the float64 reference, and the tolerance it must stay under.",
         "",
     ]
@@ -137,7 +153,7 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
     for suite, t in tables(records).items():
         out += [f"## {suite}", ""]
         head = ROW_HEAD + ["params"]
-        cells_of, names = (parity_fields, PARITY_HEAD) if suite == "parity" else (cell_fields, CELL_HEAD)
+        cells_of, names = {"parity": (parity_fields, PARITY_HEAD), "scan": (op_fields, OP_HEAD)}.get(suite, (cell_fields, CELL_HEAD))
         for g in t["groups"]:
             head += [f"{g} {n}" for n in names]
         out += [_md_row(head), _md_row(["---"] * len(head))]

@@ -145,7 +145,8 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             del weights
             step = make_step(backend, model, point, cfg.vocab)
         meter = backend.energy_joules if backend.energy_joules() is not None else None
-        t = time_steps(step, backend.synchronize, warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time, meter=meter)
+        timing = dict(warmup=point.warmup, min_iters=point.min_iters, min_time=point.min_time)
+        t = time_steps(step, backend.synchronize, **timing, meter=meter)
         if not point.op:
             res["versions"] |= backend.execution(model)
         if not backend.all_finite(t.first_output):
@@ -156,6 +157,8 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             peak, source = rss.sample(), f"process RSS sampled every {rss.poll_s * 1e3:.0f} ms (peak; includes framework libraries)"
         elif peak is None:
             peak, source = peak_rss_bytes(), f"process peak RSS (getrusage; includes framework libraries; {source})"
+        if point.op:  # the op replayed from a device graph too (after the peak: a graph keeps its own pool)
+            res |= _graph_timing(backend, step, timing)
         return {
             **res,
             "status": "ok",
@@ -177,6 +180,19 @@ def measure(point: Point, out_path: str | None = None) -> dict:
         return {**res, "status": "error", "error": msg, "traceback": traceback.format_exc()[-4000:]}
 
 
+def _graph_timing(backend, step, timing: dict) -> dict:
+    """The op's time replayed from a device graph through the same timing loop (the capture is
+    its first call, so it lands in graph_compile_s), or why there is none."""
+    try:
+        replay, why = backend.graph_replay(step)
+        if replay is None:
+            return {"graph_note": why}
+        g = time_steps(replay, backend.synchronize, **timing)
+    except Exception as e:  # noqa: BLE001 - a capture that fails leaves the eager timing standing
+        return {"graph_note": f"capture failed: {type(e).__name__}: {e}".splitlines()[0][:300]}
+    return {"graph_note": "device graph replay", "graph_samples_s": g.samples_s, "graph_compile_s": g.compile_s}
+
+
 def metrics_from(parts: list[dict], point: Point) -> dict:
     """Pool the samples of every repeat (fresh process) of a point into its metrics."""
     samples = [s for p in parts for s in p["samples_s"]]
@@ -191,6 +207,7 @@ def metrics_from(parts: list[dict], point: Point) -> dict:
     }
     if point.op:
         m |= ops.op_metrics(point, step["median"], parts[0].get("copy_bytes_per_s"))
+        m |= _graph_metrics(parts, point)
     else:
         ceilings = (parts[0].get("versions") or {}).get("device_ceilings") or {}
         m |= flops.mfu(
@@ -207,6 +224,17 @@ def metrics_from(parts: list[dict], point: Point) -> dict:
             {"median_ms": float(np.median(p["samples_s"])) * 1e3, "compile_s": p["compile_s"], "n": len(p["samples_s"])} for p in parts
         ]
     return m
+
+
+def _graph_metrics(parts: list[dict], point: Point) -> dict:
+    """graph_ms (the graph replays' distribution, step_ms's fields) and graph_floor_multiple,
+    where every repeat replayed the op; else graph: why not."""
+    if not all(p.get("graph_samples_s") for p in parts):
+        return {"graph": parts[0].get("graph_note") or "not measured"}
+    g = summarize([s for p in parts for s in p["graph_samples_s"]])
+    m = {"graph": parts[0]["graph_note"], "graph_ms": g, "graph_compile_s": parts[0]["graph_compile_s"]}
+    floor = ops.op_metrics(point, g["median"], parts[0].get("copy_bytes_per_s")).get("floor_multiple")
+    return m | ({"graph_floor_multiple": floor} if floor else {})
 
 
 def _write(path: str, obj: dict) -> None:

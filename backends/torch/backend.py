@@ -175,27 +175,37 @@ class TorchBackend(Backend):
     ops_supported = True
 
     def op_step(self, arch, scan, inputs, dtype, mode):
-        a = archs.get(arch)
-        fn, inputs = archs.framework_module(arch, "torch").op(scan, inputs)
+        a, module = archs.get(arch), archs.framework_module(arch, "torch")
+        fn, inputs = module.op(scan, inputs)
         t = {k: torch.from_numpy(v).to(self.device, torch.float32 if k in a.OP_FP32 else getattr(torch, dtype)) for k, v in inputs.items()}
         dout = t.pop("dout")
         args = [t[n] for n in a.OP_ARGS]
         if mode != "train":
 
-            def forward():
+            def step():
                 with torch.no_grad():
                     return fn(*args)
 
-            return forward
-        for a in args:
-            a.requires_grad_(True)
-        douts = {dout.dtype: dout, torch.float32: dout.float()}  # the pure-PyTorch scans return fp32
+        else:
+            for t_ in args:
+                t_.requires_grad_(True)
+            douts = {dout.dtype: dout, torch.float32: dout.float()}  # the pure-PyTorch scans return fp32
 
-        def train():
-            out = fn(*args)
-            return torch.autograd.grad(out, args, douts[out.dtype])[0]
+            def step():
+                out = fn(*args)
+                return torch.autograd.grad(out, args, douts[out.dtype])[0]
 
-        return train
+        step.graph_refusal = module.op_graph_refusal(scan)  # why graph_replay cannot capture it, or None
+        return step
+
+    def graph_replay(self, step):
+        if self.device_type != "cuda":
+            return super().graph_replay(step)
+        if getattr(step, "graph_refusal", None):
+            return None, step.graph_refusal
+        from .graphs import replay
+
+        return replay(step), None
 
     def copy_bandwidth(self):
         n = (64 << 20) if self.device_type == "cuda" else (16 << 20)  # fp32 elements: 256 / 64 MiB

@@ -1,6 +1,7 @@
 """CUDA graphs for torch-cuda: decode (one graph per token: Mamba's state preallocated, the
 Transformer's KV cache attended through a mask), the whole train step (forward, loss,
-backward and the AdamW update as one graph) and the forward.
+backward and the AdamW update as one graph), the forward, and an op alone (``replay``, the scan
+suite's graph-replayed time).
 
 Decode.
 Eager decode launches some 25 kernels per layer for one token (600 at mamba-130m's 24 layers),
@@ -29,7 +30,7 @@ put back, so the first replay is the first step from the model as built.
 
 Forward. The same holds for a no-grad forward: eager, seed 000's model took 3.6 ms at 8 x 256
 tokens and 2.5 ms at 8 x 2048 on the H100 (the host's time, not the GPU's: faster at the
-longer length), against 1.4 ms for the Transformer (reports/benchmarks/h100-seqlen-refresh/). JAX's
+longer length), against 1.4 ms for the Transformer (docs/results.md). JAX's
 forward is one compiled XLA program; StaticForward records torch's once per token shape and
 replays it. It returns the graph's own logits, which the next call overwrites (as torch.compile's
 CUDA-graph mode returns its outputs): a copy would add a pass over (B, L, V) that the eager
@@ -151,6 +152,23 @@ def _record(step: Callable, before_capture: Callable = lambda: None):
     with torch.cuda.graph(graph):
         out = step()
     return graph, out
+
+
+def replay(step: Callable) -> Callable:
+    """``step()`` as a zero-argument callable that replays a CUDA graph of it and returns the
+    graph's own output. The graph is recorded on the first call (WARMUP calls on a side stream,
+    then the capture), which then replays it too; the scan suite times these replays beside the
+    eager calls: the GPU's time without the host's launch costs."""
+    recorded = []
+
+    def run():
+        if not recorded:
+            recorded.extend(_record(step))
+        graph, out = recorded
+        graph.replay()
+        return out
+
+    return run
 
 
 class StaticTrainer:

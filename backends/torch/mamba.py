@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ssmbench.archs.mamba import Config
 
 from .graphs import StaticDecoder
-from .scans import add_norm, conv_silu, rmsnorm, selective_scan
+from .scans import HOST_READS, add_norm, conv_silu, rmsnorm, selective_scan
 
 
 class RMSNorm(nn.Module):
@@ -160,9 +160,8 @@ class MambaLM(nn.Module):
 
     def graph_refusal(self) -> str | None:
         """Why a step of this model cannot be one CUDA graph (every op must stay on the device), or None."""
-        if self.backbone.layers[0].mixer.scan == "chunked":
-            return "eager (the chunked scan reads its chunk length back to the host)"
-        return None
+        why = HOST_READS.get(self.backbone.layers[0].mixer.scan)
+        return f"eager ({why})" if why else None
 
 
 def build(cfg: Config, scan: str) -> MambaLM:
@@ -173,3 +172,8 @@ def op(scan: str, inputs: dict):
     """The selective scan alone (ssmbench.ops; mamba-ssm's selective_scan_fn semantics) with
     ``scan``: (a function of ssmbench.archs.mamba's op inputs, in OP_ARGS order, -> out; the inputs)."""
     return (lambda *args: selective_scan(scan, *args)[0]), inputs
+
+
+def op_graph_refusal(scan: str) -> str | None:
+    """Why the op alone with ``scan`` cannot be captured in a CUDA graph, or None."""
+    return HOST_READS.get(scan)

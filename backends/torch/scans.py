@@ -85,6 +85,8 @@ def scan_parallel(x, dt, A, Bm, Cm, h0=None):
 
 
 SCAN_FNS = {"sequential": scan_sequential, "chunked": scan_chunked, "parallel": scan_parallel}
+# scans that read back to the host, with why: they cannot be captured in a CUDA graph
+HOST_READS = {"chunked": "the chunked scan reads its chunk length back to the host"}
 
 
 def rmsnorm(x, w, eps=1e-5):

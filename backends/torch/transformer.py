@@ -149,3 +149,7 @@ def build(cfg: Config, scan: str | None = None) -> GPT:
 def op(scan: str, inputs: dict):
     """Causal attention alone (ssmbench.ops): ((q, k, v) (B, H, L, hd) -> o; the inputs)."""
     return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)), inputs
+
+
+def op_graph_refusal(scan: str) -> str | None:
+    return None

@@ -119,8 +119,69 @@ def test_run_scan_records_the_floor_and_the_report_shows_it(tmp_path, run_cli):
         m = r["metrics"]
         assert r["status"] == "ok" and m["copy_bytes_per_s"] > 1e8 and m["floor_multiple"] > 0
         assert m["floor_ms"] == pytest.approx(m["op_min_bytes"] / m["copy_bytes_per_s"] * 1e3)
+        assert m["graph"] == "torch-cpu does not capture device graphs" and "graph_ms" not in m  # said, not invented
     code, out, _ = run_cli("report", tmp_path, "--format", "markdown")
     assert code == 0 and "The scan alone" in out and "Fastest scan ÷ attention" in out
+
+
+class _Replaying:
+    """A backend stand-in whose graph replay is a known callable (the CPU backends capture none)."""
+
+    def __init__(self, refusal=None, fail=False):
+        self.refusal, self.fail, self.calls = refusal, fail, 0
+
+    def synchronize(self, out=None):
+        pass
+
+    def graph_replay(self, step):
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+        if self.refusal:
+            return None, self.refusal
+
+        def replay():
+            self.calls += 1
+            return step()
+
+        return replay, None
+
+
+def test_graph_replays_are_timed_by_the_same_loop_and_summarised_beside_the_eager_time():
+    from ssmbench import worker
+
+    cfg = MambaConfig(d_model=768, d_state=16, expand=2).to_dict()
+    p = Point("scan", "x", "mamba", "forward", "triton", "float32", cfg, 8, 2048, op=True, min_iters=7, min_time=0.0)
+    fake = _Replaying()
+    part = worker._graph_timing(fake, lambda: 1.0, dict(warmup=2, min_iters=7, min_time=0.0))
+    assert fake.calls == 1 + 2 + 7 and len(part["graph_samples_s"]) == 7 and part["graph_note"] == "device graph replay"
+    part |= {"samples_s": [2e-3] * 5, "compile_s": 0.1, "peak_mem_bytes": 1, "mem_source": "x", "copy_bytes_per_s": 3.0e12}
+    part["graph_samples_s"] = [1e-3] * 7
+    m = worker.metrics_from([part], p)
+    assert m["step_ms"]["median"] == pytest.approx(2.0) and m["graph_ms"]["median"] == pytest.approx(1.0)
+    assert m["graph_floor_multiple"] == pytest.approx(m["floor_multiple"] / 2)
+    refused = worker._graph_timing(_Replaying(refusal="reads back to the host"), lambda: 1.0, {"warmup": 0, "min_iters": 1, "min_time": 0})
+    assert refused == {"graph_note": "reads back to the host"}
+    failed = worker._graph_timing(_Replaying(fail=True), lambda: 1.0, {"warmup": 0, "min_iters": 1, "min_time": 0})
+    assert failed == {"graph_note": "capture failed: RuntimeError: operation not permitted when stream is capturing"}
+    m = worker.metrics_from([{**part, "graph_samples_s": None, **failed}], p)
+    assert "graph_ms" not in m and m["graph"].startswith("capture failed")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch, scan", [("mamba", "triton"), ("mamba", "parallel"), ("transformer", "attention")])
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_cuda_graph_replays_compute_what_the_eager_op_computes(arch, scan, mode):
+    """torch-cuda's graph replay of an op alone gives the eager call's result bit for bit (the
+    same kernels, recorded once); the chunked scan reads back to the host and is refused."""
+    be = _backend("torch-cuda")
+    a = archs.mamba.op_inputs(SHAPE, seed=4) if arch == "mamba" else archs.transformer.op_inputs(ATT, seed=5)
+    step = be.op_step(arch, scan, a, "float32", mode)
+    eager = step().clone()
+    replay, why = be.graph_replay(step)
+    assert why is None
+    assert torch.equal(replay().clone(), eager) and torch.equal(replay().clone(), eager)
+    refused, why = be.graph_replay(be.op_step("mamba", "chunked", archs.mamba.op_inputs(SHAPE, seed=4), "float32", mode))
+    assert refused is None and "host" in why
 
 
 def test_max_len_belongs_to_seqlen_and_scan(run_cli):

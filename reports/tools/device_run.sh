@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Run on a lent GPU machine (no internet): install ssmbench from carried wheels, then run the
+# steps named, each writing under $OUT. From the repository root:
+#
+#   bash reports/tools/device_run.sh tests compile scan-suite      # carry .whl
+#   bash reports/tools/device_run.sh ab                            # carry .whl and .base
+#
+# .whl/ holds what the device's image lacks for Python 3.12 (typer 0.29.2 and pydantic 2.14.3,
+# pydantic_core 2.50.4, annotated-types 0.8.0, typing-inspection 0.4.5: typer imports pydantic
+# when its CLI runs). .base/ holds the commit to compare against, for `ab`:
+#   git archive REV ssmbench backends suites pyproject.toml README.md | tar -x -C .base
+# Steps: the case below. A step that cannot finish in one call (jax-cuda compiles for 15-50 s a
+# point) continues in the next: copy the fetched results into an ignored folder, carry it, and set
+# RESUME_FROM=that-folder (sweeps then run with --resume).
+set -uo pipefail
+OUT=${OUT:-/tmp/ssmbench-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site . || exit 1
+REPO=$PWD
+cd /tmp  # run the installed package, not the source tree (whose ssmbench/ has no backends/ inside)
+SSM="python3 -m ssmbench"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,temperature.gpu --format=csv
+$SSM backends
+W=/tmp/work  # results and A/B folders; what comes back is $OUT, at most 8 files: they are tarred there
+R="$W/results"
+mkdir -p "$W"
+if [ -n "${RESUME_FROM:-}" ]; then mkdir -p "$R" && cp "$REPO/$RESUME_FROM"/*.jsonl "$R/"; fi  # carried results, for --resume
+FAST="--warmup 1 --min-iters 5 --min-time 0.3 --timeout 120"  # sweeps: many points, each in a fresh process
+PYTEST="python3 -m pytest -q -p no:cacheprovider -c /dev/null -rs"
+for STEP in "$@"; do
+  echo "== $STEP $(date +%T)"
+  case $STEP in
+    tests) $PYTEST "$REPO/tests/backends/torch" "$REPO/tests/suites/test_scan_suite.py" "$REPO/tests/backends/test_backends.py" -k "not jax and not tf" > "$OUT/pytest.txt" 2>&1
+           tail -3 "$OUT/pytest.txt" ;;
+    tests-jax) $PYTEST "$REPO/tests/backends/jax" "$REPO/tests/backends/test_backends.py" -k "jax" > "$OUT/pytest-jax.txt" 2>&1
+               tail -3 "$OUT/pytest-jax.txt" ;;
+    compile) python3 "$REPO/reports/tools/compile_triton.py" > "$OUT/compile.txt" 2>&1; echo "compile_triton exit $?"; tail -2 "$OUT/compile.txt" ;;
+    scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton $FAST --out $R
+                $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
+    scan-suite-bf16) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
+    metrics) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype float32 --min-time 0.5 --out $R
+             $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan triton --dtype bfloat16 --min-time 0.5 --out $R
+             $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train --dtype bfloat16 --arch both --min-iters 5 --min-time 0.5 --out $R ;;
+    decode) $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,4096,16384 --mode decode --dtype bfloat16 --arch both $FAST --out $R ;;
+    small) $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --out $R
+           $SSM run throughput -b torch-cuda --preset tinyshakespeare-m2 --scan all --arch both --dtype bfloat16 --out $R ;;
+    latency) $SSM run latency -b torch-cuda --preset tinyshakespeare-m2 --arch both --mode decode --dtype bfloat16 --out $R
+             $SSM run latency -b torch-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --out $R ;;
+    parity) $SSM run parity -b torch-cuda,jax-cuda --arch both --out $R ;;
+    jax-130m) $SSM run throughput -b jax-cuda --preset mamba-130m --arch both --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R
+              $SSM run latency -b jax-cuda --preset mamba-130m --arch both --mode decode --dtype bfloat16 --timeout 120 --out $R ;;
+    seqlen-torch) $SSM sweep seqlen -b torch-cuda $FAST --out $R ;;
+    seqlen-jax) $SSM sweep seqlen -b jax-cuda $FAST --out $R ${RESUME_FROM:+--resume} ;;
+    depth-torch) $SSM run depth-scaling -b torch-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
+    depth-jax) $SSM run depth-scaling -b jax-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
+    ceiling-torch) $SSM run memory-ceiling -b torch-cuda --preset tinyshakespeare-m2 --memory-limit 12.7GB --timeout 120 --out $R ;;
+    tune-scan) python3 "$REPO/reports/tools/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
+    overhead) python3 "$REPO/reports/tools/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
+    ab)  # this tree against .base, in one call: the scan's ops (interleaved, two rounds) and the model-level figures
+         python3 -m pip install -q --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/base "$REPO/.base" || exit 1
+         for round in 1 2; do
+           for v in base new; do
+             PP=/tmp/site; [ $v = base ] && PP=/tmp/base:/tmp/site
+             PYTHONPATH=$PP python3 "$REPO/reports/tools/scan_ab.py" --label $v >> "$OUT/scan-ab.jsonl" || echo "scan_ab $v failed"
+           done
+         done
+         python3 "$REPO/reports/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt"
+         for v in base new; do
+           PP=/tmp/site; [ $v = base ] && PP=/tmp/base:/tmp/site
+           PYTHONPATH=$PP $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 200 --out "$W/ab-$v"
+           PYTHONPATH=$PP $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba $FAST --out "$W/ab-$v"
+         done
+         $SSM compare "$W/ab-base" "$W/ab-new" | tee "$OUT/ab-compare.txt"
+         tar czf "$OUT/ab.tgz" -C "$W" ab-base ab-new ;;
+    *) echo "unknown step $STEP" ;;
+  esac
+done
+if [ -d "$R" ]; then
+  tar czf "$OUT/results.tgz" -C "$W" results  # many small files come back as one
+  $SSM report $R > "$OUT/report.md"
+fi
+ls "$OUT"
