@@ -21,7 +21,7 @@ FRAMEWORK_MODULES = {  # framework prefix -> its package (one folder each, expor
 }
 # Every name SPEC knows, with the module that will provide it; names whose module does not
 # exist yet are reported as unavailable ("not implemented in this version") rather than unknown.
-KNOWN_NAMES = ("torch-cpu", "torch-cuda", "torch-mps", "jax-cpu", "jax-cuda", "jax-metal", "tf-cpu", "tf-gpu")
+KNOWN_NAMES = ("torch-cpu", "torch-cuda", "torch-mps", "jax-cpu", "jax-cuda", "jax-metal", "tf-cpu", "tf-gpu", "mlx-cpu", "mlx-gpu")
 
 
 def _plugins() -> list[str]:

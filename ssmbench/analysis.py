@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import memory_model
+from .merge import in_time_order
 from .results import group_of
 
 SUITE_AXIS = {"seqlen": "seq_len", "depth-scaling": "n_layers", "sweep-batch": "batch", "sweep-dstate": "d_state"}
@@ -83,7 +84,7 @@ def series_key(rec: dict, axis: str) -> tuple:
 def series(records: list[dict], suite: str) -> OrderedDict:
     """{series key: [(value, latest record at that value)] sorted by value} for one suite."""
     out: OrderedDict = OrderedDict()
-    for r in sorted((r for r in records if r["suite"] == suite), key=lambda r: r.get("started_at") or ""):
+    for r in in_time_order(r for r in records if r["suite"] == suite):
         axis = axis_of(r)
         if axis is None:
             continue
@@ -242,18 +243,13 @@ class Ceiling:
         return out
 
 
+def _run_of(h: dict) -> dict:
+    """The memory model's keywords for how a record ran (scan, dtype, mode, framework)."""
+    return dict(scan=h["scan"], dtype=h["dtype"], mode=h["mode"], framework=h.get("framework", ""))
+
+
 def _estimate(h: dict, batch: int, seq_len: int):
-    return memory_model.estimate(
-        h["arch"],
-        h["config"],
-        h.get("params") or 0,
-        batch,
-        seq_len,
-        scan=h["scan"],
-        dtype=h["dtype"],
-        mode=h["mode"],
-        framework=h.get("framework", ""),
-    )
+    return memory_model.estimate(h["arch"], h["config"], h.get("params") or 0, batch, seq_len, **_run_of(h))
 
 
 def device_limit(rec: dict) -> int | None:
@@ -282,17 +278,7 @@ def memory_ceilings(records: list[dict]) -> list[Ceiling]:
         predicted = predicted_peak = None
         if limit and head.get("params"):
             predicted = memory_model.predicted_ceiling(
-                head["arch"],
-                head["config"],
-                head["params"],
-                head["batch"],
-                head["seq_len"],
-                limit,
-                axis=axis,
-                scan=head["scan"],
-                dtype=head["dtype"],
-                mode=head["mode"],
-                framework=head.get("framework", ""),
+                head["arch"], head["config"], head["params"], head["batch"], head["seq_len"], limit, axis=axis, **_run_of(head)
             )
         if at is not None and head.get("params"):
             predicted_peak = _estimate(head, head["batch"], head["seq_len"]).total_bytes
@@ -330,7 +316,7 @@ def published(records: list[dict]) -> list[PublishedRow]:
         for fig in p.published if p else ():
             found = OrderedDict()
             if fig.metric:
-                for r in sorted(records, key=lambda r: r.get("started_at") or ""):
+                for r in in_time_order(records):
                     if r.get("preset") == name and r["status"] == "ok" and _matches(r, fig.where):
                         v = _metric(r, fig.metric)
                         if v is not None:

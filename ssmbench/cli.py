@@ -24,7 +24,7 @@ from typer.exceptions import Abort, Exit, TyperException
 from . import backends as registry
 from . import suites as suite_registry
 from .console import add_row, parity_table, results_table
-from .options import BadInput, build_options, check_choice, fail, int_list, positive
+from .options import BadInput, build_options, check_choice, fail, int_list, positive, writable_dir, writable_file
 from .suites.sweep import AXES
 
 app = typer.Typer(
@@ -126,7 +126,9 @@ def presets():
 def run(
     suite: Annotated[str, typer.Argument(help="throughput | latency | depth-scaling | memory-ceiling | seqlen | scan | parity")],
     backend: BackendOpt = None,
-    arch: Annotated[str | None, typer.Option(help="mamba | transformer, comma list, both or all (default: mamba; seqlen, scan: both)")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="mamba | transformer, comma list, both or all (default: mamba; seqlen, scan: both)")
+    ] = None,
     preset: PresetOpt = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
@@ -254,8 +256,7 @@ def _plan_and_execute(plan_fn, suite: str, axis, values, opts_kw: dict, quick: b
     opts = build_options(**opts_kw, quick=quick, default_archs=default_archs, values=values, search=search)
     if axis is not None and axis.mamba_only and opts.archs != ["mamba"]:
         fail(f"--arch {opts_kw['arch']!r}: the {axis.what} sweep varies a Mamba-only setting; use --arch mamba")
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"--out {str(out_dir)!r} exists and is not a directory")
+    writable_dir("--out", out_dir)  # the last check: it makes the directory
     raise Exit(execute(suite, plan_fn(opts), out_dir, resume))
 
 
@@ -315,10 +316,14 @@ def report(
     check_choice("--format", [fmt], list(FORMATS))
     paths = paths or [Path("reports/results")]
     records, files = _load_records(paths, "report")
+    if output:
+        writable_file("--output", output)  # before render, which writes the plots beside it
     text = render(records, fmt, [str(f) for f in files], output)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as e:  # the disk filled up, or the directory went away, while rendering
+            fail(f"--output {str(output)!r} could not be written ({e.strerror or e})")
         say("report:", "bold", f"{output} ({len(records)} records from {len(files)} file(s))")
     else:
         print(text)
@@ -351,13 +356,16 @@ def compare(
     threshold: Annotated[float, typer.Option(help="Smallest change (fraction) called faster/slower.")] = 0.05,
     fail_slower: Annotated[bool, typer.Option("--fail-on-slower", help="Exit 1 if any point is significantly slower.")] = False,
 ):
-    """Compare two sets of results point by point: change in median step time with a 95% CI."""
-    from .compare import compare as run_compare
-    from .report import fmt_num, model_label
+    """Compare two sets of results point by point: change in median step time with a 95% CI.
+    A change measured across different machines or library versions is shown, marked, and not
+    counted by --fail-on-slower."""
+    from .compare import comparison
+    from .fmt import fmt_num, model_label
 
     if not 0 <= threshold < 1:
         fail(f"--threshold {threshold} must be in [0, 1)")
-    changes = run_compare(_load_records([baseline], "baseline")[0], _load_records([candidate], "candidate")[0], threshold)
+    cmp = comparison(_load_records([baseline], "baseline")[0], _load_records([candidate], "candidate")[0], threshold)
+    changes = cmp.changes
     t = Table(title=Text(f"{candidate} vs {baseline}"))
     for col in ("suite", "backend", "model", "mode", "scan", "dtype", "B x L", "base ms", "cand ms", "change", "95% CI", "verdict"):
         t.add_column(col)
@@ -382,9 +390,35 @@ def compare(
             Text(c.verdict, style=colours.get(c.verdict, "yellow")),
         )
     out.print(t)
+    _compare_notes(cmp)
     n = {v: sum(c.verdict == v for c in changes) for v in ("faster", "slower", "same")}
-    out.print(f"{n['faster']} faster, {n['slower']} slower, {n['same']} unchanged (threshold {threshold:.0%}, {len(changes)} points)")
+    confounded = sum(c.confounded for c in changes)
+    elsewhere = f", {confounded} changed across different environments, not counted" if confounded else ""
+    summary = f"{n['faster']} faster, {n['slower']} slower, {n['same']} unchanged{elsewhere}"
+    out.print(f"{summary} (threshold {threshold:.0%}, {len(changes)} points)", soft_wrap=True)
     raise Exit(1 if fail_slower and n["slower"] else 0)
+
+
+def _compare_notes(cmp) -> None:
+    """What limits the verdicts above, each said once: records that are not timed points,
+    environments that differ, intervals that miss process-to-process spread."""
+    if cmp.left_out:
+        say("note:", "bold", f"{cmp.left_out} record(s) left out: parity checks are not timed points", out)
+    if cmp.env_diff:
+        say(
+            "environments differ:",
+            "yellow",
+            "; ".join(cmp.env_diff) + " (a faster/slower here may be the environment, not the code; --fail-on-slower ignores it)",
+            out,
+        )
+    if cmp.within_process:
+        say(
+            "note:",
+            "bold",
+            f"the 95% intervals of {cmp.within_process} point(s) are within-process only (one process a side); "
+            "run both sides with --repeats N (N >= 2) for process-to-process spread",
+            out,
+        )
 
 
 # ---------------------------------------------------------------------------- entry point

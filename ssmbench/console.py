@@ -6,6 +6,8 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from .fmt import fmt_bytes, fmt_ms, fmt_num, model_label, parity_fields
+
 
 def add_row(table: Table, *cells) -> None:
     """A table row whose strings are shown verbatim: install hints such as 'jax[cuda13]' and
@@ -14,8 +16,6 @@ def add_row(table: Table, *cells) -> None:
 
 
 def parity_table(records: list[dict]) -> Table:
-    from .report import parity_fields
-
     t = Table(title="parity against the float64 reference (relative error)")
     for col in ("backend", "arch", "path", "scan", "dtype", "rel err", "tolerance", "result", "message"):
         t.add_column(col)
@@ -38,8 +38,6 @@ def parity_table(records: list[dict]) -> Table:
 
 
 def results_table(title: str, records: list[dict]) -> Table:
-    from .report import fmt_bytes, fmt_ms, fmt_num, model_label
-
     t = Table(title=title)
     for col in (
         "backend",

@@ -1,17 +1,18 @@
-"""`ssmbench report --format html`: one self-contained page (no scripts, no external files).
+"""`ssmbench report --format html`: markdown text and figures -> one self-contained page (no
+scripts, no external files).
 
-The page is the markdown report rendered to HTML (markdown-it, tables enabled) with its plots
-inline as SVG, under a small stylesheet. It opens from disk in any browser and can be mailed or
-attached to a CI run as it is.
+``page(text, figures)`` renders the markdown (markdown-it, tables enabled) under a small
+stylesheet and puts each figure, inline SVG, where the text carries its ``figure_marker``. The
+page opens from disk in any browser and can be mailed or attached to a CI run as it is. This
+module is a converter only: ssmbench.report writes the text and draws the figures.
 """
 
 from __future__ import annotations
 
 import html as _html
+from collections.abc import Sequence
 
 from markdown_it import MarkdownIt
-
-from .report import markdown
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -28,18 +29,17 @@ code { background: #f6f8fa; padding: 0 .25em; border-radius: 3px; }
 """
 
 
-def html(records: list[dict], sources: list[str] | None = None) -> str:
-    figures: list[str] = []
+def figure_marker(i: int) -> str:
+    """The paragraph that stands in the markdown text for figure i until ``page`` puts it there."""
+    return f"SSMBENCHFIGURE{i}"
 
-    def sink(name: str, fig) -> str:
-        from .plots import svg
 
-        figures.append(f'<figure id="{_html.escape(name)}">{svg(fig)}</figure>')
-        return f"SSMBENCHFIGURE{len(figures) - 1}"
-
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown(records, sources, sink))
-    for i, fig in enumerate(figures):
-        body = body.replace(f"<p>SSMBENCHFIGURE{i}</p>", fig)
+def page(text: str, figures: Sequence[tuple[str, str]] = ()) -> str:
+    """The page of markdown ``text`` whose ``figure_marker(i)`` paragraphs stand for
+    ``figures[i]``, each a (name, inline SVG) pair: the name is the figure's id on the page."""
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+    for i, (name, svg) in enumerate(figures):
+        body = body.replace(f"<p>{figure_marker(i)}</p>", f'<figure id="{_html.escape(name)}">{svg}</figure>')
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

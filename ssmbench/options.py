@@ -6,13 +6,23 @@ it and exits 2. Precedence: defaults < --quick < --preset < explicit flags.
 
 from __future__ import annotations
 
+import math
+import os
 import re
+import stat
+import tempfile
+from pathlib import Path
 
 from . import archs as arch_registry
 from . import backends as registry
 from .archs.mamba import Config as MambaConfig
 from .interface import DTYPES, MODES
 from .plan import QUICK_MODEL, QUICK_RUN, RunOptions
+
+# Sizes and counts index int32 arrays somewhere (JAX's int32 token arrays, the Triton kernels'
+# offsets): a larger value passes no backend, so it is bad input, not an error record per point.
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**63 - 1  # numpy's default_rng takes more, but the seed is stored as a JSON integer
 
 
 class BadInput(Exception):
@@ -55,6 +65,8 @@ def parse_size(text: str) -> int:
     n = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
     if n <= 0:
         fail(f"--memory-limit {text!r} must be positive")
+    if not math.isfinite(n):  # '1e999' parses as infinity, which no int holds
+        fail(f"--memory-limit {text!r} is too large; use a finite size, e.g. 12.7GB")
     return int(n)
 
 
@@ -72,9 +84,13 @@ def check_choice(flag: str, values: list[str], allowed) -> list[str]:
     return values
 
 
-def positive(flag: str, value, minimum=1):
+def positive(flag: str, value, minimum=1, maximum=INT32_MAX):
+    """A whole number in [minimum, maximum]. Typer hands on any size of int, so the upper bound
+    is checked here, before a backend meets a value it cannot address."""
     if value is not None and value < minimum:
         fail(f"{flag} {value} must be >= {minimum}")
+    if value is not None and value > maximum:
+        fail(f"{flag} {value} must be <= {maximum}")
     return value
 
 
@@ -94,6 +110,75 @@ def int_list(flag: str, text: str | None) -> list[int] | None:
     if len(set(values)) != len(values):
         fail(f"{flag} {text!r} repeats a value")
     return sorted(values)
+
+
+def writable_dir(flag: str, path: Path, value=None) -> Path:
+    """Make the directory ``path`` (with its parents) if needed and create and remove a file in
+    it, so an output that cannot be written is bad input before anything runs, not a traceback
+    at the first write minutes later. ``value`` is what the user gave (a file in ``path``), for
+    the message. Directories made here are removed again when the test fails."""
+    path = Path(path)
+    value = path if value is None else Path(value)
+    what = f"{flag} {str(value)!r}" + ("" if value == path else f": its directory {str(path)!r}")
+    if _is_file(path):
+        fail(f"{what} exists and is not a directory")
+    made = [p for p in (path, *path.parents) if _stat(p) is None]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_dirs(made)
+        fail(f"{what} cannot be created ({_os_reason(e, path)})")
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".ssmbench-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        _remove_dirs(made)
+        fail(f"{what} is not writable ({_os_reason(e, path)})")
+    return path
+
+
+def writable_file(flag: str, path: Path) -> Path:
+    """A file that can be (over)written: not a directory, and its directory as writable_dir."""
+    path = Path(path)
+    if _stat(path) is not None and not _is_file(path):
+        fail(f"{flag} {str(path)!r} is a directory; name a file")
+    if _is_file(path):
+        try:
+            open(path, "a").close()  # opening to append changes nothing in the file
+        except OSError as e:
+            fail(f"{flag} {str(path)!r} is not writable ({_os_reason(e, path)})")
+    writable_dir(flag, path.parent, path)
+    return path
+
+
+def _os_reason(e: OSError, path: Path) -> str:
+    """The OS's reason; for 'not a directory', the ancestor that is a file."""
+    blocker = next((p for p in path.parents if _is_file(p)), None)
+    return f"{blocker} is not a directory" if blocker is not None else e.strerror or str(e)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """os.stat, or None where there is nothing or nothing can be seen (a directory we may not
+    search raises PermissionError, which Path.exists lets through)."""
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _is_file(path: Path) -> bool:
+    """Something that is there and is not a directory."""
+    st = _stat(path)
+    return st is not None and not stat.S_ISDIR(st.st_mode)
+
+
+def _remove_dirs(dirs: list[Path]) -> None:
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 ARCH_GROUPS = {"both": ["mamba", "transformer"], "all": arch_registry.names()}
@@ -183,7 +268,7 @@ def build_options(
     ):
         positive(flag, v)
     positive("--warmup", warmup, 0)
-    positive("--seed", seed, 0)
+    positive("--seed", seed, 0, SEED_MAX)
     if min_time is not None and min_time < 0:
         fail(f"--min-time {min_time} must be >= 0 seconds")
     if timeout is not None and timeout <= 0:

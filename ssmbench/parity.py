@@ -117,7 +117,7 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
 
 
 def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
-    scan = c.scan if c.arch == "mamba" and c.mode == "forward" else None
+    scan = c.scan if not archs.get(c.arch).FIXED_SCAN and c.mode == "forward" else None
     model = b.build(c.arch, weights, cfg, scan=scan, dtype=c.dtype)
     if c.mode == "forward":
         out = b.forward(model, b.tokens(tokens))

@@ -197,6 +197,16 @@ def doubling(first: int, top: int) -> list[int]:
     return out or [top]
 
 
+def doubling_lengths(first: int, top: int, quick_first: int, quick_top: int):
+    """A length sweep's ``default_values(quick, max_len=None)``: lengths doubling from first (quick_first
+    under --quick) up to --max-len, or else top (quick_top)."""
+
+    def default_values(quick: bool, max_len: int | None = None) -> list[int]:
+        return doubling(quick_first if quick else first, max_len or (quick_top if quick else top))
+
+    return default_values
+
+
 def with_axis(opts: RunOptions, axis: str, value: int) -> RunOptions:
     """``opts`` with one axis set: a run field (seq_len, batch) or a model field (n_layers, d_state)."""
     if axis in ("seq_len", "batch"):

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .analysis import AXIS_LABEL, median_ms, model_bytes  # noqa: E402
+from .fmt import arch_scan  # noqa: E402
 from .results import group_of  # noqa: E402
 
 GIB = 2**30
@@ -41,8 +42,7 @@ def _finish(fig, ax, xlabel: str, ylabel: str, title: str, *, xlog: bool = True,
 
 
 def _label(rec: dict, *, with_group: bool = True) -> str:
-    scan = "" if rec["scan"] in ("attention", "recurrent") else f" {rec['scan']}"
-    return (f"{group_of(rec)} " if with_group else "") + f"{rec['arch']}{scan} {rec['dtype']}"
+    return (f"{group_of(rec)} " if with_group else "") + f"{arch_scan(rec)} {rec['dtype']}"
 
 
 def seqlen_latency(series: list, mode: str):

@@ -12,52 +12,24 @@ import json
 from collections import OrderedDict
 from datetime import datetime, timezone
 
-from . import archs
-from .plan import point_key
-from .results import group_of, short_device  # noqa: F401 (re-exported for the CLI)
-
-UNSTABLE_MARK = "⚠"
-
-
-# ---------------------------------------------------------------------------- formatting
-def fmt_bytes(n) -> str:
-    if not n:
-        return "-"
-    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
-
-
-def fmt_num(x, digits=3) -> str:
-    if x is None:
-        return "-"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}g}"
-
-
-def fmt_ms(step: dict) -> str:
-    s = f"{fmt_num(step['median'])} ({fmt_num(step['iqr'], 2)})"
-    return s + (f" {UNSTABLE_MARK}" if step.get("unstable") else "")
-
-
-def model_label(rec: dict) -> str:
-    c = rec.get("config") or {}
-    arch = archs.ARCHS.get(rec.get("arch"))
-    return arch.label(c) if arch else f"D{c.get('d_model')} L{c.get('n_layers')}"
+from .fmt import (
+    CELL_HEAD,
+    OP_HEAD,
+    PARITY_HEAD,
+    ROW_HEAD,
+    UNSTABLE_MARK,
+    cell_fields,
+    fmt_bytes,
+    md_table,
+    op_fields,
+    parity_fields,
+    row_fields,
+)
+from .merge import in_time_order, latest_by_point
+from .results import group_of
 
 
 # ---------------------------------------------------------------------------- merging
-def latest_by_point(records: list[dict]) -> OrderedDict[tuple, dict]:
-    """(point key, group) -> the latest record, in first-seen order."""
-    out: OrderedDict = OrderedDict()
-    for r in sorted(records, key=lambda r: r.get("started_at") or ""):
-        k = (point_key(r["suite"], "*", r["arch"], r["mode"], r["scan"], r["dtype"], r["config"], r["batch"], r["seq_len"]), group_of(r))
-        out[k] = r
-    return out
-
-
 def tables(records: list[dict]) -> dict:
     """{suite: {"groups": [...], "rows": [{"key": {...}, "cells": {group: record}}]}}."""
     suites: dict = OrderedDict()
@@ -72,62 +44,12 @@ def tables(records: list[dict]) -> dict:
     return suites
 
 
-def row_fields(rec: dict) -> list[str]:
-    return [rec["arch"], rec["mode"], rec["scan"], rec["dtype"], model_label(rec), str(rec["batch"]), str(rec["seq_len"])]
-
-
-ROW_HEAD = ["arch", "mode", "scan", "dtype", "model", "batch", "seq"]
-
-
-CELL_HEAD = ["tok/s", "ms/step", "peak"]
-PARITY_HEAD = ["rel err", "tolerance", "result"]
-
-
-def parity_fields(rec: dict | None) -> list[str]:
-    """[relative error, tolerance, pass/FAIL] of a parity check."""
-    if rec is None:
-        return ["", "", ""]
-    m = rec.get("metrics") or {}
-    if "rel_err" not in m:
-        return ["", "", rec["status"]]
-    err = "-" if m["rel_err"] is None else f"{m['rel_err']:.2e}"
-    return [err, f"{m['tolerance']:.0e}", "pass" if m.get("passed") else "FAIL"]
-
-
-def cell_fields(rec: dict | None) -> list[str]:
-    """[tok/s, ms/step median (IQR), peak memory] for one group."""
-    if rec is None:
-        return ["", "", ""]
-    if rec["status"] != "ok":
-        return [rec["status"].upper() if rec["status"] in ("oom",) else rec["status"], "", ""]
-    m = rec.get("metrics") or {}
-    return [fmt_num(m.get("tokens_per_s")), fmt_ms(m["step_ms"]), fmt_bytes(m.get("peak_mem_bytes"))]
-
-
-OP_HEAD = ["ms/call", "graph ms", "peak"]
-
-
-def op_fields(rec: dict | None) -> list[str]:
-    """[ms per call median (IQR), the same replayed from a device graph, peak memory] for one
-    group of the scan suite (ops alone, where tokens/s means nothing)."""
-    if rec is None:
-        return ["", "", ""]
-    if rec["status"] != "ok":
-        return [rec["status"].upper() if rec["status"] in ("oom",) else rec["status"], "", ""]
-    m = rec.get("metrics") or {}
-    return [fmt_ms(m["step_ms"]), fmt_ms(m["graph_ms"]) if m.get("graph_ms") else "-", fmt_bytes(m.get("peak_mem_bytes"))]
-
-
 def params_of(row) -> str:
     ps = {r.get("params") for r in row["cells"].values() if r.get("params")}
     return ", ".join(f"{p:,}" for p in sorted(ps)) or "-"
 
 
 # ---------------------------------------------------------------------------- markdown
-def _md_row(cells) -> str:
-    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-
 def markdown(records: list[dict], sources: list[str] | None = None, figure=None) -> str:
     """The whole report in markdown. ``figure(name, fig)`` places a plot (see ssmbench.sections);
     None leaves plots out."""
@@ -156,7 +78,7 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
         cells_of, names = {"parity": (parity_fields, PARITY_HEAD), "scan": (op_fields, OP_HEAD)}.get(suite, (cell_fields, CELL_HEAD))
         for g in t["groups"]:
             head += [f"{g} {n}" for n in names]
-        out += [_md_row(head), _md_row(["---"] * len(head))]
+        rows = []
         for row in t["rows"]:
             cells = row_fields(row["key"]) + [params_of(row)]
             for g in t["groups"]:
@@ -164,17 +86,17 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
                 cells += cells_of(rec)
                 if rec and rec["status"] != "ok":
                     failures.append((suite, g, rec))
-            out.append(_md_row(cells))
-        out.append("")
+            rows.append(cells)
+        out += md_table(head, rows)
         out += secs.get(suite, [])
     out += secs.get("efficiency", [])
     out += secs.get("published", [])
     if failures:
-        out += ["## Points that did not complete", "", _md_row(["suite", "group", "point", "status", "message"]), _md_row(["---"] * 5)]
-        for suite, g, r in failures:
-            point = " ".join(row_fields(r))
-            out.append(_md_row([suite, g, point, r["status"], (r.get("error") or "").splitlines()[0][:200] if r.get("error") else ""]))
-        out.append("")
+        rows = [
+            [suite, g, " ".join(row_fields(r)), r["status"], (r.get("error") or "").splitlines()[0][:200] if r.get("error") else ""]
+            for suite, g, r in failures
+        ]
+        out += ["## Points that did not complete", ""] + md_table(["suite", "group", "point", "status", "message"], rows)
     out += machines_md(records)
     return "\n".join(out)
 
@@ -201,15 +123,10 @@ def graphed(records: list[dict]) -> str:
 
 def machines_md(records: list[dict]) -> list[str]:
     seen, groups = OrderedDict(), {}  # group -> its latest record, all its records
-    for r in sorted(records, key=lambda r: r.get("started_at") or ""):
+    for r in in_time_order(records):
         seen[group_of(r)] = r
         groups.setdefault(group_of(r), []).append(r)
-    out = [
-        "## Machines",
-        "",
-        _md_row(["group", "device", "host", "CPU", "RAM", "versions", "CUDA graphs", "memory source", "ssmbench"]),
-        _md_row(["---"] * 9),
-    ]
+    rows = []
     for g, r in seen.items():
         env = r.get("env") or {}
         vers = {**(env.get("versions") or {}), **{k: v for k, v in (r.get("env_backend") or {}).items() if k != "torch"}}
@@ -219,23 +136,21 @@ def machines_md(records: list[dict]) -> list[str]:
         cpu = env.get("cpu") or {}
         ss = env.get("ssmbench") or {}
         src = (r.get("metrics") or {}).get("mem_source", "-")
-        out.append(
-            _md_row(
-                [
-                    g,
-                    r.get("device") or "-",
-                    env.get("host", "-"),
-                    f"{cpu.get('model', '-')} x{cpu.get('logical', '?')}",
-                    fmt_bytes(env.get("ram_bytes")),
-                    vtxt or "-",
-                    graphed(groups[g]),
-                    src,
-                    f"{ss.get('version', '?')} {ss.get('git') or ''}".strip(),
-                ]
-            )
+        rows.append(
+            [
+                g,
+                r.get("device") or "-",
+                env.get("host", "-"),
+                f"{cpu.get('model', '-')} x{cpu.get('logical', '?')}",
+                fmt_bytes(env.get("ram_bytes")),
+                vtxt or "-",
+                graphed(groups[g]),
+                src,
+                f"{ss.get('version', '?')} {ss.get('git') or ''}".strip(),
+            ]
         )
-    out.append("")
-    return out
+    head = ["group", "device", "host", "CPU", "RAM", "versions", "CUDA graphs", "memory source", "ssmbench"]
+    return ["## Machines", ""] + md_table(head, rows)
 
 
 # ---------------------------------------------------------------------------- flat rows (csv, json)
@@ -282,6 +197,21 @@ def json_text(records: list[dict], sources: list[str] | None = None) -> str:
     return json.dumps({"schema": "ssmbench-report/1", "sources": sources or [], "rows": flat_rows(records)}, indent=1, default=str)
 
 
+def html_text(records: list[dict], sources: list[str] | None = None) -> str:
+    """The report as one self-contained HTML page (ssmbench.html), its plots inline as SVG."""
+    from .html import figure_marker, page
+
+    figures: list[tuple[str, str]] = []
+
+    def sink(name: str, fig) -> str:
+        from .plots import svg
+
+        figures.append((name, svg(fig)))
+        return figure_marker(len(figures) - 1)
+
+    return page(markdown(records, sources, sink), figures)
+
+
 FORMATS = {"markdown": "md", "csv": "csv", "json": "json", "html": "html"}
 
 
@@ -291,9 +221,7 @@ def render(records: list[dict], fmt: str, sources: list[str] | None = None, outp
     if fmt == "markdown":
         return markdown(records, sources, png_sink(output) if output else None)
     if fmt == "html":
-        from .html import html
-
-        return html(records, sources)
+        return html_text(records, sources)
     if fmt == "csv":
         return csv_text(records)
     if fmt == "json":

@@ -10,26 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import analysis as an
-from .report import _md_row, fmt_bytes, fmt_num, latest_by_point
+from .fmt import arch_scan, fmt_bytes, fmt_num, md_table, pct
+from .merge import latest_by_point
 from .results import group_of
 
 Figure = Callable[[str, object], "str | None"]
 
 
-def _table(head: list, rows: list) -> list[str]:
-    return [_md_row(head), _md_row(["---"] * len(head))] + [_md_row(r) for r in rows] + [""]
-
-
-_n, _gib = fmt_num, fmt_bytes
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{x * 100:.1f}%"
-
-
 def _who(rec: dict) -> str:
-    scan = "" if rec["scan"] in ("attention", "recurrent") else f" {rec['scan']}"
-    return f"{group_of(rec)} · {rec['arch']}{scan} · {rec['mode']} · {rec['dtype']}"
+    return f"{group_of(rec)} · {arch_scan(rec)} · {rec['mode']} · {rec['dtype']}"
 
 
 def _plots():
@@ -65,26 +54,26 @@ def depth_md(records, figure: Figure | None) -> list[str]:
             [
                 r.layers,
                 f"{r.params:,}" if r.params else "-",
-                _n(r.ms),
-                _n(r.tokens_per_s),
-                _pct(r.scaling_eff),
-                _pct(r.linear_eff),
+                fmt_num(r.ms),
+                fmt_num(r.tokens_per_s),
+                pct(r.scaling_eff),
+                pct(r.linear_eff),
                 r.status,
             ]
             for r in s.rows
         ]
-        out += _table(["layers", "params", "ms/step", "tok/s", "scaling eff.", "linear-scaling eff.", "status"], rows)
+        out += md_table(["layers", "params", "ms/step", "tok/s", "scaling eff.", "linear-scaling eff.", "status"], rows)
         if s.fit:
             r2 = f"{s.fit.r2:.4f}" if s.fit.r2 is not None else "- (2 points)"
-            fits.append([_who(s.head), _n(s.fit.slope), _n(s.fit.intercept), r2, s.fit.n])
+            fits.append([_who(s.head), fmt_num(s.fit.slope), fmt_num(s.fit.intercept), r2, s.fit.n])
         for a, b, eff, got in s.published:
             out += [
-                f"Published (seed 000, Apple M2 Pro, jax-metal): {a} → {b} layers scaling efficiency {_pct(eff)}; "
-                f"measured here: {_pct(got)}.",
+                f"Published (seed 000, Apple M2 Pro, jax-metal): {a} → {b} layers scaling efficiency {pct(eff)}; "
+                f"measured here: {pct(got)}.",
                 "",
             ]
     if fits:
-        out += ["Fits:", ""] + _table(["series", "ms per layer (slope)", "intercept ms", "R²", "points"], fits)
+        out += ["Fits:", ""] + md_table(["series", "ms per layer (slope)", "intercept ms", "R²", "points"], fits)
     out += _plot(figure, "depth", lambda: _plots().depth(ss))
     return out
 
@@ -112,16 +101,16 @@ def seqlen_md(records, figure: Figure | None) -> list[str]:
                 f"{first}..{last}",
                 f"{s.fit.slope:.2f}" if s.fit else "-",
                 f"{s.fit.r2:.3f}" if s.fit and s.fit.r2 is not None else "-",
-                _n(lat.get(first)),
-                _n(lat.get(last)),
-                _gib(mem.get(last)),
+                fmt_num(lat.get(first)),
+                fmt_num(lat.get(last)),
+                fmt_bytes(mem.get(last)),
                 stopped,
             ]
         )
-    out += _table(["series", "lengths", "log-log slope", "R²", "ms at first", "ms at last", "peak at last", "stopped"], rows)
+    out += md_table(["series", "lengths", "log-log slope", "R²", "ms at first", "ms at last", "peak at last", "stopped"], rows)
     if crossings:
         out += ["Crossover (Mamba ÷ Transformer median time at each length both measured):", ""]
-        out += _table(
+        out += md_table(
             ["where", "mode", "dtype", "Mamba scan", "ratio by length", "verdict"],
             [
                 [c.group, c.mode, c.dtype, c.mamba_scan, ", ".join(f"{L}: {r:.2f}" for L, r in zip(c.lengths, c.ratios)), c.verdict]
@@ -157,15 +146,15 @@ def ceiling_md(records, figure: Figure | None) -> list[str]:
                 c.axis,
                 ceil,
                 c.first_oom or "-",
-                _gib(an.model_bytes(dict(c.probes).get(c.ceiling, {})) if c.ceiling else None),
-                _gib(c.limit_bytes),
+                fmt_bytes(an.model_bytes(dict(c.probes).get(c.ceiling, {})) if c.ceiling else None),
+                fmt_bytes(c.limit_bytes),
                 c.predicted if c.predicted is not None else "-",
-                _pct(c.error),
-                _gib(c.predicted_peak),
+                pct(c.error),
+                fmt_bytes(c.predicted_peak),
                 c.stopped or "",
             ]
         )
-    out += _table(
+    out += md_table(
         [
             "series",
             "axis",
@@ -197,9 +186,9 @@ def sweep_md(suite: str):
         for pts in ss.values():
             ok = [(v, an.median_ms(r)) for v, r in pts if an.median_ms(r) is not None]
             fit = an.loglog_fit([v for v, _ in ok], [m for _, m in ok])
-            rows.append([_who(pts[0][1]), ", ".join(f"{v}: {_n(m)}" for v, m in ok), f"{fit.slope:.2f}" if fit else "-"])
+            rows.append([_who(pts[0][1]), ", ".join(f"{v}: {fmt_num(m)}" for v, m in ok), f"{fit.slope:.2f}" if fit else "-"])
         out += [f"**{an.AXIS_LABEL[axis]} sweep.** Median ms/step at each value; log-log slope (1: cost proportional to the value).", ""]
-        out += _table(["series", "ms/step by value", "log-log slope"], rows)
+        out += md_table(["series", "ms/step by value", "log-log slope"], rows)
         out += _plot(figure, suite, lambda: plots.sweep([(p[0][1], p) for p in ss.values()], axis, f"ms/step vs {an.AXIS_LABEL[axis]}"))
         return out
 
@@ -228,11 +217,11 @@ def scan_md(records, figure: Figure | None) -> list[str]:
         for L in lengths:
             m = (by_len.get(L) or {}).get("metrics") or {}
             mult = min(filter(None, (m.get("floor_multiple"), m.get("graph_floor_multiple"))), default=None)
-            graph = f" [{_n(m['graph_ms']['median'])}]" if m.get("graph_ms") else ""
-            cells.append("-" if not m else f"{_n(m['step_ms']['median'])}{graph}" + (f" ({mult:.1f}×)" if mult else ""))
+            graph = f" [{fmt_num(m['graph_ms']['median'])}]" if m.get("graph_ms") else ""
+            cells.append("-" if not m else f"{fmt_num(m['step_ms']['median'])}{graph}" + (f" ({mult:.1f}×)" if mult else ""))
         top = (by_len[max(by_len)].get("metrics") or {}).get("achieved_bytes_per_s")
-        rows.append([g, "attention" if arch == "transformer" else scan, mode, dtype, *cells, _n(top / 1e9) if top else "-"])
-    out += _table(["where", "op", "mode", "dtype", *(f"L={L}" for L in lengths), "GB/s"], rows)
+        rows.append([g, "attention" if arch == "transformer" else scan, mode, dtype, *cells, fmt_num(top / 1e9) if top else "-"])
+    out += md_table(["where", "op", "mode", "dtype", *(f"L={L}" for L in lengths), "GB/s"], rows)
     best = []  # the fastest scan against attention, per where/mode/dtype and length
     for (g, arch, _, mode, dtype), by_len in series.items():
         if arch != "transformer":
@@ -251,7 +240,7 @@ def scan_md(records, figure: Figure | None) -> list[str]:
             best.append([g, mode, dtype, ", ".join(ratios)])
     if best:
         out += ["Fastest scan ÷ attention, by length (below 1: the scan is faster):", ""]
-        out += _table(["where", "mode", "dtype", "ratio (scan)"], best)
+        out += md_table(["where", "mode", "dtype", "ratio (scan)"], best)
     return out
 
 
@@ -281,14 +270,14 @@ def efficiency_md(records, figure: Figure | None) -> list[str]:
             [
                 _who(r),
                 f"{r['batch']} x {r['seq_len']}",
-                _pct(m.get("mfu")),
-                _n(m["achieved_flops"] / 1e12) if "achieved_flops" in m else "-",
-                _n(rate / 1e12) if rate else "-",
-                _n(m["energy_j_per_token"] * 1e3) if "energy_j_per_token" in m else "-",
-                _n(m.get("power_w")),
+                pct(m.get("mfu")),
+                fmt_num(m["achieved_flops"] / 1e12) if "achieved_flops" in m else "-",
+                fmt_num(rate / 1e12) if rate else "-",
+                fmt_num(m["energy_j_per_token"] * 1e3) if "energy_j_per_token" in m else "-",
+                fmt_num(m.get("power_w")),
             ]
         )
-    out += _table(["series", "B x L", "MFU", "TFLOP/s", "matmul ceiling TFLOP/s", "mJ/token", "W"], rows)
+    out += md_table(["series", "B x L", "MFU", "TFLOP/s", "matmul ceiling TFLOP/s", "mJ/token", "W"], rows)
     return out
 
 
@@ -324,9 +313,9 @@ def published_md(records) -> list[str]:
             table.append(base + ["-" if f.metric else "(context)", "", ""])
         for g, rec, v in pr.measured:
             ratio = f"{v / f.value:.3g}×" if isinstance(f.value, (int, float)) and f.value else ""
-            ours = f"{v:,}" if isinstance(v, int) else _n(v)
+            ours = f"{v:,}" if isinstance(v, int) else fmt_num(v)
             table.append(base + [ours, f"{g} {rec['suite']} {rec['scan']} {rec['dtype']}", ratio])
-    out += _table(["preset", "figure", "published", "their hardware", "ours", "where", "ratio"], table)
+    out += md_table(["preset", "figure", "published", "their hardware", "ours", "where", "ratio"], table)
     return out
 
 

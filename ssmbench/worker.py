@@ -49,7 +49,7 @@ def make_step(backend, model, point: Point, vocab: int):
     prompt = backend.tokens(rng.integers(0, vocab, (B, L)))
     state = backend.prefill(model, prompt, L + 1)
     tok = backend.tokens(rng.integers(0, vocab, (B,)))
-    if point.arch == "transformer":
+    if archs.get(point.arch).STATE_GROWS:
         return lambda: backend.decode_step(model, tok, state)[0]
     carry = [state]
 
@@ -140,7 +140,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             weights = init_weights(point.arch, cfg, point.seed)
             res["params"] = count_params(weights)
             backend.reset_peak_memory()
-            scan = point.scan if point.arch == "mamba" and point.mode != "decode" else None
+            scan = point.scan if not archs.get(point.arch).FIXED_SCAN and point.mode != "decode" else None
             model = backend.build(point.arch, weights, cfg, scan=scan, dtype=point.dtype)
             del weights
             step = make_step(backend, model, point, cfg.vocab)

@@ -15,7 +15,7 @@ out of memory or time ends its series. `--preset mamba-130m` gives issue 5's sha
 
 from dataclasses import replace
 
-from ssmbench.plan import Plan, RunOptions, doubling, sweep_plan
+from ssmbench.plan import Plan, RunOptions, doubling_lengths, sweep_plan
 
 NAME = "scan"
 DESCRIPTION = "the selective scan alone per scan kind, vs causal attention at the same length"
@@ -24,11 +24,7 @@ DEFAULT_ARCHS = ["mamba", "transformer"]
 DEFAULT_MAX_LEN, QUICK_MAX_LEN = 8192, 256
 FIRST_LEN, QUICK_FIRST_LEN = 512, 64
 BATCH = 8
-
-
-def default_values(quick: bool, max_len: int | None = None) -> list[int]:
-    top = max_len or (QUICK_MAX_LEN if quick else DEFAULT_MAX_LEN)
-    return doubling(QUICK_FIRST_LEN if quick else FIRST_LEN, top)
+default_values = doubling_lengths(FIRST_LEN, DEFAULT_MAX_LEN, QUICK_FIRST_LEN, QUICK_MAX_LEN)
 
 
 def plan(opts: RunOptions) -> Plan:

@@ -10,7 +10,7 @@ The report fits log(ms) = a + s log(L) per arch and mode (s about 1 for Mamba, u
 attention, near 0 for Mamba decode) and finds the crossover length where Mamba becomes faster.
 """
 
-from ssmbench.plan import Plan, RunOptions, doubling, sweep_plan
+from ssmbench.plan import Plan, RunOptions, doubling_lengths, sweep_plan
 
 NAME = "seqlen"
 DESCRIPTION = "latency and memory vs sequence length, Mamba vs the Transformer baseline"
@@ -19,11 +19,7 @@ DEFAULT_ARCHS = ["mamba", "transformer"]
 DEFAULT_MAX_LEN, QUICK_MAX_LEN = 8192, 1024
 FIRST_LEN, QUICK_FIRST_LEN = 256, 64
 TRAIN_BATCH = 8  # forward/train batch when --batch is not given (smaller where --quick/--preset says so)
-
-
-def default_values(quick: bool, max_len: int | None = None) -> list[int]:
-    top = max_len or (QUICK_MAX_LEN if quick else DEFAULT_MAX_LEN)
-    return doubling(QUICK_FIRST_LEN if quick else FIRST_LEN, top)
+default_values = doubling_lengths(FIRST_LEN, DEFAULT_MAX_LEN, QUICK_FIRST_LEN, QUICK_MAX_LEN)
 
 
 def plan(opts: RunOptions) -> Plan:

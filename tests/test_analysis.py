@@ -240,9 +240,9 @@ def all_suite_records():
 
 
 def test_html_report_is_one_self_contained_page_with_plots():
-    from ssmbench.html import html
+    from ssmbench.report import html_text
 
-    page = html(all_suite_records(), ["x.jsonl"])
+    page = html_text(all_suite_records(), ["x.jsonl"])
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     for name in ("depth", "seqlen-forward", "seqlen-memory", "memory-0", "sweep-dstate"):
         assert f'<figure id="{name}"><svg' in page
@@ -279,10 +279,10 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     plots' region holds drawn pixels (lines, markers) as well as text."""
     from matplotlib.image import imread
 
-    from ssmbench.html import html
+    from ssmbench.report import html_text
 
     page = tmp_path / "report.html"
-    page.write_text(html(all_suite_records(), ["x.jsonl"]))
+    page.write_text(html_text(all_suite_records(), ["x.jsonl"]))
     shot = tmp_path / "shot.png"
     assert chromium(), "SSMBENCH_REQUIRE_BROWSER is set but no Chromium is installed"
     cmd = [

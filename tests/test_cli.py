@@ -7,6 +7,7 @@ subprocess, the way a user or a script meets them.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,7 @@ RUN_CASES = {
     "arch foo": (["throughput", "--arch", "foo"], ["--arch", "'foo'", "mamba", "transformer", "both"]),
     "memory-limit 12XB": (["throughput", "--memory-limit", "12XB"], ["--memory-limit", "12XB", "GB"]),
     "memory-limit 0": (["throughput", "--memory-limit", "0"], ["--memory-limit", "'0'"]),
+    "memory-limit 1e999": (["throughput", "--memory-limit", "1e999"], ["--memory-limit", "'1e999'", "too large"]),
     "min-time -1": (["throughput", "--min-time", "-1"], ["--min-time", "-1"]),
     "timeout 0": (["throughput", "--timeout", "0"], ["--timeout", "0"]),
     "warmup -1": (["throughput", "--warmup", "-1"], ["--warmup", "-1", ">= 0"]),
@@ -112,6 +114,126 @@ def test_out_that_is_a_file(run_cli, tmp_path):
     code, out, err = run_cli("run", "throughput", "--backend", "torch-cpu", "--quick", "--out", f)
     assert_bad_input(code, out, err, "--out", str(f))
     assert f.read_text() == "not a directory\n"
+
+
+# ---------------------------------------------------------------------------- integers too large
+BIG = "99999999999999999999"  # Typer hands this on as a Python int; no backend can address it
+INT32_MAX = "2147483647"
+SIZE_FLAGS = ["--batch", "--seq-len", "--d-model", "--layers", "--d-state", "--d-conv", "--expand", "--vocab"]
+COUNT_FLAGS = ["--min-iters", "--repeats", "--warmup"]
+
+
+@pytest.mark.parametrize("flag", SIZE_FLAGS + COUNT_FLAGS)
+def test_integer_beyond_int32_is_bad_input(run_cli, tmp_path, flag):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli("run", "throughput", flag, BIG, "--out", out_dir)
+    line = assert_bad_input(code, out, err, flag, BIG, f"<= {INT32_MAX}")
+    assert line == f"error: {flag} {BIG} must be <= {INT32_MAX}"
+    assert not out_dir.exists()
+
+
+LIST_CASES = {
+    "max-len": (["run", "seqlen", "--max-len", "4294967296"], ["--max-len", "4294967296"]),
+    "layers-list": (["run", "depth-scaling", "--layers-list", f"1,2,{BIG}"], ["--layers-list", BIG]),
+    "sweep values": (["sweep", "batch", "--values", "1,2147483648"], ["--values", "2147483648"]),
+    "sweep max-len": (["sweep", "seqlen", "--max-len", BIG], ["--max-len", BIG]),
+}
+
+
+@pytest.mark.parametrize("argv, names", LIST_CASES.values(), ids=LIST_CASES.keys())
+def test_lengths_and_list_entries_beyond_int32_are_bad_input(run_cli, tmp_path, argv, names):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(*argv, "--out", out_dir)
+    assert_bad_input(code, out, err, *names, f"<= {INT32_MAX}")
+    assert not out_dir.exists()
+
+
+def test_seed_beyond_int64_is_bad_input(run_cli, tmp_path):
+    code, out, err = run_cli("run", "throughput", "--seed", str(2**63), "--out", tmp_path / "out")
+    assert_bad_input(code, out, err, "--seed", str(2**63), f"<= {2**63 - 1}")
+
+
+def test_int32_max_itself_is_accepted():
+    from conftest import options
+
+    opts = options(batch=2**31 - 1, seq_len=2**31 - 1, seed=2**63 - 1)
+    assert (opts.batch, opts.seq_len, opts.seed) == (2**31 - 1, 2**31 - 1, 2**63 - 1)
+
+
+# ---------------------------------------------------------------------------- --out and --output
+def _unwritable_outs(tmp_path):
+    """(path, why) for --out values no run can write to, as root too."""
+    f = tmp_path / "file.txt"
+    f.write_text("x\n")
+    cases = [(f / "sub", "not a directory"), (Path("/proc/nope"), "cannot be created")]
+    if Path("/proc").is_dir():
+        cases.append((Path("/proc"), "not writable"))  # exists, but nothing can be created in it
+    return cases
+
+
+def test_out_that_cannot_be_written(run_cli, tmp_path):
+    for path, why in _unwritable_outs(tmp_path):
+        code, out, err = run_cli("run", "throughput", "--backend", "torch-cpu", "--quick", "--out", path)
+        assert_bad_input(code, out, err, "--out", repr(str(path)), why)
+    assert (tmp_path / "file.txt").read_text() == "x\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only directories")
+def test_out_in_a_read_only_directory(run_cli, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        for path in (ro, ro / "new"):
+            code, out, err = run_cli("run", "throughput", "--backend", "torch-cpu", "--quick", "--out", path)
+            assert_bad_input(code, out, err, "--out", str(path))
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o700)
+
+
+def test_out_refused_after_making_it_leaves_no_directories(run_cli, monkeypatch, tmp_path):
+    """Where the directory can be made but not written (a read-only mount, a quota, as root
+    too), the directories made for the test are removed again: nothing is written."""
+    import ssmbench.options as options
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(options.tempfile, "mkstemp", refuse)
+    dest = tmp_path / "new" / "results"
+    code, out, err = run_cli("run", "throughput", "--backend", "torch-cpu", "--quick", "--out", dest)
+    line = assert_bad_input(code, out, err, "--out", repr(str(dest)))
+    assert line == f"error: --out {str(dest)!r} is not writable (Permission denied)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_is_created_and_left_clean(run_cli, monkeypatch, tmp_path):
+    """A good --out is made before the run starts; the write test leaves nothing in it."""
+    seen = {}
+    monkeypatch.setattr(cli, "execute", lambda suite, plan, out_dir, resume: seen.setdefault("out", out_dir) and 0)
+    dest = tmp_path / "a" / "b"
+    code, _, err = run_cli("run", "throughput", "--backend", "torch-cpu", "--quick", "--out", dest)
+    assert code == 0, err
+    assert seen["out"] == dest and dest.is_dir() and list(dest.iterdir()) == []
+
+
+def test_report_output_that_cannot_be_written(run_cli, tmp_path):
+    from ssmbench.plan import Point
+    from ssmbench.results import make_record
+
+    point = Point(
+        suite="throughput", backend="torch-cpu", arch="mamba", mode="train", scan="chunked", dtype="float32", config={}, batch=2, seq_len=64
+    )
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(make_record(point, "r", {}, status="oom")) + "\n")
+    for path, why in _unwritable_outs(tmp_path):
+        dest = path / "report.md"
+        code, out, err = run_cli("report", results, "--output", dest)
+        assert_bad_input(code, out, err, "--output", repr(str(dest)), why)
+    code, out, err = run_cli("report", results, "--output", tmp_path)
+    assert_bad_input(code, out, err, "--output", repr(str(tmp_path)), "is a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "results.jsonl"]
 
 
 # ---------------------------------------------------------------------------- report

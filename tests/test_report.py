@@ -446,3 +446,14 @@ def test_cli_report_warning_keeps_brackets_in_path(run_cli, tmp_path, monkeypatc
     code, out, err = run_cli("report", "results[old]")
     assert code == 0
     assert f"results[old]/{CPU.name}:3:" in err, err
+
+
+def test_the_html_page_is_made_of_markdown_and_figures_alone():
+    """ssmbench.html converts text and figures it is given (ssmbench.report writes and draws them)."""
+    from ssmbench.html import figure_marker, page
+
+    text = f"# t\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n{figure_marker(0)}\n\n{figure_marker(1)}\n"
+    out = page(text, [("p<1>", "<svg>x</svg>"), ("q", "<svg>y</svg>")])
+    assert out.startswith("<!DOCTYPE html>") and "<td>1</td>" in out
+    assert '<figure id="p&lt;1&gt;"><svg>x</svg></figure>' in out and '<figure id="q"><svg>y</svg></figure>' in out
+    assert "SSMBENCHFIGURE" not in out

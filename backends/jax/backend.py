@@ -277,7 +277,7 @@ class JaxCPU(JaxBackend):
     platform = "cpu"
     host_memory = True
     priority = 9
-    default_scan = "sequential"  # fastest measured on CPU (README benchmarks), as for torch-cpu
+    default_scan = "sequential"  # fastest measured on CPU (docs/results.md), as for torch-cpu
 
 
 class JaxCUDA(JaxBackend):

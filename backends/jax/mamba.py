@@ -20,7 +20,6 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ssmbench.archs import mamba as arch
 
@@ -129,9 +128,7 @@ def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:
 def op(scan: str, inputs: dict):
     """The selective scan alone with ``scan`` (mamba-ssm's selective_scan_fn semantics): (a
     function of arch.OP_ARGS -> out (fp32), the inputs). The chunked scan's chunk comes from them."""
-    f32 = jnp.float32
-    delta_max = float(np.max(np.logaddexp(0.0, inputs["dt"] + inputs["dt_bias"])))
-    chunk = arch.chunk_length(delta_max * float(np.max(-inputs["A"])), inputs["x"].shape[1])
+    f32, chunk = jnp.float32, arch.op_chunk(inputs)
 
     def fn(x, dt, A, Bm, Cm, D, z, dt_bias):
         delta = jax.nn.softplus(dt.astype(f32) + dt_bias)

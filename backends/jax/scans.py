@@ -72,4 +72,3 @@ def scan_chunked(x, dt, A, Bm, Cm, chunk):
 
 
 SCAN_FNS = {"sequential": scan_sequential, "associative": scan_associative, "chunked": scan_chunked}
-

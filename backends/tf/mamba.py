@@ -3,8 +3,6 @@ mamba-ssm's state dict (common.Net says what the backend calls)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from ssmbench.archs import mamba as arch
 
 from .common import Net, linear, rmsnorm, tf
@@ -97,9 +95,7 @@ class Model(Net):
 def op(scan: str, inputs: dict):
     """The selective scan alone with ``scan`` (mamba-ssm's selective_scan_fn semantics): (a
     function of arch.OP_ARGS -> out (fp32), the inputs). The chunked scan's chunk comes from them."""
-    f32 = tf.float32
-    delta_max = float(np.max(np.logaddexp(0.0, inputs["dt"] + inputs["dt_bias"])))
-    chunk = arch.chunk_length(delta_max * float(np.max(-inputs["A"])), inputs["x"].shape[1])
+    f32, chunk = tf.float32, arch.op_chunk(inputs)
 
     def fn(x, dt, A, Bm, Cm, D, z, dt_bias):
         delta = tf.nn.softplus(tf.cast(dt, f32) + dt_bias)

@@ -250,7 +250,7 @@ class TorchCPU(TorchBackend):
     device_type = "cpu"
     host_memory = True
     priority = 10
-    # fastest measured on CPU (README benchmarks): its (B, E, N) state stays in cache, while the
+    # fastest measured on CPU (docs/results.md): its (B, E, N) state stays in cache, while the
     # chunked and parallel scans stream (B, L, E, N) tensors through memory
     default_scan = "sequential"
 
@@ -269,7 +269,7 @@ class TorchCUDA(TorchBackend):
     device_type = "cuda"
     priority = 100
     scans = (*SCANS, "triton")
-    default_scan = "triton"  # the fused kernel: fastest measured on the H100 (README benchmarks)
+    default_scan = "triton"  # the fused kernel: fastest measured on the H100 (docs/results.md)
     install_hint = "pip install torch  (a CUDA build, on a machine with an NVIDIA GPU and driver)"
 
     @classmethod

@@ -59,32 +59,32 @@ def kernels():
     fwd, bwd = {**SCAN, "T": f.chunk}, {**SCAN, "BLOCK_E": b.block_e, "T": b.chunk}
     for tag, extra in (("", {}), (", ragged tiles", {"EVEN": False}), (", one segment", ONE_SEGMENT)):
         keep, recompute = {"STATES_ONLY": False, "KEEP_STARTS": True, "FROM_STARTS": False}, {"STATES_ONLY": True, "KEEP_STARTS": False}
-        yield "scan forward" + tag, sk._forward_kernel, {**fwd, **keep, **extra}, f.warps, ()
-        yield "scan forward, inference" + tag, sk._forward_kernel, {**fwd, **keep, "KEEP_STARTS": False, **extra}, f.warps, ()
-        yield "scan recompute" + tag, sk._forward_kernel, {**bwd, **recompute, "FROM_STARTS": True, **extra}, b.warps, ()
-        yield "scan recompute, carries" + tag, sk._forward_kernel, {**bwd, **recompute, "FROM_STARTS": False, **extra}, b.warps, ()
-        yield "state carry" + tag, sk._state_carry_kernel, {**fwd, **extra}, f.warps, ()
-        yield "adjoint carry" + tag, sk._adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
-        yield "scan backward" + tag, sk._backward_kernel, {**bwd, **extra}, b.warps, ()
+        yield "scan forward" + tag, sk.forward_kernel, {**fwd, **keep, **extra}, f.warps, ()
+        yield "scan forward, inference" + tag, sk.forward_kernel, {**fwd, **keep, "KEEP_STARTS": False, **extra}, f.warps, ()
+        yield "scan recompute" + tag, sk.forward_kernel, {**bwd, **recompute, "FROM_STARTS": True, **extra}, b.warps, ()
+        yield "scan recompute, carries" + tag, sk.forward_kernel, {**bwd, **recompute, "FROM_STARTS": False, **extra}, b.warps, ()
+        yield "state carry" + tag, sk.state_carry_kernel, {**fwd, **extra}, f.warps, ()
+        yield "adjoint carry" + tag, sk.adjoint_carry_kernel, {**bwd, **extra}, b.warps, ()
+        yield "scan backward" + tag, sk.backward_kernel, {**bwd, **extra}, b.warps, ()
     reduce = {k: v for k, v in tt.REDUCE.items() if k != "num_warps"}
-    yield "scan partial sums", sk._reduce_kernel, {**reduce, "NP": 16, "PDL": True}, tt.REDUCE["num_warps"], ("dB_ptr", "dC_ptr")
+    yield "scan partial sums", sk.reduce_kernel, {**reduce, "NP": 16, "PDL": True}, tt.REDUCE["num_warps"], ("dB_ptr", "dC_ptr")
     conv = {"K": 4, "BL": tf.CONV_BLOCK_L, "BE": tf.CONV_BLOCK_E}
-    yield "conv forward", tf._conv_forward_kernel, conv, 4, ()
-    yield "conv grad pre", tf._conv_grad_pre_kernel, conv, 4, ()
-    yield "conv grad x", tf._conv_grad_x_kernel, conv, 4, ()
-    norm = tf._norm_meta(768)
+    yield "conv forward", tf.conv_forward_kernel, conv, 4, ()
+    yield "conv grad pre", tf.conv_grad_pre_kernel, conv, 4, ()
+    yield "conv grad x", tf.conv_grad_x_kernel, conv, 4, ()
+    norm = tf.norm_meta(768)
     warps = norm.pop("num_warps")
-    yield "add + norm forward", tf._add_norm_forward_kernel, {**norm, "HAS_RES": True}, warps, ("h_ptr",)
+    yield "add + norm forward", tf.add_norm_forward_kernel, {**norm, "HAS_RES": True}, warps, ("h_ptr",)
     yield (
         "add + norm backward",
-        tf._add_norm_backward_kernel,
+        tf.add_norm_backward_kernel,
         {**norm, "ROWS": tf.NORM_ROWS, "HAS_DR_NEXT": True, "HAS_RES": True},
         warps,
         (),
     )
-    yield "decode conv step", tf._conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4, ()
-    yield "decode ssm step", tf._ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
-    yield "cross-entropy rows", tf._cross_entropy_kernel, {"BV": tf.CE_BLOCK_V}, 8, ()
+    yield "decode conv step", tf.conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4, ()
+    yield "decode ssm step", tf.ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
+    yield "cross-entropy rows", tf.cross_entropy_kernel, {"BV": tf.CE_BLOCK_V}, 8, ()
 
 
 def _divisible(name: str) -> bool:

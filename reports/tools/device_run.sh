@@ -58,22 +58,22 @@ for STEP in "$@"; do
     ceiling-torch) $SSM run memory-ceiling -b torch-cuda --preset tinyshakespeare-m2 --memory-limit 12.7GB --timeout 120 --out $R ;;
     tune-scan) python3 "$REPO/reports/tools/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
     overhead) python3 "$REPO/reports/tools/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
-    ab)  # this tree against .base, in one call: the scan's ops (interleaved, two rounds) and the model-level figures
+    ab)  # this tree against .base, in one call: the model-level figures, then the scan's ops (AB_ROUNDS rounds, interleaved)
          python3 -m pip install -q --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/base "$REPO/.base" || exit 1
-         for round in 1 2; do
-           for v in base new; do
-             PP=/tmp/site; [ $v = base ] && PP=/tmp/base:/tmp/site
-             PYTHONPATH=$PP python3 "$REPO/reports/tools/scan_ab.py" --label $v >> "$OUT/scan-ab.jsonl" || echo "scan_ab $v failed"
-           done
-         done
-         python3 "$REPO/reports/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt"
          for v in base new; do
            PP=/tmp/site; [ $v = base ] && PP=/tmp/base:/tmp/site
            PYTHONPATH=$PP $SSM run throughput -b torch-cuda --preset mamba-130m --scan triton --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 200 --out "$W/ab-$v"
            PYTHONPATH=$PP $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba $FAST --out "$W/ab-$v"
          done
          $SSM compare "$W/ab-base" "$W/ab-new" | tee "$OUT/ab-compare.txt"
-         tar czf "$OUT/ab.tgz" -C "$W" ab-base ab-new ;;
+         tar czf "$OUT/ab.tgz" -C "$W" ab-base ab-new
+         for round in $(seq ${AB_ROUNDS:-2}); do
+           for v in base new; do
+             PP=/tmp/site; [ $v = base ] && PP=/tmp/base:/tmp/site
+             PYTHONPATH=$PP python3 "$REPO/reports/tools/scan_ab.py" --label $v --min-time ${AB_MIN_TIME:-0.3} >> "$OUT/scan-ab.jsonl" || echo "scan_ab $v failed"
+           done
+         done
+         python3 "$REPO/reports/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt" ;;
     *) echo "unknown step $STEP" ;;
   esac
 done

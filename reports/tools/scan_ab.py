@@ -46,17 +46,32 @@ def attention_inputs(L: int, seed: int = 0) -> dict:
     return {k: rng.standard_normal((BATCH, HEADS, L, HD), dtype=np.float32) for k in ("q", "k", "v", "dout")}
 
 
-def median_ms(fn, sync) -> float:
+def median_ms(fn, sync, min_time: float = MIN_TIME) -> float:
     for _ in range(3):
         fn()
     sync()
     samples, start = [], time.perf_counter()
-    while len(samples) < MIN_CALLS or time.perf_counter() - start < MIN_TIME:
+    while len(samples) < MIN_CALLS or time.perf_counter() - start < min_time:
         t = time.perf_counter()
         fn()
         sync()
         samples.append(time.perf_counter() - t)
     return statistics.median(samples) * 1e3
+
+
+def back_to_back_ms(replay, calls: int = 200) -> float:
+    """The GPU's time per replay with ``calls`` replays queued back to back between two CUDA
+    events (no host synchronisation between them): the kernels' time alone."""
+    import torch
+
+    replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        replay()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / calls
 
 
 def graphed(fn):
@@ -75,7 +90,7 @@ def graphed(fn):
     return graph.replay
 
 
-def measure(label: str) -> None:
+def measure(label: str, min_time: float = MIN_TIME, dtypes=("float32", "bfloat16"), lengths=LENGTHS, ops=("triton", "attention")) -> None:
     import torch
 
     import ssmbench
@@ -83,15 +98,18 @@ def measure(label: str) -> None:
 
     be = backends.get("torch-cuda")
     sync = torch.cuda.synchronize
-    for dtype in ("float32", "bfloat16"):
-        for L in LENGTHS:
+    for dtype in dtypes:
+        for L in lengths:
             for arch, scan, ins in (("mamba", "triton", scan_inputs(L)), ("transformer", "attention", attention_inputs(L))):
+                if scan not in ops:
+                    continue
                 for mode in ("forward", "train"):
                     step = be.op_step(arch, scan, ins, dtype, mode)
-                    eager = median_ms(step, sync)
-                    graph = median_ms(graphed(step), sync)
+                    eager = median_ms(step, sync, min_time)
+                    replay = graphed(step)
+                    graph = median_ms(replay, sync, min_time)
                     row = {"label": label, "version": getattr(ssmbench, "__version__", "?"), "arch": arch, "op": scan}
-                    row |= {"mode": mode, "dtype": dtype, "L": L, "eager_ms": eager, "graph_ms": graph}
+                    row |= {"mode": mode, "dtype": dtype, "L": L, "eager_ms": eager, "graph_ms": graph, "b2b_ms": back_to_back_ms(replay)}
                     print(json.dumps(row), flush=True)
                     del step
                     torch.cuda.empty_cache()
@@ -104,27 +122,36 @@ def compare(path: str, base: str = "base", new: str = "new") -> None:
     for r in rows:
         key = (r["dtype"], r["op"], r["mode"], r["L"])
         by.setdefault(key, {}).setdefault(r["label"], []).append(r)
-    print(f"{'dtype':9s} {'op':9s} {'mode':7s} {'L':>5s}  eager {base} / {new} (ratio)        graph {base} / {new} (ratio)   rounds")
+    head = f"{'dtype':9s} {'op':9s} {'mode':7s} {'L':>5s}  eager {base} / {new} (ratio)      graph {base} / {new} (ratio)"
+    print(head + "      back to back     rounds")
     for key in sorted(by):
         b, n = by[key].get(base, []), by[key].get(new, [])
         if not b or not n:
             continue
         cols = []
-        for field in ("eager_ms", "graph_ms"):
+        for field in ("eager_ms", "graph_ms", "b2b_ms"):
+            if not all(field in r for r in b + n):
+                cols.append(" " * 30)
+                continue
             mb, mn = statistics.median(r[field] for r in b), statistics.median(r[field] for r in n)
             cols.append(f"{mb:8.3f} / {mn:8.3f} ({mn / mb:5.3f})")
-        print(f"{key[0]:9s} {key[1]:9s} {key[2]:7s} {key[3]:5d}  {cols[0]}   {cols[1]}   {len(b)}/{len(n)}")
+        print(f"{key[0]:9s} {key[1]:9s} {key[2]:7s} {key[3]:5d}  {cols[0]}   {cols[1]}   {cols[2]}   {len(b)}/{len(n)}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--label", help="measure with the installed ssmbench, rows tagged with this label")
     ap.add_argument("--compare", metavar="JSONL", help="compare the rows of a file by label (base, new)")
+    ap.add_argument("--min-time", type=float, default=MIN_TIME, help="seconds of calls per point and way (at least MIN_CALLS calls)")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--lengths", default=",".join(map(str, LENGTHS)))
+    ap.add_argument("--ops", default="triton,attention", help="triton and/or attention")
     args = ap.parse_args()
     if args.compare:
         compare(args.compare)
     elif args.label:
-        measure(args.label)
+        lengths = tuple(int(v) for v in args.lengths.split(","))
+        measure(args.label, args.min_time, tuple(args.dtypes.split(",")), lengths, tuple(args.ops.split(",")))
     else:
         ap.error("give --label or --compare")
     return 0

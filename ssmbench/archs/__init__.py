@@ -11,6 +11,7 @@ Each module here (``mamba``, ``transformer``) is one architecture, and defines:
     owns(weights)              whether a state dict is this architecture's; infer_config(weights)
     logits, decode_logits      the float64 NumPy reference: (weights, tokens (B, L), cfg) -> (B, L, V)
     FIXED_SCAN, DECODE_SCAN    the scan a point records (None: the backend's --scan applies)
+    STATE_GROWS                whether its decode state grows with the context (a KV cache)
     label(config dict)         a short model label for tables
     flops_per_token            model FLOPs (ssmbench.flops), layer_bytes_per_token (memory_model)
     OP, OP_ARGS, OP_FP32,      the op the scan suite times alone for it (ssmbench.ops): its

@@ -33,6 +33,7 @@ from .common import f64, n_layers, rmsnorm, silu, softplus
 NAME = "mamba"
 FIXED_SCAN = None  # its parallel path takes the backend's scans (--scan)
 DECODE_SCAN = "recurrent"  # what a decode point records as its scan
+STATE_GROWS = False  # its decode state is O(1) in the context: a timed decode step may feed it back
 OP = "scan"  # what the scan suite times alone for it
 OP_ARGS = ("x", "dt", "A", "Bm", "Cm", "D", "z", "dt_bias")  # its inputs, in the order the op takes them
 OP_FP32 = ("A", "D", "dt_bias")  # inputs kept in float32; the others (and dout) are in the run's dtype
@@ -257,6 +258,13 @@ def chunk_length(max_step: float, L: int) -> int:
         raise FloatingPointError("non-finite dt: cannot choose a chunk length")
     max_step = min(max_step, CHUNK_LOG_BUDGET)
     return max(1, min(L, int(CHUNK_LOG_BUDGET / max_step) if max_step > 0 else L))
+
+
+def op_chunk(inputs: dict) -> int:
+    """The chunked scan's chunk for the op alone's inputs (op_inputs): from the largest step,
+    softplus(dt + dt_bias), times the largest |A|."""
+    delta_max = float(np.max(np.logaddexp(0.0, inputs["dt"] + inputs["dt_bias"])))
+    return chunk_length(delta_max * float(np.max(-inputs["A"])), inputs["x"].shape[1])
 
 
 # ---------------------------------------------------------------------------- model FLOPs (ssmbench.flops)

@@ -19,6 +19,7 @@ from .common import f64, gelu_tanh, layernorm, n_layers
 NAME = "transformer"
 FIXED_SCAN = "attention"  # recorded as its scan in every mode
 DECODE_SCAN = "attention"
+STATE_GROWS = True  # its KV cache grows a token a step: every timed decode step starts from the prefix's
 OP = "attention"  # what the scan suite times alone for it: causal attention at the same length
 OP_ARGS = ("q", "k", "v")
 OP_FP32 = ()

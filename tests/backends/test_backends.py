@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import ssmbench
-from ssmbench import backends as registry
 from ssmbench import archs
+from ssmbench import backends as registry
 from ssmbench.archs.mamba import Config as MambaConfig
 from ssmbench.archs.transformer import Config as TransformerConfig
 from ssmbench.archs.transformer import matched as matched_transformer

@@ -30,9 +30,7 @@ CONV_BLOCK_L, CONV_BLOCK_E = 32, 64
 
 
 @triton.jit
-def _conv_forward_kernel(
-    x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr
-):
+def conv_forward_kernel(x_ptr, w_ptr, bias_ptr, out_ptr, L, E, sx_b, sx_l, so_b, so_l, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
     pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t = pl * BL + tl.arange(0, BL)
     e = pe * BE + tl.arange(0, BE)
@@ -48,7 +46,7 @@ def _conv_forward_kernel(
 
 
 @triton.jit
-def _conv_grad_pre_kernel(
+def conv_grad_pre_kernel(
     x_ptr, w_ptr, bias_ptr, dout_ptr, g_ptr, dwp_ptr, dbp_ptr, L, E, n_ltiles, sx_b, sx_l, sd_b, sd_l,
     K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr,
 ):  # fmt: skip
@@ -78,7 +76,7 @@ def _conv_grad_pre_kernel(
 
 
 @triton.jit
-def _conv_grad_x_kernel(g_ptr, w_ptr, dx_ptr, L, E, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
+def conv_grad_x_kernel(g_ptr, w_ptr, dx_ptr, L, E, K: tl.constexpr, BL: tl.constexpr, BE: tl.constexpr):
     """dx[t] = Σ_k w[k] g[t + (K-1) - k]."""
     pl, pe, pb = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     t = pl * BL + tl.arange(0, BL)
@@ -105,7 +103,9 @@ class CausalConvSilu(torch.autograd.Function):
         w = weight.reshape(E, K).contiguous()
         (x,) = lastdim_contiguous(x)
         out = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
-        _conv_forward_kernel[_conv_grid(Bt, L, E)](x, w, bias, out, L, E, *bl_strides(x), *bl_strides(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        conv_forward_kernel[_conv_grid(Bt, L, E)](
+            x, w, bias, out, L, E, *bl_strides(x), *bl_strides(out), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E
+        )
         ctx.save_for_backward(x, weight, bias)
         return out
 
@@ -121,11 +121,11 @@ class CausalConvSilu(torch.autograd.Function):
         dwp = torch.empty(Bt, n_lt, E, K, device=x.device, dtype=torch.float32)
         dbp = torch.empty(Bt, n_lt, E, device=x.device, dtype=torch.float32)
         grid = _conv_grid(Bt, L, E)
-        _conv_grad_pre_kernel[grid](
+        conv_grad_pre_kernel[grid](
             x, w, bias, dout, g, dwp, dbp, L, E, n_lt, *bl_strides(x), *bl_strides(dout), K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E
         )
         dx = torch.empty(Bt, L, E, device=x.device, dtype=x.dtype)
-        _conv_grad_x_kernel[grid](g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
+        conv_grad_x_kernel[grid](g, w, dx, L, E, K=K, BL=CONV_BLOCK_L, BE=CONV_BLOCK_E)
         dw = dwp.sum((0, 1)).reshape(weight.shape).to(weight.dtype)
         return dx, dw, dbp.sum((0, 1)).to(bias.dtype)
 
@@ -145,7 +145,7 @@ NORM_ROWS = 32  # rows per backward program: each sums its rows' share of dw in 
 
 
 @triton.jit
-def _add_norm_forward_kernel(h_ptr, res_ptr, w_ptr, out_ptr, r_ptr, rstd_ptr, D, eps, BD: tl.constexpr, HAS_RES: tl.constexpr):
+def add_norm_forward_kernel(h_ptr, res_ptr, w_ptr, out_ptr, r_ptr, rstd_ptr, D, eps, BD: tl.constexpr, HAS_RES: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     d = tl.arange(0, BD)
     md = d < D
@@ -160,7 +160,7 @@ def _add_norm_forward_kernel(h_ptr, res_ptr, w_ptr, out_ptr, r_ptr, rstd_ptr, D,
 
 
 @triton.jit
-def _add_norm_backward_kernel(
+def add_norm_backward_kernel(
     dy_ptr, dr_next_ptr, r_ptr, rstd_ptr, w_ptr, dh_ptr, dres_ptr, dwp_ptr, M, D,
     BD: tl.constexpr, ROWS: tl.constexpr, HAS_DR_NEXT: tl.constexpr, HAS_RES: tl.constexpr,
 ):  # fmt: skip
@@ -188,7 +188,7 @@ def _add_norm_backward_kernel(
     tl.store(dwp_ptr + p * D + d, dw, mask=md)
 
 
-def _norm_meta(D):
+def norm_meta(D):
     BD = next_power_of_2(D)
     return {"BD": BD, "num_warps": max(1, min(8, BD // 256))}
 
@@ -203,7 +203,7 @@ class AddRMSNorm(torch.autograd.Function):
         out = torch.empty(M, D, device=h.device, dtype=out_dtype)
         r = torch.empty(M, D, device=h.device, dtype=torch.float32)
         rstd = torch.empty(M, device=h.device, dtype=torch.float32)
-        _add_norm_forward_kernel[(M,)](h, res, weight, out, r, rstd, D, eps, HAS_RES=residual is not None, **_norm_meta(D))
+        add_norm_forward_kernel[(M,)](h, res, weight, out, r, rstd, D, eps, HAS_RES=residual is not None, **norm_meta(D))
         ctx.save_for_backward(r, rstd, weight)
         ctx.hidden_dtype, ctx.has_res = hidden.dtype, residual is not None
         ctx.set_materialize_grads(False)
@@ -219,9 +219,9 @@ class AddRMSNorm(torch.autograd.Function):
         dres = torch.empty(M, D, device=r.device, dtype=torch.float32) if ctx.has_res else dh
         n_prog = cdiv(M, NORM_ROWS)
         dwp = torch.empty(n_prog, D, device=r.device, dtype=torch.float32)
-        _add_norm_backward_kernel[(n_prog,)](
+        add_norm_backward_kernel[(n_prog,)](
             dy, drn, r, rstd, weight, dh, dres, dwp, M, D,
-            ROWS=NORM_ROWS, HAS_DR_NEXT=dr_next is not None, HAS_RES=ctx.has_res, **_norm_meta(D),
+            ROWS=NORM_ROWS, HAS_DR_NEXT=dr_next is not None, HAS_RES=ctx.has_res, **norm_meta(D),
         )  # fmt: skip
         shape = dout.shape if dout is not None else dr_next.shape
         dw = dwp.sum(0).to(weight.dtype)
@@ -246,7 +246,7 @@ STEP_BLOCK_E = 32
 
 
 @triton.jit
-def _conv_step_kernel(conv_ptr, x_ptr, w_ptr, bias_ptr, conv_out_ptr, xc_ptr, E, sx_b, K: tl.constexpr, KP: tl.constexpr, BE: tl.constexpr):
+def conv_step_kernel(conv_ptr, x_ptr, w_ptr, bias_ptr, conv_out_ptr, xc_ptr, E, sx_b, K: tl.constexpr, KP: tl.constexpr, BE: tl.constexpr):
     """conv' = [conv[..., 1:], x]  (B, E, K) fp32;  xc = silu(Σ_k conv'[k] w[k] + bias)."""
     pb, pe = tl.program_id(0), tl.program_id(1)
     e = pe * BE + tl.arange(0, BE)
@@ -264,7 +264,7 @@ def _conv_step_kernel(conv_ptr, x_ptr, w_ptr, bias_ptr, conv_out_ptr, xc_ptr, E,
 
 
 @triton.jit
-def _ssm_step_kernel(
+def ssm_step_kernel(
     xc_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_log_ptr, D_ptr, bias_ptr, h_ptr, h_out_ptr, y_ptr,
     E, N, sdt_b, sz_b, sB_b, sC_b, NP: tl.constexpr, BE: tl.constexpr,
 ):  # fmt: skip
@@ -297,7 +297,7 @@ def conv_step(conv, x, weight, bias):
     conv = conv.contiguous()
     (x,) = lastdim_contiguous(x)  # the kernel steps batch rows by x.stride(0), channels by 1
     new, xc = torch.empty_like(conv), torch.empty(Bt, E, device=x.device, dtype=x.dtype)
-    _conv_step_kernel[(Bt, cdiv(E, STEP_BLOCK_E))](
+    conv_step_kernel[(Bt, cdiv(E, STEP_BLOCK_E))](
         conv, x, weight.reshape(E, K).contiguous(), bias, new, xc, E, x.stride(0), K=K, KP=next_power_of_2(K), BE=STEP_BLOCK_E
     )  # fmt: skip
     return new, xc
@@ -311,7 +311,7 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
     dt, z, Bm, Cm = lastdim_contiguous(dt, z, Bm, Cm)
     h = h.contiguous()
     h_new, y = torch.empty_like(h), torch.empty(Bt, E, device=xc.device, dtype=xc.dtype)
-    _ssm_step_kernel[(Bt, cdiv(E, STEP_BLOCK_E))](
+    ssm_step_kernel[(Bt, cdiv(E, STEP_BLOCK_E))](
         xc, dt, z, Bm, Cm, A_log.contiguous(), D, dt_bias, h, h_new, y, E, N,
         dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=padded_states(N), BE=STEP_BLOCK_E,
     )  # fmt: skip
@@ -328,7 +328,7 @@ CE_BLOCK_V = 4096
 
 
 @triton.jit
-def _cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, V, stride, scale, BV: tl.constexpr):
+def cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, V, stride, scale, BV: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride
     v = tl.arange(0, BV)
@@ -363,5 +363,5 @@ def cross_entropy_(logits, targets, scale: float):
     R, V = logits.shape
     loss = torch.empty(R, device=logits.device, dtype=torch.float32)
     bv = min(CE_BLOCK_V, next_power_of_2(V))
-    _cross_entropy_kernel[(R,)](logits, targets, loss, V, logits.stride(0), scale, BV=bv, num_warps=max(1, min(8, bv // 512)))
+    cross_entropy_kernel[(R,)](logits, targets, loss, V, logits.stride(0), scale, BV=bv, num_warps=max(1, min(8, bv // 512)))
     return loss

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from . import bl_strides, cdiv, lastdim_contiguous, padded_states, triton
-from .scan_kernels import _adjoint_carry_kernel, _backward_kernel, _forward_kernel, _reduce_kernel, _state_carry_kernel
+from .scan_kernels import adjoint_carry_kernel, backward_kernel, forward_kernel, reduce_kernel, state_carry_kernel
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,12 @@ class Tiling:
     per_sm: int = 0  # programs per SM to aim for by splitting the sequence into segments (0: no split)
 
 
-# Chosen on the lent H100 by tools/tune_triton_scan.py at L=512 and 2048, GPU alone (docs/results.md)
+# Chosen on the lent H100 by reports/tools/tune_triton_scan.py at L=512 and 2048, GPU alone, on 2026-11-23
+# (its output is in git history: reports/benchmarks/h100-tilings/ at fbf2d35)
 FORWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
 BACKWARD = Tiling(block_e=32, chunk=2, warps=1, per_sm=32)
 MAX_SEGMENTS = 64  # each program folds the carries of the segments before it: O(S) loads
-REDUCE = {"BLOCK": 512, "KB": 8, "num_warps": 4}  # _reduce_kernel: columns a program, rows a load
+REDUCE = {"BLOCK": 512, "KB": 8, "num_warps": 4}  # reduce_kernel: columns a program, rows a load
 PDL = os.environ.get("SSMBENCH_PDL", "1") != "0"  # 0: no programmatic dependent launches (below)
 
 
@@ -65,7 +66,14 @@ def _even(L, E, N, tiling) -> bool:
 def _meta(tiling: Tiling, L: int, E: int, N: int, device: torch.device) -> dict:
     """The constexprs and warps every scan kernel takes at this tiling and shape."""
     even = _even(L, E, N, tiling)
-    return {"BLOCK_E": tiling.block_e, "NP": padded_states(N), "T": tiling.chunk, "EVEN": even, "num_warps": tiling.warps, "PDL": _pdl(device)}
+    return {
+        "BLOCK_E": tiling.block_e,
+        "NP": padded_states(N),
+        "T": tiling.chunk,
+        "EVEN": even,
+        "num_warps": tiling.warps,
+        "PDL": _pdl(device),
+    }
 
 
 @functools.cache
@@ -210,7 +218,7 @@ def _run_forward(ins, p: _ForwardPlan, starts=None) -> tuple:
     ws = torch.empty(p.scratch, device=dev, dtype=torch.float32)
     if p.carry is not None:
         grid, ints, meta = p.carry
-        _launch(_state_carry_kernel, grid, (x, dt, Bm, A, dt_bias, ws, *ints), meta)
+        _launch(state_carry_kernel, grid, (x, dt, Bm, A, dt_bias, ws, *ints), meta)
     last = torch.empty(p.last, device=dev, dtype=torch.float32)
     if p.states is not None:
         out = states = torch.empty(p.states, device=dev, dtype=torch.float32)
@@ -218,7 +226,7 @@ def _run_forward(ins, p: _ForwardPlan, starts=None) -> tuple:
         out, states = torch.empty(x.shape, device=dev, dtype=x.dtype), last
     kept = torch.empty(p.starts, device=dev, dtype=torch.float32) if p.starts is not None else None
     start_states = starts if p.meta["FROM_STARTS"] else kept if kept is not None else last
-    _launch(_forward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, *p.ints), p.meta)
+    _launch(forward_kernel, p.grid, (x, dt, z, Bm, Cm, A, D, dt_bias, out, last, states, ws, start_states, *p.ints), p.meta)
     return out, last, kept, ws
 
 
@@ -253,7 +261,7 @@ class _BackwardPlan:
     partials: tuple  # dB and dC per channel block, (2, B, n_eblocks, L, NP) fp32
     parts: tuple  # dA, dD, dbias per segment, (B, S, NP + 2, E) fp32
     scratch: int
-    reduce: tuple  # _reduce_kernel's (grid, integer arguments, meta)
+    reduce: tuple  # reduce_kernel's (grid, integer arguments, meta)
 
 
 def _backward_plan(ins, layout, dout: tuple, given, tiling: Tiling) -> _BackwardPlan:
@@ -292,7 +300,7 @@ def _backward_plan(ins, layout, dout: tuple, given, tiling: Tiling) -> _Backward
 
 
 def _reduce_plan(Bt, L, E, N, n_eb, rows, meta) -> tuple:
-    """_reduce_kernel's (grid, integer arguments, meta): it sums the backward kernel's partials,
+    """reduce_kernel's (grid, integer arguments, meta): it sums the backward kernel's partials,
     dBCp (2, B, n_eblocks, L, NP) and parts (rows = B S, NP + 2, E), into dA, dB, dC, dD, dbias
     in their dtypes, in one launch (each torch op it replaces, two sums and the casts, would cost
     host time)."""
@@ -309,7 +317,7 @@ def _run_reduce(plan: tuple, dBCp, parts, A, B_dtype, C_dtype, D, dt_bias) -> tu
     dB = torch.empty(Bt, L, N, device=dev, dtype=B_dtype)
     dC = torch.empty(Bt, L, N, device=dev, dtype=C_dtype)
     dA, dD, dbias = torch.empty(E, N, device=dev, dtype=A.dtype), torch.empty_like(D), torch.empty_like(dt_bias)
-    _launch(_reduce_kernel, grid, (dBCp, parts, dB, dC, dA, dD, dbias, *ints), meta)
+    _launch(reduce_kernel, grid, (dBCp, parts, dB, dC, dA, dD, dbias, *ints), meta)
     return dA, dB, dC, dD, dbias
 
 
@@ -328,13 +336,13 @@ def backward(dout, x, dt, A, Bm, Cm, D, z, dt_bias, *, starts=None, tiling: Tili
     states, *held = _run_forward(ins, p.recompute, None if starts is None else starts[0])
     dx, ddt, dz = torch.empty_like(x), torch.empty_like(dt), torch.empty_like(z)
     dBCp = torch.empty(p.partials, device=dev, dtype=torch.float32)  # per-program partial sums,
-    parts = torch.empty(p.parts, device=dev, dtype=torch.float32)  # which _reduce_kernel finishes
+    parts = torch.empty(p.parts, device=dev, dtype=torch.float32)  # which reduce_kernel finishes
     ws = torch.empty(p.scratch, device=dev, dtype=torch.float32)
     if p.adjoint is not None:
         grid, ints, meta = p.adjoint
-        _launch(_adjoint_carry_kernel, grid, (dt, z, Cm, A, dt_bias, dout, ws, *ints), meta)
+        _launch(adjoint_carry_kernel, grid, (dt, z, Cm, A, dt_bias, dout, ws, *ints), meta)
     args = (x, dt, z, Bm, Cm, A, D, dt_bias, dout, states, ws, dx, ddt, dz, dBCp, parts, *p.ints)
-    _launch(_backward_kernel, p.grid, args, p.meta)
+    _launch(backward_kernel, p.grid, args, p.meta)
     dA, dB, dC, dD, dbias = _run_reduce(p.reduce, dBCp, parts, A, Bm.dtype, Cm.dtype, D, dt_bias)
     del held
     return dx, ddt, dA, dB, dC, dD, dz, dbias

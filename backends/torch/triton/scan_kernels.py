@@ -11,14 +11,14 @@ is linear in its start, so a segment's true start state follows from the segment
 
     h_end(s) = P_s ⊙ h_end(s-1) + H_s,   P_s = exp(A Σ_{t∈s} Δ_t),   H_s its end state from h = 0
 
-A first kernel computes every (H_s, Σ Δ) from x, dt and B alone (``_state_carry_kernel``); each
+A first kernel computes every (H_s, Σ Δ) from x, dt and B alone (``state_carry_kernel``); each
 program of the full forward then folds the carries of the segments before it into its start
 state. The backward splits the same way: its adjoint runs backwards with the same decays, so
 
     G(s-1) = P_s ⊙ G(s) + a_{s0} g_{s0}(from G = 0)
 
 where segment s covers steps s0..s1-1, g_t = dL/dh_t, a_t = exp(Δ_t A), and G(s) = a_{s1} g_{s1}
-is what the segment after s hands back to s's last step (G(S-1) = 0); ``_adjoint_carry_kernel``
+is what the segment after s hands back to s's last step (G(S-1) = 0); ``adjoint_carry_kernel``
 computes each segment's share from dt, z, dout and C alone.
 
 Backward recomputes instead of storing states. It first runs the forward again (the states only:
@@ -35,7 +35,7 @@ backwards, dL/dh_t = C_t dy_t + exp(Δ_{t+1} A) dL/dh_{t+1}, and forms every gra
     dΔ_t = x_t (dL/dh_t · B_t) + Σ_n dL/dh_t (h_t - Δ_t x_t B_t) A    (a_t h_{t-1} = h_t - b_t: no division)
     dA   = Σ_t dL/dh_t (h_t - Δ_t x_t B_t) Δ_t                      (per sequence and segment)
 
-and one last kernel (``_reduce_kernel``) sums the partials into the gradients in their dtypes.
+and one last kernel (``reduce_kernel``) sums the partials into the gradients in their dtypes.
 
 Launch chains (PDL, sm_90 on): each pass's kernels run in order, and each one after the first of
 its pass is launched as a programmatic dependent of the one before (scan.py decides; the
@@ -58,7 +58,7 @@ values to the same place (every program writes A's (NP, E) tile to the scratch t
 Tiles are (NP, BLOCK_E) (NP: N rounded up to a power of two). A launch at aligned shapes gives
 them Triton's [1, 4] x [4, 8] layout: 4 channels x 4 states a thread, so a step's B and C are 4
 values a lane and a chunk's loads all fit in registers (one channel a lane, with all N states,
-was measured 1.4-1.9x slower: DEVELOPERS.md). Arithmetic and the state are fp32 whatever the
+was measured 1.4-1.9x slower: docs/backends.md). Arithmetic and the state are fp32 whatever the
 inputs' dtype.
 """
 
@@ -143,7 +143,7 @@ def _channel_block(A_ptr, sA_e, sA_n, ws_ptr, bias_ptr, pe, E, N, BLOCK_E: tl.co
     A (E, N) is read at its strides and written to the scratch at ws_ptr as (NP, E), padded with
     zeros, then read back from there: that load is contiguous along E, so Triton gives the tile the
     states' layout. Read straight from A's (E, N) layout, the tile took another layout and the
-    compiler converted a tile every step (measured 1.3-1.6x slower on the H100; DEVELOPERS.md);
+    compiler converted a tile every step (measured 1.3-1.6x slower on the H100; docs/backends.md);
     transposed on the host, A cost a torch copy, 15 µs of host time a call. Every program of a
     channel block writes the same values, so the programs' writes need no order among them; the
     barrier makes this program's own writes visible to all of its threads."""
@@ -186,10 +186,10 @@ def _store_carry(carry_ptr, H, dsum, pb, ps, S, E, n, e, me, NP: tl.constexpr):
 # Tiles are (NP, BLOCK_E), E fastest, so loads of x, dt, z and of the tiles are coalesced along E;
 # the layout Triton gives them is in the module docstring.
 @triton.jit
-def _forward_kernel(
+def forward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr,  # inputs (pointers at batch 0)
     out_ptr, last_ptr, states_ptr,  # outputs: out (B, L, E), last state (B, E, N), chunk states
-    ws_ptr,  # scratch (fp32): A as (NP, E), then the segments' carries from _state_carry_kernel
+    ws_ptr,  # scratch (fp32): A as (NP, E), then the segments' carries from state_carry_kernel
     starts_ptr,  # each segment's start state (B, S, NP, E): written (KEEP_STARTS) or read (FROM_STARTS)
     L, E, N, SC, S,  # SC chunks per segment, S segments
     sA_e, sA_n,
@@ -254,7 +254,7 @@ def _forward_kernel(
 
 
 @triton.jit
-def _state_carry_kernel(
+def state_carry_kernel(
     x_ptr, dt_ptr, B_ptr, A_ptr, bias_ptr, ws_ptr, L, E, N, SC, S, sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sB_b, sB_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr, PDL: tl.constexpr,
@@ -286,13 +286,13 @@ def _state_carry_kernel(
 
 
 @triton.jit
-def _adjoint_carry_kernel(
+def adjoint_carry_kernel(
     dt_ptr, z_ptr, C_ptr, A_ptr, bias_ptr, dout_ptr, ws_ptr, L, E, N, SC, S, sA_e, sA_n,
     sdt_b, sdt_l, sz_b, sz_l, sC_b, sC_l, sdo_b, sdo_l,
     BLOCK_E: tl.constexpr, NP: tl.constexpr, T: tl.constexpr, EVEN: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Segment s > 0's adjoint carry from G(s) = 0, a_{s0} g_{s0}, and its Σ Δ (into the scratch
-    after A, as _state_carry_kernel's): the adjoint
+    after A, as state_carry_kernel's): the adjoint
     g_t = C_t dy_t + a_{t+1} g_{t+1} backwards through the segment, dy_t = dout_t silu(z_t)."""
     pe, pb = tl.program_id(0), tl.program_id(1)
     ps = tl.program_id(2) + 1
@@ -328,9 +328,9 @@ def _adjoint_carry_kernel(
 
 
 @triton.jit
-def _backward_kernel(
+def backward_kernel(
     x_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A_ptr, D_ptr, bias_ptr, dout_ptr, states_ptr,  # inputs
-    ws_ptr,  # scratch (fp32): A as (NP, E), then the segments' adjoint carries from _adjoint_carry_kernel
+    ws_ptr,  # scratch (fp32): A as (NP, E), then the segments' adjoint carries from adjoint_carry_kernel
     dx_ptr, ddt_ptr, dz_ptr, dBCp_ptr, dparts_ptr,  # gradients (dBCp: dB, dC shares; dparts: dA, dD, dbias)
     L, E, N, n_eblocks, SC, S, sA_e, sA_n,
     sx_b, sx_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l, sdo_b, sdo_l, sg_b, sg_l,
@@ -438,7 +438,7 @@ def _column_sums(src_ptr, rows, cols, i, mi, BLOCK: tl.constexpr, KB: tl.constex
 
 
 @triton.jit
-def _reduce_kernel(
+def reduce_kernel(
     dBCp_ptr, parts_ptr,  # the backward kernel's partials: (2, B, n_eblocks, L, NP), (B S, NP + 2, E) fp32
     dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,  # gradients: (B, L, N) twice, (E, N), (E,), (E,)
     Bt, L, E, N, n_eblocks, R,  # R = B S rows of parts

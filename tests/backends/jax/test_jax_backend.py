@@ -11,8 +11,8 @@ jax = pytest.importorskip("jax")
 jb = pytest.importorskip("ssmbench.backends.jax.backend")
 js = pytest.importorskip("ssmbench.backends.jax.scans")
 
-from ssmbench import backends as registry  # noqa: E402
 from ssmbench import archs  # noqa: E402
+from ssmbench import backends as registry  # noqa: E402
 from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
 from ssmbench.weights import init_weights  # noqa: E402
 

@@ -8,7 +8,7 @@ tf = pytest.importorskip("tensorflow")
 
 from ssmbench import backends as registry  # noqa: E402
 from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
-from ssmbench.archs.transformer import matched as matched_transformer
+from ssmbench.archs.transformer import matched as matched_transformer  # noqa: E402
 from ssmbench.weights import init_weights  # noqa: E402
 
 ODD = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)

@@ -125,7 +125,7 @@ def test_backward_recomputes_from_the_forward_segment_starts_or_carries(forward_
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("param_dtype", [torch.float32, torch.bfloat16])
 def test_partial_sums_reduce_into_each_gradient_in_its_dtype(dtype, param_dtype, monkeypatch):
-    """_reduce_kernel against torch's sums, with small blocks so that several programs share each
+    """reduce_kernel against torch's sums, with small blocks so that several programs share each
     sequence's dB and dC and each loops over several loads of rows (KB rows a load, ragged)."""
     monkeypatch.setitem(tt.REDUCE, "BLOCK", 16)
     monkeypatch.setitem(tt.REDUCE, "KB", 2)
@@ -184,8 +184,8 @@ def test_the_forward_and_backward_run_only_their_kernels_and_allocate(monkeypatc
         _, _, kept = tt.forward(*ins, keep_starts=True, tiling=tiling)
         tt.backward(dout, *ins, starts=kept, tiling=tiling)
     assert set(seen) <= cheap, seen
-    forward, backward = ["_state_carry_kernel", "_forward_kernel"], ["_forward_kernel", "_adjoint_carry_kernel", "_backward_kernel"]
-    assert launched == forward + backward + ["_reduce_kernel"]  # the recompute starts from the forward's segment starts
+    forward, backward = ["state_carry_kernel", "forward_kernel"], ["forward_kernel", "adjoint_carry_kernel", "backward_kernel"]
+    assert launched == forward + backward + ["reduce_kernel"]  # the recompute starts from the forward's segment starts
 
 
 def test_autograd_sees_one_op_each_way_and_makes_no_zeros(monkeypatch):
@@ -231,7 +231,7 @@ def test_the_forward_does_one_torch_op_before_the_carry_kernel(monkeypatch):
     ins = [t.float().to(DEVICE) for t in inputs(2, 37, 6, 5)]
     with _logging_ops(events):
         tt.forward(*ins)
-    carry, forward = events.index("_state_carry_kernel"), events.index("_forward_kernel")
+    carry, forward = events.index("state_carry_kernel"), events.index("forward_kernel")
     assert events[:carry] == ["empty.memory_format"], events  # the scratch
     assert [e for e in events[carry:forward] if "empty" in e] == ["empty.memory_format"] * 2, events  # last state, out
 
@@ -262,9 +262,9 @@ def test_each_kernel_after_a_pass_first_launches_as_its_dependent_where_the_gpu_
     torch.autograd.grad(out, ins, torch.ones_like(out))
     tt.forward(*[t.detach() for t in ins], tiling=tt.Tiling(4, 4, 1))  # one segment: no carry kernel
     names = [name for name, _ in log]
-    middle = ["_adjoint_carry_kernel"] if backward_segments else []
-    backward = ["_forward_kernel", *middle, "_backward_kernel", "_reduce_kernel"]
-    assert names == ["_state_carry_kernel", "_forward_kernel", *backward, "_forward_kernel"]
+    middle = ["adjoint_carry_kernel"] if backward_segments else []
+    backward = ["forward_kernel", *middle, "backward_kernel", "reduce_kernel"]
+    assert names == ["state_carry_kernel", "forward_kernel", *backward, "forward_kernel"]
     firsts = [True, False, True, *[False] * len(middle), False, False, True]  # each pass's first, and the one-segment forward
     assert [meta.get("launch_pdl", False) for _, meta in log] == [pdl and not first for first in firsts]
     assert all(meta["PDL"] is pdl for _, meta in log)
@@ -292,7 +292,7 @@ def test_the_backward_holds_the_recompute_buffers_until_it_has_launched_the_rest
     ins = [t.float().to(DEVICE).requires_grad_() for t in inputs(2, 36, 6, 5)]
     out, _ = tt.selective_scan(*ins)
     torch.autograd.grad(out, ins, torch.ones_like(out))
-    assert later == (["_adjoint_carry_kernel"] if backward_segments else []) + ["_backward_kernel", "_reduce_kernel"]
+    assert later == (["adjoint_carry_kernel"] if backward_segments else []) + ["backward_kernel", "reduce_kernel"]
     assert freed == []
 
 
@@ -315,7 +315,7 @@ def test_chained_launches_give_what_plain_launches_give_bit_for_bit(case, monkey
     without synchronising, so a dependent that read what the kernel before it writes too early
     would read the other call's values (the scratch is the same memory from call to call). Each
     case makes one wait matter: without it the GPU reads early (each case fails where its wait
-    is removed; reports/benchmarks/h100-pdl/)."""
+    is removed; measured on the H100 on 2026-11-24, in git history at fbf2d35)."""
     if torch.cuda.get_device_capability() < (9, 0):
         pytest.skip("programmatic dependent launch needs sm_90")
     shape, dtype, forward_tiling = CHAINS[case]
