@@ -177,6 +177,7 @@ def flat_rows(records: list[dict]) -> list[dict]:
             "error": rec.get("error"),
             "tokens_per_s": m.get("tokens_per_s"),
             **{f"ms_{k}": step.get(k) for k in ("median", "iqr", "mean", "std", "p10", "p90", "p99", "min", "max", "n", "unstable")},
+            "graph_ms_median": (m.get("graph_ms") or {}).get("median"),  # the scan suite's ops replayed from a device graph
             "compile_s": m.get("compile_s"),
             "peak_mem_bytes": m.get("peak_mem_bytes"),
             "mem_source": m.get("mem_source"),

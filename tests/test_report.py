@@ -306,6 +306,7 @@ EXPECTED_COLUMNS = {
     "ms_max",
     "ms_n",
     "ms_unstable",
+    "graph_ms_median",
     "compile_s",
     "peak_mem_bytes",
     "mem_source",
