@@ -61,7 +61,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 bench: install
-	$(PY) reports/tools/overhead.py
+	$(PY) tools/overhead.py
 
 clean:
 	rm -rf $(VENV) reports/results reports/ci-smoke reports/demo.md *.egg-info

@@ -23,11 +23,11 @@ def _cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need a CUDA GPU: skipped elsewhere, saying so (reports/tools/device_run.sh
+    """Tests marked ``gpu`` need a CUDA GPU: skipped elsewhere, saying so (tools/device_run.sh
     runs them on a lent one)."""
     gpu = [item for item in items if "gpu" in item.keywords]
     if gpu and not _cuda():
-        skip = pytest.mark.skip(reason="needs a CUDA GPU (marked gpu; reports/tools/device_run.sh tests runs them on one)")
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (marked gpu; tools/device_run.sh tests runs them on one)")
         for item in gpu:
             item.add_marker(skip)
 

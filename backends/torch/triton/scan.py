@@ -49,7 +49,7 @@ class Tiling:
     per_sm: int = 0  # programs per SM to aim for by splitting the sequence into segments (0: no split)
 
 
-# Chosen on the lent H100 by reports/tools/tune_triton_scan.py at L=512 and 2048, GPU alone, on 2026-11-23
+# Chosen on the lent H100 by tools/tune_triton_scan.py at L=512 and 2048, GPU alone, on 2026-11-23
 # (its output is in git history: reports/benchmarks/h100-tilings/ at fbf2d35)
 FORWARD = Tiling(block_e=32, chunk=4, warps=1, per_sm=32)
 BACKWARD = Tiling(block_e=32, chunk=2, warps=1, per_sm=32)

@@ -7,7 +7,7 @@ Times a step that does nothing through the same path every benchmark uses
   per-iter   total loop wall time / steps: the in-sample cost plus the loop's bookkeeping
 With a backend name, its real synchronize() is used (torch-cuda: torch.cuda.synchronize on an
 idle device), which every GPU sample pays.
-Run: .venv/bin/python reports/tools/overhead.py [BACKEND]   (or: make bench)
+Run: .venv/bin/python tools/overhead.py [BACKEND]   (or: make bench)
 """
 
 import sys

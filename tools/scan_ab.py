@@ -2,9 +2,9 @@
 graph, on a CUDA GPU. It uses only what every version has (the registry's torch-cuda backend and
 its ``op_step``), so it times an old commit and the current one alike:
 
-    PYTHONPATH=/tmp/base python reports/tools/scan_ab.py --label base >> ab.jsonl
-    PYTHONPATH=/tmp/new  python reports/tools/scan_ab.py --label new  >> ab.jsonl   (alternate, twice)
-    python reports/tools/scan_ab.py --compare ab.jsonl
+    PYTHONPATH=/tmp/base python tools/scan_ab.py --label base >> ab.jsonl
+    PYTHONPATH=/tmp/new  python tools/scan_ab.py --label new  >> ab.jsonl   (alternate, twice)
+    python tools/scan_ab.py --compare ab.jsonl
 
 Each point is the scan suite's: the op alone at mamba-130m's shape (batch 8, d_inner 1536,
 d_state 16; attention 12 heads of 64) for each length, forward and train (forward + backward),

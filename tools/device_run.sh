@@ -2,8 +2,8 @@
 # Run on a lent GPU machine (no internet): install ssmbench from carried wheels, then run the
 # steps named, each writing under $OUT. From the repository root:
 #
-#   bash reports/tools/device_run.sh tests compile scan-suite      # carry .whl
-#   bash reports/tools/device_run.sh ab                            # carry .whl and .base
+#   bash tools/device_run.sh tests compile scan-suite      # carry .whl
+#   bash tools/device_run.sh ab                            # carry .whl and .base
 #
 # .whl/ holds what the device's image lacks for Python 3.12 (typer 0.29.2 and pydantic 2.14.3,
 # pydantic_core 2.50.4, annotated-types 0.8.0, typing-inspection 0.4.5: typer imports pydantic
@@ -36,7 +36,7 @@ for STEP in "$@"; do
            tail -3 "$OUT/pytest.txt" ;;
     tests-jax) $PYTEST "$REPO/tests/backends/jax" "$REPO/tests/backends/test_backends.py" -k "jax" > "$OUT/pytest-jax.txt" 2>&1
                tail -3 "$OUT/pytest-jax.txt" ;;
-    compile) python3 "$REPO/reports/tools/compile_triton.py" > "$OUT/compile.txt" 2>&1; echo "compile_triton exit $?"; tail -2 "$OUT/compile.txt" ;;
+    compile) python3 "$REPO/tools/compile_triton.py" > "$OUT/compile.txt" 2>&1; echo "compile_triton exit $?"; tail -2 "$OUT/compile.txt" ;;
     scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton $FAST --out $R
                 $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
     scan-suite-bf16) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
@@ -56,8 +56,8 @@ for STEP in "$@"; do
     depth-torch) $SSM run depth-scaling -b torch-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
     depth-jax) $SSM run depth-scaling -b jax-cuda --preset tinyshakespeare-m2 $FAST --out $R ;;
     ceiling-torch) $SSM run memory-ceiling -b torch-cuda --preset tinyshakespeare-m2 --memory-limit 12.7GB --timeout 120 --out $R ;;
-    tune-scan) python3 "$REPO/reports/tools/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
-    overhead) python3 "$REPO/reports/tools/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
+    tune-scan) python3 "$REPO/tools/tune_triton_scan.py" --lengths 512,2048,8192 ${TUNE_ARGS:-} | tee "$OUT/tune.txt" ;;
+    overhead) python3 "$REPO/tools/overhead.py" torch-cuda | tee "$OUT/overhead.txt" ;;
     ab)  # this tree against .base, in one call: the model-level figures, then the scan's ops (AB_ROUNDS rounds, interleaved)
          python3 -m pip install -q --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/base "$REPO/.base" || exit 1
          for v in base new; do
@@ -70,10 +70,10 @@ for STEP in "$@"; do
          for round in $(seq ${AB_ROUNDS:-2}); do
            for v in base new; do
              PP=/tmp/site; [ $v = base ] && PP=/tmp/base:/tmp/site
-             PYTHONPATH=$PP python3 "$REPO/reports/tools/scan_ab.py" --label $v --min-time ${AB_MIN_TIME:-0.3} >> "$OUT/scan-ab.jsonl" || echo "scan_ab $v failed"
+             PYTHONPATH=$PP python3 "$REPO/tools/scan_ab.py" --label $v --min-time ${AB_MIN_TIME:-0.3} >> "$OUT/scan-ab.jsonl" || echo "scan_ab $v failed"
            done
          done
-         python3 "$REPO/reports/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt" ;;
+         python3 "$REPO/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt" ;;
     *) echo "unknown step $STEP" ;;
   esac
 done

@@ -2,7 +2,7 @@
 FORWARD and BACKWARD): every candidate is timed at the issue's shape (batch 8, d_inner 1536,
 d_state 16) for fp32 and bf16 inputs, and the best pair is checked against the float64 reference.
 
-    python reports/tools/tune_triton_scan.py [--lengths 512,2048,8192] [--quick | --defaults] [--profile]
+    python tools/tune_triton_scan.py [--lengths 512,2048,8192] [--quick | --defaults] [--profile]
 
 Prints one line per (direction, dtype, L, tiling) with the median ms over CUDA events (and in
 brackets the GPU alone, calls replayed from a CUDA graph) and the

@@ -4,7 +4,7 @@ conversions of 2D tiles its TTGIR has inside loops. The tests run the kernels un
 interpreter, which checks their arithmetic but not that they compile for a GPU; run this
 before spending device time.
 
-    python reports/tools/compile_triton.py [--capability 90] [--generic]
+    python tools/compile_triton.py [--capability 90] [--generic]
 
 Kernels compile as a launch at mamba-130m's shapes specialises them: Triton marks each pointer
 argument 16-byte aligned and each integer that is a multiple of 16 (``SHAPE``), and the compiler
