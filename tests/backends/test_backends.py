@@ -52,6 +52,13 @@ def test_reference_decode_equals_reference_parallel(odd_mamba):
     assert rel(archs.mamba.decode_logits(w, toks), R) < 1e-12
 
 
+def test_reference_backend_in_public_api(odd_mamba):
+    w, toks, R = odd_mamba
+    np.testing.assert_allclose(ssmbench.logits("reference", w, toks), R)
+    with pytest.raises(ValueError, match="token ids"):
+        ssmbench.logits("reference", w, toks + 100)
+
+
 def test_prefill_state_continues_like_decode(odd_mamba, device):
     """prefill(prompt) then decode steps == decoding the whole sequence token by token."""
     w, toks, R = odd_mamba

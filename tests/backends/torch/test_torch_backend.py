@@ -25,13 +25,6 @@ def rel(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
 
 
-@pytest.fixture(scope="module")
-def odd_mamba():
-    w = init_weights("mamba", ODD, seed=7, jitter=True)
-    toks = np.random.default_rng(3).integers(0, ODD.vocab, (2, 37))
-    return w, toks, archs.mamba.logits(w, toks)
-
-
 # ---------------------------------------------------------------------------- parameter count
 @pytest.mark.parametrize("cfg", [ODD, MambaConfig(), MambaConfig(vocab=7, d_model=33, n_layers=3, d_state=3, d_conv=2, expand=3)])
 def test_param_count_matches_formula(cfg):
@@ -152,10 +145,3 @@ def test_load_weights_rejects_unknown_format(tmp_path):
     (tmp_path / "w.h5").write_bytes(b"x")
     with pytest.raises(ValueError, match="allowed: .safetensors"):
         ssmbench.load_weights(tmp_path / "w.h5")
-
-
-def test_reference_backend_in_public_api(odd_mamba):
-    w, toks, R = odd_mamba
-    np.testing.assert_allclose(ssmbench.logits("reference", w, toks), R)
-    with pytest.raises(ValueError, match="token ids"):
-        ssmbench.logits("reference", w, toks + 100)
