@@ -63,8 +63,8 @@ def backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
                 "available": a.available,
                 "reason": a.reason,
                 "install": a.install,
-                "scans": list(cls.scans) if cls else [],
-                "default_scan": cls.default_scan if cls else None,
+                "scans": {arch: list(s) for arch, s in cls.scans.items()} if cls else {},
+                "default_scan": dict(cls.default_scan) if cls else {},
             }
         )
     if as_json:
@@ -78,7 +78,7 @@ def backends(as_json: Annotated[bool, typer.Option("--json", help="Machine-reada
             Text("yes", style="green") if r["available"] else Text("no", style="red"),
             r["reason"],
             "" if r["available"] else r["install"],
-            ", ".join(r["scans"]),
+            "; ".join(f"{arch}: {', '.join(s)}" for arch, s in r["scans"].items()),
         )
     out.print(t)
 

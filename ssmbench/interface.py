@@ -41,8 +41,8 @@ class Availability:
 class Backend(ABC):
     name: str = ""  # FRAMEWORK-DEVICE, e.g. "torch-cpu"
     framework: str = ""  # "torch", "jax", "tf"
-    scans: tuple = ()  # Mamba parallel-path scans this backend offers
-    default_scan: str = ""
+    scans: dict = {}  # arch -> the parallel-path scans this backend offers it (archs with FIXED_SCAN need none)
+    default_scan: dict = {}  # arch -> the scan it runs unless --scan says otherwise
     dtypes: tuple = ("float32",)
     host_memory: bool = False  # the model lives in this process's memory (CPU): its peak is sampled RSS
     install_hint: str = ""

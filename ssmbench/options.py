@@ -201,7 +201,7 @@ def arch_list(text: str | None, default) -> list[str]:
 def all_scans() -> list[str]:
     names = []
     for cls in registry.classes().values():
-        names += [s for s in cls.scans if s not in names]
+        names += [s for arch_scans in cls.scans.values() for s in arch_scans if s not in names]
     return names
 
 

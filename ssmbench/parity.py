@@ -50,7 +50,7 @@ def checks_for(cls, names, dtypes=None, scans=None) -> list[Check]:
             if a.FIXED_SCAN:
                 out += [Check(arch, "forward", a.FIXED_SCAN, dtype), Check(arch, "decode", a.DECODE_SCAN, dtype)]
                 continue
-            out += [Check(arch, "forward", s, dtype) for s in cls.scans if scans is None or s in scans]
+            out += [Check(arch, "forward", s, dtype) for s in cls.scans.get(arch, ()) if scans is None or s in scans]
             out.append(Check(arch, "decode", a.DECODE_SCAN, dtype))
     return out
 

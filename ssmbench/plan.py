@@ -139,11 +139,12 @@ def _scans_for(cls, arch: str, mode: str, scans: list | None):
         return [(a.DECODE_SCAN, None)]
     if cls is None:  # backend not implemented here: one point, recorded unavailable
         return [((scans or ["default"])[0] if scans != ["all"] else "default", None)]
+    offered = cls.scans.get(arch, ())
     if not scans:
-        return [(cls.default_scan, None)]
+        return [(cls.default_scan[arch], None)]
     if scans == ["all"]:
-        return [(s, None) for s in cls.scans]
-    return [(s, None if s in cls.scans else f"{cls.name} has no {s!r} scan (it has: {', '.join(cls.scans)})") for s in scans]
+        return [(s, None) for s in offered]
+    return [(s, None if s in offered else f"{cls.name} has no {s!r} scan for {arch} (it has: {', '.join(offered)})") for s in scans]
 
 
 # ---------------------------------------------------------------------------- adaptive plans

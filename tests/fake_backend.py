@@ -21,8 +21,8 @@ from ssmbench.interface import Availability, Backend
 
 class _Fake(Backend):
     framework = "fake"
-    scans = ("chunked",)
-    default_scan = "chunked"
+    scans = {"mamba": ("chunked",), "mamba2": ("ssd",)}
+    default_scan = {"mamba": "chunked", "mamba2": "ssd"}
     dtypes = ("float32",)
     install_hint = "nothing to install"
     parity_checked = False  # computes no model

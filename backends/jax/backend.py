@@ -30,7 +30,7 @@ try:
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
-SCANS = ("sequential", "associative", "chunked")
+SCANS = {"mamba": ("sequential", "associative", "chunked"), "mamba2": ("ssd", "sequential")}
 METAL_EXTRA = "pip install 'ssmbench[jax-metal]'  (macOS on Apple silicon: jax==0.5.0, jaxlib==0.5.0, jax-metal==0.1.1)"
 
 
@@ -86,7 +86,7 @@ class _Model:
 class JaxBackend(Backend):
     framework = "jax"
     scans = SCANS
-    default_scan = "associative"
+    default_scan = {"mamba": "associative", "mamba2": "ssd"}
     dtypes = ("float32", "bfloat16", "float16")
     install_hint = "pip install 'jax[cpu]' optax"
     platform = "cpu"
@@ -139,7 +139,7 @@ class JaxBackend(Backend):
     # ---------------------------------------------------------------- model
     def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
         params = {k: jax.device_put(np.asarray(v, np.float32), self.device) for k, v in weights.items() if k != "lm_head.weight"}
-        return _Model(self, arch, params, cfg, scan or self.default_scan, dtype)
+        return _Model(self, arch, params, cfg, scan or self.default_scan.get(arch), dtype)
 
     def weights(self, model):
         return {k: np.asarray(v) for k, v in model.params.items()}
@@ -277,7 +277,7 @@ class JaxCPU(JaxBackend):
     platform = "cpu"
     host_memory = True
     priority = 9
-    default_scan = "sequential"  # fastest measured on CPU (docs/results.md), as for torch-cpu
+    default_scan = {"mamba": "sequential", "mamba2": "ssd"}  # Mamba-1: fastest measured on CPU (docs/results.md), as for torch-cpu
 
 
 class JaxCUDA(JaxBackend):
@@ -291,7 +291,7 @@ class JaxMetal(JaxBackend):
     name = "jax-metal"
     platform = "METAL"
     priority = 40
-    default_scan = "chunked"  # the one scan built only from ops the Metal plugin lowers
+    default_scan = {"mamba": "chunked", "mamba2": "ssd"}  # the scans built only from ops the Metal plugin lowers
     dtypes = ("float32", "float16")
     install_hint = METAL_EXTRA
 

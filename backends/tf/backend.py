@@ -23,7 +23,7 @@ from ssmbench.interface import ADAMW, Availability, Backend
 
 from .common import JIT, tf
 
-SCANS = ("sequential", "chunked")
+SCANS = {"mamba": ("sequential", "chunked"), "mamba2": ("ssd", "sequential")}
 
 
 # ============================================================================ backend
@@ -70,7 +70,7 @@ class _Model:
 class TFBackend(Backend):
     framework = "tf"
     scans = SCANS
-    default_scan = "sequential"
+    default_scan = {"mamba": "sequential", "mamba2": "ssd"}
     dtypes = ("float32", "bfloat16", "float16")
     install_hint = "pip install tensorflow-cpu"
     kind = "CPU"
@@ -126,7 +126,7 @@ class TFBackend(Backend):
             variables = {
                 k: tf.Variable(np.asarray(v, np.float32), name=k.replace(".", "_")) for k, v in weights.items() if k != "lm_head.weight"
             }
-            return _Model(arch, variables, cfg, scan or self.default_scan, dtype, self.device)
+            return _Model(arch, variables, cfg, scan or self.default_scan.get(arch), dtype, self.device)
 
     def weights(self, model) -> dict:
         return {k: v.numpy() for k, v in model.vars.items()}

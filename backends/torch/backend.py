@@ -24,7 +24,7 @@ try:
 except ImportError:  # availability() reports it; nothing below runs without torch
     torch = None
 
-SCANS = ("chunked", "parallel", "sequential")  # pure PyTorch, every device (scans.SCAN_FNS)
+SCANS = {"mamba": ("chunked", "parallel", "sequential"), "mamba2": ("ssd", "sequential")}  # pure PyTorch, every device
 
 
 # ============================================================================ backend
@@ -48,7 +48,7 @@ class _Model:
 class TorchBackend(Backend):
     framework = "torch"
     scans = SCANS
-    default_scan = "chunked"
+    default_scan = {"mamba": "chunked", "mamba2": "ssd"}
     dtypes = ("float32", "bfloat16", "float16")
     device_type = "cpu"
     install_hint = "pip install torch==2.13.0  (CPU build; on a CUDA machine: pip install torch)"
@@ -77,7 +77,7 @@ class TorchBackend(Backend):
 
     # ---------------------------------------------------------------- model
     def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
-        module = archs.framework_module(arch, "torch").build(cfg, scan or self.default_scan)
+        module = archs.framework_module(arch, "torch").build(cfg, scan or self.default_scan.get(arch))
         sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items() if k != "lm_head.weight"}
         module.load_state_dict(sd, strict=True)
         module.to(self.device)
@@ -250,9 +250,9 @@ class TorchCPU(TorchBackend):
     device_type = "cpu"
     host_memory = True
     priority = 10
-    # fastest measured on CPU (docs/results.md): its (B, E, N) state stays in cache, while the
-    # chunked and parallel scans stream (B, L, E, N) tensors through memory
-    default_scan = "sequential"
+    # Mamba-1: fastest measured on CPU (docs/results.md): its (B, E, N) state stays in cache,
+    # while the chunked and parallel scans stream (B, L, E, N) tensors through memory
+    default_scan = {"mamba": "sequential", "mamba2": "ssd"}
 
     @classmethod
     def availability(cls):
@@ -268,8 +268,8 @@ class TorchCUDA(TorchBackend):
     name = "torch-cuda"
     device_type = "cuda"
     priority = 100
-    scans = (*SCANS, "triton")
-    default_scan = "triton"  # the fused kernel: fastest measured on the H100 (docs/results.md)
+    scans = {arch: (*s, "triton") for arch, s in SCANS.items()}
+    default_scan = {"mamba": "triton", "mamba2": "triton"}  # the fused kernels: fastest measured on the H100 (docs/results.md)
     install_hint = "pip install torch  (a CUDA build, on a machine with an NVIDIA GPU and driver)"
 
     @classmethod
@@ -349,7 +349,7 @@ class TorchMPS(TorchBackend):
     name = "torch-mps"
     device_type = "mps"
     priority = 50
-    default_scan = "parallel"  # a GPU: like CUDA, the O(log L)-depth scan (not measured on MPS yet)
+    default_scan = {"mamba": "parallel", "mamba2": "ssd"}  # a GPU: the O(log L)-depth scan, SSD's matmuls (not measured on MPS yet)
     install_hint = "pip install torch  (macOS 12.3+ on Apple silicon)"
 
     @classmethod

@@ -28,9 +28,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from . import mamba, transformer
+from . import mamba, mamba2, transformer
 
-ARCHS: dict[str, ModuleType] = {m.NAME: m for m in (mamba, transformer)}
+ARCHS: dict[str, ModuleType] = {m.NAME: m for m in (mamba, mamba2, transformer)}
 
 
 def names() -> list[str]:

@@ -58,7 +58,7 @@ def test_every_scan_op_and_attention_op_compute_the_reference(name):
     be = _backend(name)
     a = archs.mamba.op_inputs(SHAPE, seed=4)
     out_ref, dx_ref = reference_scan(a)
-    for scan in be.scans:
+    for scan in be.scans["mamba"]:
         out = be.to_numpy(be.op_step("mamba", scan, a, "float32", "forward")())
         dx = be.to_numpy(be.op_step("mamba", scan, a, "float32", "train")())
         assert rel(out, out_ref) < 1e-5, scan
@@ -105,7 +105,7 @@ def test_plan_covers_every_scan_and_attention_at_each_length():
     got = {(pt.arch, pt.scan, pt.mode, pt.seq_len) for pt in p.grid}
     from ssmbench.backends.torch.backend import TorchCPU
 
-    want = {("mamba", s, m, L) for s in TorchCPU.scans for m in ("forward", "train") for L in (64, 128, 256)}
+    want = {("mamba", s, m, L) for s in TorchCPU.scans["mamba"] for m in ("forward", "train") for L in (64, 128, 256)}
     want |= {("transformer", "attention", m, L) for m in ("forward", "train") for L in (64, 128, 256)}
     assert got == want
 

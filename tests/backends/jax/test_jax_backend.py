@@ -45,8 +45,8 @@ def _lowered(scan: str, chunk: int = 8):
 
 
 def test_metal_default_scan_lowers_to_metal_safe_ops():
-    assert jb.JaxMetal.default_scan == "chunked"
-    train, step = _lowered(jb.JaxMetal.default_scan)
+    assert jb.JaxMetal.default_scan["mamba"] == "chunked"
+    train, step = _lowered(jb.JaxMetal.default_scan["mamba"])
     assert "dot_general" in train and "dynamic_update_slice" in train  # it really is the train step
     assert forbidden_ops(train) == []
     assert forbidden_ops(step) == []
