@@ -3,8 +3,8 @@
 Public API (SPEC "Python API")::
 
     ssmbench.load_weights(path) -> dict[str, numpy.ndarray]
-    ssmbench.logits(backend, weights, tokens, *, scan=None, dtype="float32") -> numpy (B, L, V)
-    ssmbench.decode_logits(backend, weights, tokens, *, dtype="float32") -> numpy (B, L, V)
+    ssmbench.logits(backend, weights, tokens, *, scan=None, dtype="float32", ngroups=None) -> numpy (B, L, V)
+    ssmbench.decode_logits(backend, weights, tokens, *, dtype="float32", ngroups=None) -> numpy (B, L, V)
 
 ``weights`` is a dict of arrays (mamba-ssm names) or a path; the config is inferred from the
 shapes. ``backend`` is a name such as "torch-cpu", or "reference" for the float64 NumPy model.
@@ -22,10 +22,10 @@ from .weights import infer_config, load_weights
 __all__ = ["__version__", "load_weights", "logits", "decode_logits"]
 
 
-def _prepare(weights, tokens):
+def _prepare(weights, tokens, ngroups):
     if not isinstance(weights, dict):
         weights = load_weights(weights)
-    arch, cfg = infer_config(weights)
+    arch, cfg = infer_config(weights, ngroups)
     tokens = np.asarray(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (batch, length), got shape {tokens.shape}")
@@ -34,9 +34,10 @@ def _prepare(weights, tokens):
     return weights, arch, cfg, tokens
 
 
-def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str = "float32") -> np.ndarray:
-    """Logits of the parallel (training / prefill) path. tokens (B, L) -> (B, L, V)."""
-    weights, arch, cfg, tokens = _prepare(weights, tokens)
+def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str = "float32", ngroups: int | None = None) -> np.ndarray:
+    """Logits of the parallel (training / prefill) path. tokens (B, L) -> (B, L, V). ``ngroups``:
+    Mamba-2's groups of heads sharing B and C, which its shapes do not tell (1 unless given)."""
+    weights, arch, cfg, tokens = _prepare(weights, tokens, ngroups)
     if backend == "reference":
         return archs.get(arch).logits(weights, tokens, cfg)
     from . import backends as registry
@@ -48,10 +49,10 @@ def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str
     return b.to_numpy(out)
 
 
-def decode_logits(backend: str, weights, tokens, *, dtype: str = "float32") -> np.ndarray:
+def decode_logits(backend: str, weights, tokens, *, dtype: str = "float32", ngroups: int | None = None) -> np.ndarray:
     """The same tokens fed one at a time through the recurrent step with its O(1) state
     (a KV cache for the Transformer). tokens (B, L) -> (B, L, V)."""
-    weights, arch, cfg, tokens = _prepare(weights, tokens)
+    weights, arch, cfg, tokens = _prepare(weights, tokens, ngroups)
     if backend == "reference":
         return archs.get(arch).decode_logits(weights, tokens, cfg)
     from . import backends as registry

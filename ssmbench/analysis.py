@@ -9,7 +9,7 @@ Definitions, as the reports print them:
 - log-log slope: the slope of log(ms) against log(L); 1 is linear in length, 2 quadratic.
 - scaling efficiency (seed 000): tokens/s at depth L / tokens/s at the first depth L0.
 - linear-scaling efficiency: (t(L0) * L / L0) / t(L); 100% is cost exactly proportional to depth.
-- crossover: the shortest length from which Mamba is faster than the Transformer at every
+- crossover: the shortest length from which an SSM (Mamba, Mamba-2) is faster than the Transformer at every
   longer length measured, with an estimate interpolated on log-log axes between the lengths
   that bracket it.
 - memory ceiling: the largest value that ran without OOM when the next one measured did not.
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import memory_model
+from . import archs, memory_model
+from .fmt import arch_scan
 from .merge import in_time_order
 from .results import group_of
 
@@ -163,9 +164,9 @@ class Crossover:
     group: str
     mode: str
     dtype: str
-    mamba_scan: str
+    ssm: str  # the SSM's "arch scan" (e.g. "mamba2 triton")
     lengths: list  # common lengths
-    ratios: list  # mamba ms / transformer ms at each
+    ratios: list  # SSM ms / transformer ms at each
     verdict: str  # human sentence
     length: float | None  # the estimated crossover length, if any
 
@@ -181,8 +182,8 @@ def seqlen(records: list[dict]) -> tuple[list[LengthSeries], list[Crossover]]:
         h = s.head
         by.setdefault((group_of(h), h["mode"], h["dtype"]), []).append(s)
     for (group, mode, dtype), ss in by.items():
-        trans = [s for s in ss if s.head["arch"] == "transformer"]
-        for m in (s for s in ss if s.head["arch"] == "mamba"):
+        trans = [s for s in ss if archs.is_attention(s.head["arch"])]
+        for m in (s for s in ss if not archs.is_attention(s.head["arch"])):
             for t in trans[:1]:
                 crossovers.append(crossover(group, mode, dtype, m, t))
     return all_series, crossovers
@@ -193,13 +194,14 @@ def crossover(group: str, mode: str, dtype: str, m: LengthSeries, t: LengthSerie
     tt = {v: median_ms(r) for v, r in t.points if median_ms(r) is not None}
     common = sorted(set(mt) & set(tt))
     ratios = [mt[L] / tt[L] for L in common]
-    c = Crossover(group, mode, dtype, m.head["scan"], common, ratios, "", None)
+    name = arch_scan(m.head)
+    c = Crossover(group, mode, dtype, name, common, ratios, "", None)
     if not common:
         c.verdict = "no length measured for both"
         return c
     faster = [r < 1 for r in ratios]
     if all(faster):
-        c.verdict = f"Mamba is faster at every length measured ({common[0]}..{common[-1]})"
+        c.verdict = f"{name} is faster at every length measured ({common[0]}..{common[-1]})"
         return c
     if not faster[-1]:
         c.verdict = f"no crossover up to {common[-1]}: the Transformer is as fast or faster there"
@@ -208,7 +210,7 @@ def crossover(group: str, mode: str, dtype: str, m: LengthSeries, t: LengthSerie
     lo, hi = common[i - 1], common[i]
     a, b = math.log(ratios[i - 1]), math.log(ratios[i])
     c.length = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * a / (a - b)) if a != b else float(hi)
-    c.verdict = f"Mamba is faster from {hi} on; the crossover lies between {lo} and {hi} (about {c.length:,.0f} on log-log axes)"
+    c.verdict = f"{name} is faster from {hi} on; the crossover lies between {lo} and {hi} (about {c.length:,.0f} on log-log axes)"
     return c
 
 

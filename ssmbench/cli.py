@@ -101,22 +101,24 @@ def env(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable o
 @app.command()
 def presets():
     """List the named configurations --preset accepts."""
-    from .archs.mamba import params as mamba_params
+    from . import archs
     from .presets import PRESETS
 
-    t = Table("preset", "vocab", "d_model", "layers", "d_state", "batch", "seq", "params", "source")
+    t = Table("preset", "arch", "vocab", "d_model", "layers", "d_state", "batch", "seq", "params", "source")
     for p in PRESETS.values():
-        m = p.model
+        a = archs.get(p.arch)
+        m = a.config_for(p.model, **p.settings)
         add_row(
             t,
             p.name,
+            p.arch,
             str(m.vocab),
             str(m.d_model),
             str(m.n_layers),
             str(m.d_state),
             str(p.run.get("default_batch", "")),
             str(p.run.get("seq_len", "")),
-            f"{mamba_params(m):,}",
+            f"{a.params(m):,}",
             p.source + (f" ({p.note})" if p.note else ""),
         )
     out.print(t)
@@ -127,21 +129,28 @@ def run(
     suite: Annotated[str, typer.Argument(help="throughput | latency | depth-scaling | memory-ceiling | seqlen | scan | parity")],
     backend: BackendOpt = None,
     arch: Annotated[
-        str | None, typer.Option(help="mamba | transformer, comma list, both or all (default: mamba; seqlen, scan: both)")
+        str | None,
+        typer.Option(help="mamba | mamba2 | transformer, comma list; both = mamba,transformer; all (default: mamba; seqlen, scan: both)"),
     ] = None,
     preset: PresetOpt = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
-    d_state: Annotated[IntOpt, typer.Option(help="SSM state size N.")] = None,
+    d_state: Annotated[IntOpt, typer.Option(help="SSM state size N (default: mamba 16, mamba2 128).")] = None,
     d_conv: Annotated[IntOpt, typer.Option(help="Causal conv width K.")] = None,
     expand: Annotated[IntOpt, typer.Option(help="Inner width E = expand * D.")] = None,
     vocab: Annotated[IntOpt, typer.Option(help="Vocabulary size.")] = None,
+    headdim: Annotated[IntOpt, typer.Option(help="mamba2: channels per head P; it divides expand x d_model (default 64).")] = None,
+    ngroups: Annotated[IntOpt, typer.Option(help="mamba2: groups of heads sharing B and C; it divides the heads (default 1).")] = None,
+    chunk_size: Annotated[IntOpt, typer.Option(help="mamba2: the SSD chunk (default 256).")] = None,
     batch: Annotated[IntOpt, typer.Option(help="Batch size (default 32; decode runs at 1, seqlen at 8).")] = None,
     seq_len: Annotated[IntOpt, typer.Option(help="Sequence length (decode: context length).")] = None,
     dtype: Annotated[
         str | None, typer.Option(help="float32 | bfloat16 | float16, half precision through autocast (default float32; parity: all).")
     ] = None,
-    scan: Annotated[list[str] | None, typer.Option(help="Mamba scan(s), comma list, or 'all' (default: the backend's).")] = None,
+    scan: Annotated[
+        list[str] | None,
+        typer.Option(help="Scan(s), comma list, or 'all' (default: the backend's; `ssmbench backends` lists them per arch)."),
+    ] = None,
     mode: Annotated[list[str] | None, typer.Option(help="train | forward | decode, comma list (default: the suite's).")] = None,
     warmup: Annotated[IntOpt, typer.Option(help="Untimed steps after the first call (default 2).")] = None,
     min_iters: Annotated[IntOpt, typer.Option(help="At least this many timed steps (default 10).")] = None,
@@ -202,7 +211,7 @@ def sweep(
     values: Annotated[
         str | None,
         typer.Option(
-            help="Comma list (default: seqlen 256..8192 doubling, depth 1,2,4,8,16, batch 1..64, dstate 4..64; fewer with --quick)."
+            help="Comma list (default: seqlen 256..8192 doubling, depth 1,2,4,8,16, batch 1..64, dstate 4..256; fewer with --quick)."
         ),
     ] = None,
     max_len: Annotated[IntOpt, typer.Option(help="seqlen: longest length when --values is not given.")] = None,
@@ -254,8 +263,8 @@ def _plan_and_execute(plan_fn, suite: str, axis, values, opts_kw: dict, quick: b
     if axis is not None and values is None:
         values = list(axis.quick if quick else axis.default)
     opts = build_options(**opts_kw, quick=quick, default_archs=default_archs, values=values, search=search)
-    if axis is not None and axis.mamba_only and opts.archs != ["mamba"]:
-        fail(f"--arch {opts_kw['arch']!r}: the {axis.what} sweep varies a Mamba-only setting; use --arch mamba")
+    if axis is not None and axis.ssm_only and "transformer" in opts.archs:
+        fail(f"--arch {opts_kw['arch']!r}: the {axis.what} sweep varies an SSM setting the Transformer lacks; use --arch mamba, mamba2")
     writable_dir("--out", out_dir)  # the last check: it makes the directory
     raise Exit(execute(suite, plan_fn(opts), out_dir, resume))
 

@@ -17,7 +17,7 @@ from . import archs as arch_registry
 from . import backends as registry
 from .archs.mamba import Config as MambaConfig
 from .interface import DTYPES, MODES
-from .plan import QUICK_MODEL, QUICK_RUN, RunOptions
+from .plan import QUICK_MODEL, QUICK_RUN, QUICK_SETTINGS, RunOptions, arch_config
 
 # Sizes and counts index int32 arrays somewhere (JAX's int32 token arrays, the Triton kernels'
 # offsets): a larger value passes no backend, so it is bad input, not an error record per point.
@@ -229,6 +229,9 @@ def build_options(
     timeout,
     memory_limit,
     seed,
+    headdim=None,
+    ngroups=None,
+    chunk_size=None,
     default_archs=("mamba",),
     values=None,
     search="batch",
@@ -261,6 +264,9 @@ def build_options(
         ("--d-conv", d_conv),
         ("--expand", expand),
         ("--vocab", vocab),
+        ("--headdim", headdim),
+        ("--ngroups", ngroups),
+        ("--chunk-size", chunk_size),
         ("--batch", batch),
         ("--seq-len", seq_len),
         ("--min-iters", min_iters),
@@ -275,20 +281,39 @@ def build_options(
         fail(f"--timeout {timeout} must be > 0 seconds")
     mem = parse_size(memory_limit) if memory_limit is not None else None
 
-    model, run = MambaConfig(), {}
+    model, run, settings = MambaConfig(), {}, {}
     if quick:
-        model, run = MambaConfig(**QUICK_MODEL), dict(QUICK_RUN)
+        model, run, settings = MambaConfig(**QUICK_MODEL), dict(QUICK_RUN), dict(QUICK_SETTINGS)
     if preset is not None:
         if preset not in PRESETS:
             fail(f"--preset {preset!r} is unknown; choose from: {', '.join(PRESETS)}")
-        model, run = PRESETS[preset].model, {**run, **PRESETS[preset].run}
+        p = PRESETS[preset]
+        model, run = p.model, {**run, **p.run}
+        if p.settings:
+            settings = {**settings, p.arch: p.settings}
+        if arch is None:  # the suite's default architecture is the one the preset describes
+            archs = list(dict.fromkeys(p.arch if a == "mamba" else a for a in archs))
     model = model.with_(vocab=vocab, d_model=d_model, n_layers=layers, d_state=d_state, d_conv=d_conv, expand=expand)
+    own = {"d_state": d_state, "headdim": headdim, "ngroups": ngroups, "chunk_size": chunk_size}
+    own = {k: v for k, v in own.items() if v is not None}
+    for a in arch_registry.names():  # an explicit flag wins over --quick and --preset for every architecture that has it
+        given = {k: v for k, v in own.items() if k in getattr(arch_registry.get(a), "SETTINGS", ())}
+        if given:
+            settings[a] = {**settings.get(a, {}), **given}
+    unused = [
+        f"--{k.replace('_', '-')}"
+        for k in own
+        if k != "d_state" and not any(k in getattr(arch_registry.get(a), "SETTINGS", ()) for a in archs)
+    ]
+    if unused:
+        fail(f"{', '.join(unused)} applies to --arch mamba2 only, not to {', '.join(archs)}")
     explicit = dict(batch=batch, seq_len=seq_len, warmup=warmup, min_iters=min_iters, min_time=min_time, repeats=repeats, timeout=timeout)
     run.update({k: v for k, v in explicit.items() if v is not None})
-    return RunOptions(
+    opts = RunOptions(
         backends=backends,
         archs=archs,
         model=model,
+        settings=settings,
         dtype=dtype,
         scans=scans,
         modes=modes,
@@ -301,3 +326,9 @@ def build_options(
         quick=quick,
         **run,
     )
+    for a in archs:
+        try:
+            arch_config(opts, a)
+        except ValueError as e:  # e.g. a headdim that does not divide d_inner: name the flag
+            fail(f"--arch {a}: {e}; set --headdim, --ngroups or --d-model so it does")
+    return opts

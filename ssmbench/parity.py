@@ -21,13 +21,14 @@ from . import archs
 from .archs.mamba import Config as MambaConfig
 
 MODEL = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)  # odd on purpose
+SETTINGS = {"mamba2": dict(d_state=6, headdim=10, ngroups=2, chunk_size=16)}  # 8 heads of 10 in 2 groups; 37 tokens = 2 chunks + 5
 BATCH, SEQ_LEN = 2, 37
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 5e-3}
 
 
 @dataclass(frozen=True)
 class Check:
-    arch: str  # mamba | transformer
+    arch: str  # a registry name: mamba | mamba2 | transformer
     mode: str  # forward (parallel path) | decode (recurrent path)
     scan: str  # the Mamba scan; "recurrent" for decode, "attention" for the Transformer
     dtype: str
@@ -86,7 +87,7 @@ def decode_all(b, model, tokens) -> np.ndarray:
 
 
 def model_config(arch: str):
-    return archs.get(arch).config_for(MODEL)
+    return archs.get(arch).config_for(MODEL, **SETTINGS.get(arch, {}))
 
 
 def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:

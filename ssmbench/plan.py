@@ -13,6 +13,7 @@ from . import archs
 from .archs.mamba import Config as MambaConfig
 
 QUICK_MODEL = dict(vocab=65, d_model=64, n_layers=2, d_state=8, d_conv=4, expand=2)
+QUICK_SETTINGS = {"mamba2": dict(d_state=16, headdim=16, chunk_size=32)}  # 8 heads; --quick's 64 tokens span two chunks
 QUICK_RUN = dict(default_batch=2, seq_len=64, warmup=1, min_iters=5, min_time=0.1)
 
 
@@ -21,8 +22,9 @@ class RunOptions:
     """Everything a suite needs to plan; built and validated by the CLI."""
 
     backends: list  # resolved backend names, in order
-    archs: list = field(default_factory=lambda: ["mamba"])  # "mamba" and/or "transformer"
-    model: MambaConfig = field(default_factory=MambaConfig)  # Mamba config; the baseline is matched to it
+    archs: list = field(default_factory=lambda: ["mamba"])  # names in the architecture registry
+    model: MambaConfig = field(default_factory=MambaConfig)  # the shared sizes (a Mamba config); the baseline is matched to it
+    settings: dict = field(default_factory=dict)  # arch -> its own settings (mamba2: d_state, headdim, ngroups, chunk_size)
     dtype: str = "float32"
     scans: list | None = None  # None: each backend's default; ["all"]: every scan it offers
     modes: list | None = None  # None: the suite's default modes
@@ -95,7 +97,7 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
     from ssmbench import backends as registry
 
     classes = registry.classes()
-    configs = {arch: archs.get(arch).config_for(opts.model).to_dict() for arch in opts.archs}
+    configs = {arch: arch_config(opts, arch).to_dict() for arch in opts.archs}
     points = []
     for backend in opts.backends:
         cls = classes.get(backend)
@@ -128,6 +130,11 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
                         )
                     )
     return points
+
+
+def arch_config(opts: RunOptions, arch: str):
+    """The config ``arch`` runs at: the shared sizes and its own settings."""
+    return archs.get(arch).config_for(opts.model, **opts.settings.get(arch, {}))
 
 
 def _scans_for(cls, arch: str, mode: str, scans: list | None):
@@ -209,10 +216,12 @@ def doubling_lengths(first: int, top: int, quick_first: int, quick_top: int):
 
 
 def with_axis(opts: RunOptions, axis: str, value: int) -> RunOptions:
-    """``opts`` with one axis set: a run field (seq_len, batch) or a model field (n_layers, d_state)."""
+    """``opts`` with one axis set: a run field (seq_len, batch) or a model field (n_layers, d_state),
+    which an architecture with a setting of that name (mamba2's d_state) follows too."""
     if axis in ("seq_len", "batch"):
         return replace(opts, **{axis: value})
-    return replace(opts, model=opts.model.with_(**{axis: value}))
+    settings = {a: {**opts.settings.get(a, {}), axis: value} for a in opts.archs if axis in getattr(archs.get(a), "SETTINGS", ())}
+    return replace(opts, model=opts.model.with_(**{axis: value}), settings={**opts.settings, **settings})
 
 
 def axis_value(p: Point, axis: str) -> int:

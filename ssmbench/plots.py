@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import archs  # noqa: E402
 from .analysis import AXIS_LABEL, median_ms, model_bytes  # noqa: E402
 from .fmt import arch_scan  # noqa: E402
 from .results import group_of  # noqa: E402
@@ -54,7 +55,7 @@ def seqlen_latency(series: list, mode: str):
         if not xs:
             continue
         slope = f", slope {s.fit.slope:.2f}" if s.fit else ""
-        line = "-" if s.head["arch"] == "mamba" else "--"
+        line = "--" if archs.is_attention(s.head["arch"]) else "-"
         (drawn,) = ax.plot(xs, ys, line, marker="o", label=_label(s.head) + slope)
         if s.fit:
             ax.plot(xs, [math.exp(s.fit.intercept) * x**s.fit.slope for x in xs], ":", color=drawn.get_color(), alpha=0.6)
@@ -74,7 +75,7 @@ def seqlen_memory(series: list):
             ax.plot(
                 [v for v, _ in pts],
                 [b / GIB for _, b in pts],
-                "-" if s.head["arch"] == "mamba" else "--",
+                "--" if archs.is_attention(s.head["arch"]) else "-",
                 marker="o",
                 label=f"{_label(s.head)} {s.head['mode']}",
             )

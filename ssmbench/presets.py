@@ -28,6 +28,8 @@ class Preset:
     note: str = ""
     published: tuple = ()  # Published figures
     scaling_efficiency: dict = field(default_factory=dict)  # {(L0, L): published scaling efficiency}
+    arch: str = "mamba"  # the architecture it describes: a suite's default "mamba" becomes this one
+    settings: dict = field(default_factory=dict)  # that architecture's own settings (RunOptions.settings[arch])
 
 
 M2 = "Apple M2 Pro 16 GB, 16-core GPU, JAX + jax-metal"
@@ -95,6 +97,25 @@ PRESETS = {
             "mamba-ssm's state-spaces/mamba-130m (129,135,360 parameters)",
             "",
             (Published("params", 129135360, "params", {"arch": "mamba"}, "state-spaces/mamba-130m checkpoint"),),
+        ),
+        Preset(
+            "mamba2-130m",
+            MambaConfig(vocab=50288, d_model=768, n_layers=24, d_conv=4, expand=2),
+            {"default_batch": 8, "seq_len": 2048},
+            "mamba-ssm's state-spaces/mamba2-130m (128,989,632 parameters)",
+            "vocab 50,280 padded to a multiple of 16, as the checkpoint",
+            (Published("params", 128989632, "params", {"arch": "mamba2"}, "state-spaces/mamba2-130m checkpoint"),),
+            arch="mamba2",
+            settings={"d_state": 128, "headdim": 64, "ngroups": 1, "chunk_size": 256},
+        ),
+        Preset(
+            "mamba2-tiny",
+            MambaConfig(vocab=65, d_model=256, n_layers=4, d_conv=4, expand=2),
+            {"default_batch": 32, "seq_len": 128},
+            "Mamba-2 at seed 000's char-level width (vocab 65, D 256, 4 layers, batch 32 x 128)",
+            "Mamba-2's defaults otherwise: d_state 128, 8 heads of 64",
+            arch="mamba2",
+            settings={"d_state": 128, "headdim": 64, "ngroups": 1, "chunk_size": 256},
         ),
     )
 }

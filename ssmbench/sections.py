@@ -7,9 +7,11 @@ inline SVG placeholder) or returns None where the report carries no plots (stdou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from . import analysis as an
+from . import archs
 from .fmt import arch_scan, fmt_bytes, fmt_num, md_table, pct
 from .merge import latest_by_point
 from .results import group_of
@@ -109,11 +111,11 @@ def seqlen_md(records, figure: Figure | None) -> list[str]:
         )
     out += md_table(["series", "lengths", "log-log slope", "R²", "ms at first", "ms at last", "peak at last", "stopped"], rows)
     if crossings:
-        out += ["Crossover (Mamba ÷ Transformer median time at each length both measured):", ""]
+        out += ["Crossover (SSM ÷ Transformer median time at each length both measured):", ""]
         out += md_table(
-            ["where", "mode", "dtype", "Mamba scan", "ratio by length", "verdict"],
+            ["where", "mode", "dtype", "SSM", "ratio by length", "verdict"],
             [
-                [c.group, c.mode, c.dtype, c.mamba_scan, ", ".join(f"{L}: {r:.2f}" for L, r in zip(c.lengths, c.ratios)), c.verdict]
+                [c.group, c.mode, c.dtype, c.ssm, ", ".join(f"{L}: {r:.2f}" for L, r in zip(c.lengths, c.ratios)), c.verdict]
                 for c in crossings
             ],
         )
@@ -196,13 +198,26 @@ def sweep_md(suite: str):
 
 
 # ---------------------------------------------------------------------------- the scan alone
+# The Mamba-2 paper's claims about its SSD kernel (Dao & Gu 2024, arXiv 2405.21060, section 9.3 and
+# Figure 10, measured on an A100), printed beside the ratios measured here
+SSD_VS_SCAN = "SSD is 2-8x faster than Mamba-1's fused selective scan"
+SSD_VS_ATTENTION = "SSD is faster than FlashAttention-2 from about 2K tokens on"
+
+
+def _op_name(r: dict) -> str:
+    """The op a scan record timed: "attention", or the SSM, its scan and state size."""
+    if archs.is_attention(r["arch"]):
+        return "attention"
+    return f"{arch_scan(r)} N{r['config'].get('d_state')}"
+
+
 def scan_md(records, figure: Figure | None) -> list[str]:
     recs = [r for r in records if r["suite"] == "scan" and r["status"] == "ok" and (r.get("metrics") or {}).get("step_ms")]
     if not recs:
         return []
     series: dict[tuple, dict] = {}
     for r in recs:
-        series.setdefault((group_of(r), r["arch"], r["scan"], r["mode"], r["dtype"]), {})[r["seq_len"]] = r
+        series.setdefault((group_of(r), _op_name(r), r["mode"], r["dtype"]), {})[r["seq_len"]] = r
     lengths = sorted({r["seq_len"] for r in recs})
     out = [
         "**The scan alone.** Median ms per call at each length as called (eager: the host's launch costs included), then",
@@ -212,7 +227,7 @@ def scan_md(records, figure: Figure | None) -> list[str]:
         "",
     ]
     rows = []
-    for (g, arch, scan, mode, dtype), by_len in series.items():
+    for (g, op, mode, dtype), by_len in series.items():
         cells = []
         for L in lengths:
             m = (by_len.get(L) or {}).get("metrics") or {}
@@ -220,28 +235,89 @@ def scan_md(records, figure: Figure | None) -> list[str]:
             graph = f" [{fmt_num(m['graph_ms']['median'])}]" if m.get("graph_ms") else ""
             cells.append("-" if not m else f"{fmt_num(m['step_ms']['median'])}{graph}" + (f" ({mult:.1f}×)" if mult else ""))
         top = (by_len[max(by_len)].get("metrics") or {}).get("achieved_bytes_per_s")
-        rows.append([g, "attention" if arch == "transformer" else scan, mode, dtype, *cells, fmt_num(top / 1e9) if top else "-"])
+        rows.append([g, op, mode, dtype, *cells, fmt_num(top / 1e9) if top else "-"])
     out += md_table(["where", "op", "mode", "dtype", *(f"L={L}" for L in lengths), "GB/s"], rows)
-    best = []  # the fastest scan against attention, per where/mode/dtype and length
-    for (g, arch, _, mode, dtype), by_len in series.items():
-        if arch != "transformer":
+    return out + _op_ratios(recs)
+
+
+def _device_ms(r: dict) -> float:
+    """An op's time for comparisons: the graph-replayed (device-alone) time where there is one."""
+    m = r["metrics"]
+    return (m.get("graph_ms") or m["step_ms"])["median"]
+
+
+def _op_ratios(recs: list[dict]) -> list[str]:
+    """Each SSM op's speed-up over attention, and Mamba-2's SSD's over Mamba-1's fastest scan, by
+    length (device time where graphs were replayed), with the Mamba-2 paper's claims checked."""
+    best: dict[tuple, dict] = {}  # (where, mode, dtype, arch, N) -> {L: (ms, its scan)}, the fastest scan
+    for r in recs:
+        N = None if archs.is_attention(r["arch"]) else r["config"].get("d_state")
+        cell = best.setdefault((group_of(r), r["mode"], r["dtype"], r["arch"], N), {})
+        cell[r["seq_len"]] = min(cell.get(r["seq_len"], (math.inf, "")), (_device_ms(r), r["scan"]))
+
+    def fastest(where: tuple, arch: str) -> dict:  # {L: (ms, scan)} of ``arch``'s fastest op at any N
+        out = {}
+        for k, by_len in best.items():
+            if k[:3] == where and k[3] == arch:
+                out = {L: min(out.get(L, (math.inf, "")), v) for L, v in {**out, **by_len}.items()}
+        return out
+
+    rows, claims = [], []
+    for (*where, arch, N), mine in best.items():
+        if N is None:
             continue
-        ratios = []
-        for L, att in sorted(by_len.items()):
-            scans = [
-                (v[L]["metrics"]["step_ms"]["median"], k[2])
-                for k, v in series.items()
-                if k[0] == g and k[1] == "mamba" and k[3:] == (mode, dtype) and L in v
-            ]
-            if scans:
-                ms, name = min(scans)
-                ratios.append(f"{L}: {ms / att['metrics']['step_ms']['median']:.2f} ({name})")
-        if ratios:
-            best.append([g, mode, dtype, ", ".join(ratios)])
-    if best:
-        out += ["Fastest scan ÷ attention, by length (below 1: the scan is faster):", ""]
-        out += md_table(["where", "mode", "dtype", "ratio (scan)"], best)
+        for other in ("transformer", "mamba") if arch == "mamba2" else ("transformer",):
+            base = fastest(tuple(where), other)
+            speedup = {L: base[L][0] / mine[L][0] for L in sorted(mine) if L in base}
+            if not speedup:
+                continue
+            against = "attention" if other == "transformer" else f"mamba N{_state(recs, other)} ({_scans(base, speedup)})"
+            cells = ", ".join(f"{L}: {x:.2f}" for L, x in speedup.items())
+            rows.append([*where, f"{arch} N{N} ({_scans(mine, speedup)})", against, cells])
+            if arch == "mamba2":
+                claims.append([*where, SSD_VS_ATTENTION if other == "transformer" else SSD_VS_SCAN, _verdict(other, N, speedup)])
+    if not rows:
+        return []
+    out = ["", "Speed-up of each SSM's fastest scan (named) over the op against it (its time ÷ the SSM's; above 1: the SSM is faster):", ""]
+    out += md_table(["where", "mode", "dtype", "SSM op", "against", "speed-up by length"], rows)
+    if claims:
+        out += ["", "The Mamba-2 paper's claims (measured on an A100) against this device:", ""]
+        out += md_table(["where", "mode", "dtype", "claim", "measured"], claims)
     return out
+
+
+def _scans(by_len: dict, lengths) -> str:
+    """The fastest scans at ``lengths``, in order of first appearance."""
+    return "/".join(dict.fromkeys(by_len[L][1] for L in lengths))
+
+
+def _state(recs: list[dict], arch: str) -> str:
+    return ",".join(str(n) for n in sorted({r["config"].get("d_state") for r in recs if r["arch"] == arch}))
+
+
+def _verdict(other: str, N: int, speedup: dict) -> str:
+    """What the speed-ups by length say of the paper's claim against ``other``."""
+    lo, hi = min(speedup.values()), max(speedup.values())
+    if other == "mamba":
+        if lo >= 2 and hi <= 8:
+            held = "holds at every length"
+        elif hi < 2:
+            held = "does not hold"
+        elif lo > 8:
+            held = "exceeded at every length"
+        else:
+            held = (
+                "holds at " + ", ".join(str(L) for L, x in speedup.items() if 2 <= x <= 8)
+                if any(2 <= x <= 8 for x in speedup.values())
+                else "mixed"
+            )
+        return f"N {N}: {lo:.2f}-{hi:.2f}x; {held}"
+    first = next((L for L in speedup if all(x > 1 for k, x in speedup.items() if k >= L)), None)
+    if first is None:
+        return f"N {N}: slower at every length up to {max(speedup)}" + ("; does not hold" if max(speedup) >= 2048 else "")
+    if first <= 2048:
+        return f"N {N}: faster from {first} on; holds"
+    return f"N {N}: faster only from {first} on; later than the paper's 2K"
 
 
 # ---------------------------------------------------------------------------- hardware efficiency

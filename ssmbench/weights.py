@@ -73,6 +73,6 @@ def _load_torch(path: Path) -> Weights:
     return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in sd.items()}
 
 
-def infer_config(weights: Weights):
-    """(arch, config) from the weight names and shapes alone."""
-    return archs.infer(weights)
+def infer_config(weights: Weights, ngroups: int | None = None):
+    """(arch, config) from the weight names and shapes alone (Mamba-2's ngroups: 1 unless given)."""
+    return archs.infer(weights, ngroups)

@@ -26,7 +26,7 @@ class Axis:
     quick: tuple  # values with --quick
     what: str  # for help and errors
     plan_fn: Callable | None = None  # the suite's own plan; None: train and forward at each value
-    mamba_only: bool = False
+    ssm_only: bool = False  # a setting the Transformer baseline has not (d_state)
 
     def plan(self, opts: RunOptions) -> Plan:
         if self.plan_fn is not None:
@@ -42,6 +42,6 @@ AXES = {
         "depth-scaling", "n_layers", tuple(depth_scaling.DEFAULT_LAYERS), tuple(depth_scaling.QUICK_LAYERS), "layers", depth_scaling.plan
     ),
     "batch": Axis("sweep-batch", "batch", (1, 2, 4, 8, 16, 32, 64), (1, 2, 4, 8), "batch size"),
-    "dstate": Axis("sweep-dstate", "d_state", (4, 8, 16, 32, 64), (4, 8, 16), "SSM state size N", mamba_only=True),
+    "dstate": Axis("sweep-dstate", "d_state", (4, 8, 16, 32, 64, 128, 256), (4, 8, 16), "SSM state size N", ssm_only=True),
 }
 BY_SUITE = {a.suite: a for a in AXES.values()}

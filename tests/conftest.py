@@ -68,7 +68,8 @@ def options(**given):
     passes them (a plan-level test of what a command line would run)."""
     from ssmbench.options import build_options
 
-    flags = ("backend", "arch", "preset", "d_model", "layers", "d_state", "d_conv", "expand", "vocab", "batch", "seq_len", "dtype")
+    flags = ("backend", "arch", "preset", "d_model", "layers", "d_state", "d_conv", "expand", "vocab", "headdim", "ngroups", "chunk_size")
+    flags += ("batch", "seq_len", "dtype")
     flags += ("scan", "mode", "warmup", "min_iters", "min_time", "repeats", "timeout", "memory_limit")
     return build_options(**{**dict.fromkeys(flags), "quick": False, "seed": 0, **given})
 

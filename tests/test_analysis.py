@@ -125,7 +125,7 @@ def test_crossover_none_and_always():
     _, (always,) = length_pair([1, 2, 3, 4], [2, 4, 8, 16])
     assert always.length is None and "faster at every length" in always.verdict
     _, (late,) = length_pair([1, 9, 3, 4], [2, 4, 8, 16])  # faster, slower, then faster for good
-    assert late.verdict.startswith("Mamba is faster from 1024 on")
+    assert late.verdict.startswith("mamba chunked is faster from 1024 on")
 
 
 def test_oom_points_drop_out_of_fits_and_the_series_records_why():

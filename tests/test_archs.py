@@ -22,6 +22,11 @@ FRAMEWORK_CONTRACT = {  # what each framework's backend calls of an architecture
 }
 FRAMEWORK_IMPORT = {"torch": "torch", "jax": "jax", "tf": "tensorflow"}
 ODD = archs.mamba.Config(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
+ODD_SETTINGS = {"mamba2": dict(d_state=6, headdim=10, ngroups=2, chunk_size=16)}  # 8 heads of 10 in 2 groups
+NOT_IN_WEIGHTS = {  # config fields a state dict cannot tell: given to infer_config, or its defaults
+    "transformer": {"matched_mamba_layers": 0},  # the Mamba depth it was matched to
+    "mamba2": {"chunk_size": 256},  # a compute choice; ngroups is passed (the shapes do not separate it from N)
+}
 
 
 @pytest.mark.parametrize("name", archs.names())
@@ -43,19 +48,18 @@ def test_every_framework_builds_every_architecture(name, framework):
 
 
 def test_unknown_architectures_are_named_with_the_allowed_ones():
-    with pytest.raises(ValueError, match="'mamba3'.*mamba, transformer"):
+    with pytest.raises(ValueError, match="'mamba3'.*mamba, mamba2, transformer"):
         archs.get("mamba3")
 
 
 @pytest.mark.parametrize("name", archs.names())
 def test_params_formula_counts_the_initialised_weights_and_config_round_trips(name):
-    cfg = archs.get(name).config_for(ODD)
+    cfg = archs.get(name).config_for(ODD, **ODD_SETTINGS.get(name, {}))
     w = init_weights(name, cfg, seed=3)
     assert count_params(w) == archs.get(name).params(cfg)
-    arch, inferred = infer_config(w)
+    arch, inferred = infer_config(w, ngroups=2) if name == "mamba2" else infer_config(w)
     assert arch == name
-    matched = {"matched_mamba_layers": 0} if name == "transformer" else {}  # the Mamba depth it was matched to: not in its weights
-    assert inferred.to_dict() == {**cfg.to_dict(), **matched}
+    assert inferred.to_dict() == {**cfg.to_dict(), **NOT_IN_WEIGHTS.get(name, {})}
     assert archs.config(name, cfg.to_dict()) == cfg
 
 
@@ -63,8 +67,53 @@ def test_mamba_130m_has_its_published_parameter_count():
     assert archs.mamba.params(archs.mamba.Config(vocab=50280, d_model=768, n_layers=24)) == 129_135_360
 
 
+def test_mamba2_130m_has_its_published_parameter_count_and_defaults():
+    c = archs.mamba2.config_for(archs.mamba.Config(vocab=50288, d_model=768, n_layers=24))
+    assert (c.d_state, c.headdim, c.ngroups, c.chunk_size, c.nheads) == (128, 64, 1, 256, 24)
+    assert archs.mamba2.params(c) == 128_989_632
+
+
+def test_mamba2_weights_are_told_apart_and_their_groups_taken_as_given():
+    cfg = archs.mamba2.config_for(ODD, **ODD_SETTINGS["mamba2"])
+    w = init_weights("mamba2", cfg, seed=1)
+    arch, one_group = infer_config(w)
+    assert arch == "mamba2" and (one_group.ngroups, one_group.d_state) == (1, 12)  # 2 groups of N 6 read as 1 of 12
+    assert infer_config(w, ngroups=2)[1] == cfg.with_(chunk_size=256)
+    with pytest.raises(ValueError, match="do not fit ngroups 8"):
+        infer_config(w, ngroups=8)  # 24 B and C channels (2GN) are not 8 groups of a whole N
+    with pytest.raises(ValueError, match="Mamba-2 weights only"):
+        infer_config(init_weights("mamba", ODD), ngroups=2)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(headdim=48), "headdim 48 does not divide d_inner 80"),
+        (dict(headdim=10, ngroups=3), "ngroups 3 does not divide the 8 heads"),
+        (dict(headdim=10, chunk_size=0), "chunk_size 0 must be >= 1"),
+    ],
+)
+def test_a_mamba2_config_that_is_no_model_says_which_setting(bad, match):
+    with pytest.raises(ValueError, match=match):
+        archs.mamba2.config_for(ODD, **bad)
+
+
+def test_mamba2_reference_chunked_and_recurrent_forms_agree_at_odd_shapes():
+    """The chunked SSD (what the fast scans compute) against the recurrence, at lengths below,
+    at and past a chunk, and the token-by-token decode against the parallel path."""
+    cfg = archs.mamba2.config_for(ODD, **ODD_SETTINGS["mamba2"])
+    w = init_weights("mamba2", cfg, seed=5, jitter=True)
+    toks = np.random.default_rng(0).integers(0, cfg.vocab, (2, 37))
+    ref = archs.mamba2.logits(w, toks, cfg)
+    for T in (1, 5, 16, 37, 64):
+        assert np.abs(archs.mamba2.logits(w, toks, cfg, chunk=T) - ref).max() < 1e-10 * np.abs(ref).max(), T
+    assert np.abs(archs.mamba2.decode_logits(w, toks, cfg) - ref).max() < 1e-10 * np.abs(ref).max()
+    one_group = archs.mamba2.logits(w, toks, cfg.with_(ngroups=1, d_state=12))
+    assert np.abs(one_group - ref).max() > 1e-3 * np.abs(ref).max()  # ngroups changes the function: it is not ignored
+
+
 def test_weights_of_no_known_architecture_are_refused():
-    with pytest.raises(ValueError, match="none of: mamba, transformer"):
+    with pytest.raises(ValueError, match="none of: mamba, mamba2, transformer"):
         archs.infer({"encoder.weight": np.zeros((2, 2))})
 
 
@@ -91,4 +140,4 @@ def test_the_registry_imports_no_framework():
     code = "import sys, ssmbench.archs, ssmbench.weights; print(sorted(m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert importlib.import_module("ssmbench.archs").names() == ["mamba", "transformer"]
+    assert importlib.import_module("ssmbench.archs").names() == ["mamba", "mamba2", "transformer"]

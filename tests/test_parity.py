@@ -21,9 +21,10 @@ def _cli(*args):
 def test_checks_cover_every_scan_path_and_dtype():
     from ssmbench.backends.torch.backend import TorchCPU
 
-    checks = parity.checks_for(TorchCPU, ["mamba", "transformer"])
-    assert len(checks) == 3 * (3 + 1 + 2)  # dtypes x (mamba scans + decode + transformer's two paths)
+    checks = parity.checks_for(TorchCPU, ["mamba", "mamba2", "transformer"])
+    assert len(checks) == 3 * (3 + 1 + 2 + 1 + 2)  # dtypes x (mamba scans + decode, mamba2 scans + decode, transformer's two paths)
     assert parity.Check("mamba", "decode", "recurrent", "bfloat16") in checks
+    assert parity.Check("mamba2", "forward", "ssd", "float16") in checks
     assert parity.check_for("mamba", "train", "chunked", "float32") == parity.Check("mamba", "forward", "chunked", "float32")
 
 

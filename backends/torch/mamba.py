@@ -61,6 +61,10 @@ class MambaMixer(nn.Module):
         conv_state = F.pad(x.transpose(1, 2), (max(0, self.K - L), 0))[..., -self.K :]
         return out, (conv_state, h_last)
 
+    def init_state(self, batch, device):
+        """(conv (B, E, K), ssm (B, E, N)), fp32 whatever the compute dtype."""
+        return torch.zeros(batch, self.E, self.K, device=device), torch.zeros(batch, self.E, self.N, device=device)
+
     def step(self, h, state):
         """h (B, D), state (conv (B, E, K), ssm (B, E, N)) -> (B, D), new state."""
         conv, ssm = state
@@ -84,29 +88,31 @@ class MambaMixer(nn.Module):
 
 
 class MambaBlock(nn.Module):
-    def __init__(self, c, scan):
+    def __init__(self, c, scan, mixer):
         super().__init__()
         self.norm = RMSNorm(c.d_model)
-        self.mixer = MambaMixer(c, scan)
+        self.mixer = mixer(c, scan)
 
 
 class Backbone(nn.Module):
-    def __init__(self, c, scan):
+    def __init__(self, c, scan, mixer):
         super().__init__()
         self.embedding = nn.Embedding(c.vocab, c.d_model)
-        self.layers = nn.ModuleList(MambaBlock(c, scan) for _ in range(c.n_layers))
+        self.layers = nn.ModuleList(MambaBlock(c, scan, mixer) for _ in range(c.n_layers))
         self.norm_f = RMSNorm(c.d_model)
 
 
 class MambaLM(nn.Module):
-    """mamba-ssm's MambaLMHeadModel: the residual stream is kept in fp32."""
+    """mamba-ssm's MambaLMHeadModel around a mixer (MambaMixer here; mamba2.py's Mamba2Mixer):
+    the residual stream is kept in fp32. A mixer defines forward(h, return_state), init_state
+    (batch, device) and step(h, state)."""
 
     graph_decoder = StaticDecoder  # decode as one CUDA graph a token (graphs.py)
 
-    def __init__(self, c: Config, scan: str):
+    def __init__(self, c, scan: str, mixer=MambaMixer):
         super().__init__()
         self.cfg = c
-        self.backbone = Backbone(c, scan)
+        self.backbone = Backbone(c, scan, mixer)
 
     def _final(self, hidden, residual, kind):
         """The last add + norm, in the blocks' output dtype: what the head multiplies."""
@@ -140,11 +146,7 @@ class MambaLM(nn.Module):
         return self._head(self.features(tokens))
 
     def init_state(self, batch, capacity, device, dtype):
-        c = self.cfg  # the SSM state stays fp32 whatever the compute dtype
-        return [
-            (torch.zeros(batch, c.d_inner, c.d_conv, device=device), torch.zeros(batch, c.d_inner, c.d_state, device=device))
-            for _ in range(c.n_layers)
-        ]
+        return [layer.mixer.init_state(batch, device) for layer in self.backbone.layers]
 
     def prefill(self, tokens, capacity, dtype):
         return self.forward(tokens, return_state=True)[1]

@@ -1,11 +1,12 @@
 """The architecture registry: ``--arch`` name -> the module that defines the architecture.
 
-Each module here (``mamba``, ``transformer``) is one architecture, and defines:
+Each module here (``mamba``, ``mamba2``, ``transformer``) is one architecture, and defines:
 
     NAME                       the --arch name, and the records' ``arch``
     Config                     its config dataclass (to_dict / from_dict; vocab, d_model, n_layers)
-    config_for(model)          its config for a run whose model is a Mamba config (the baseline is
-                               matched to it in parameters)
+    config_for(model, **settings)  its config for a run whose shared sizes are ``model`` (a Mamba
+                               config; the baseline is matched to it in parameters) and whose
+                               own settings (SETTINGS, e.g. mamba2's headdim) are ``settings``
     params(cfg)                the parameter count (SPEC's formula)
     init(cfg, seed, jitter)    seeded float32 weights under its state-dict names
     owns(weights)              whether a state dict is this architecture's; infer_config(weights)
@@ -44,16 +45,26 @@ def get(name: str) -> ModuleType:
         raise ValueError(f"unknown architecture {name!r}; allowed: {', '.join(ARCHS)}") from None
 
 
+def is_attention(name: str) -> bool:
+    """Whether ``name`` is the attention baseline the SSMs are compared with (crossovers, plots)."""
+    return get(name).OP == "attention"
+
+
 def config(name: str, d: dict):
     """A record's or point's config dict -> the architecture's Config."""
     return get(name).Config.from_dict(d)
 
 
-def infer(weights: dict):
-    """(arch name, config) from a state dict's names and shapes."""
+def infer(weights: dict, ngroups: int | None = None):
+    """(arch name, config) from a state dict's names and shapes. ``ngroups`` (Mamba-2's groups of
+    heads sharing B and C, which the shapes do not separate from d_state) is 1 unless given."""
     for arch in ARCHS.values():
         if arch.owns(weights):
-            return arch.NAME, arch.infer_config(weights)
+            if ngroups is None:
+                return arch.NAME, arch.infer_config(weights)
+            if "ngroups" not in getattr(arch, "SETTINGS", ()):
+                raise ValueError(f"ngroups applies to Mamba-2 weights only; these are {arch.NAME}'s")
+            return arch.NAME, arch.infer_config(weights, ngroups=ngroups)
     raise ValueError("weights are none of: " + ", ".join(f"{a.NAME}" for a in ARCHS.values()) + " (by their state-dict names)")
 
 

@@ -72,8 +72,8 @@ class Config:
         return replace(self, **kw)
 
 
-def config_for(model: Config) -> Config:
-    """This architecture's config for a run whose model is ``model``."""
+def config_for(model: Config, **settings) -> Config:
+    """This architecture's config for a run whose model is ``model`` (it has no own settings)."""
     return model
 
 

@@ -45,6 +45,7 @@ OP_ARGS = ("x", "dt", "A", "Bm", "Cm", "D", "dt_bias")  # mamba_chunk_scan_combi
 OP_FP32 = ("A", "D", "dt_bias")
 LAYERS = "backbone.layers."
 DEFAULTS = dict(d_state=128, headdim=64, ngroups=1, chunk_size=256)  # mamba-ssm's Mamba2 defaults
+SETTINGS = tuple(DEFAULTS)  # its own settings (RunOptions.settings["mamba2"]): flags, presets and sweeps set them
 
 
 @dataclass(frozen=True)
@@ -355,7 +356,7 @@ def layer_bytes_per_token(c: dict, *, scan: str, act: int, seq_len: int, framewo
     only its inputs (and fp32 per-chunk states, (H, P, N) per T tokens); the chunked ``ssd`` in
     framework ops keeps its (H, T) decay and score rows per token in fp32 (several of them), and
     the sequential form an fp32 (H, P, N) state per token."""
-    D, E, N, K = c["d_model"], c["expand"] * c["d_model"], c["d_state"], c["d_conv"]
+    D, E, N = c["d_model"], c["expand"] * c["d_model"], c["d_state"]
     P, G, T = c.get("headdim", 64), c.get("ngroups", 1), c.get("chunk_size", 256)
     H = E // P
     T = min(T, seq_len)

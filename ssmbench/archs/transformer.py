@@ -91,7 +91,9 @@ def matched(model) -> Config:
     return Config(vocab=model.vocab, d_model=D, n_layers=n, n_head=default_heads(D), d_mlp=H, matched_mamba_layers=model.n_layers)
 
 
-config_for = matched  # this architecture's config for a run whose model is a Mamba config
+def config_for(model, **settings) -> Config:
+    """This architecture's config for a run whose model is a Mamba config: matched to it."""
+    return matched(model)
 
 
 # ---------------------------------------------------------------------------- weights

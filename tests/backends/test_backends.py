@@ -1,5 +1,5 @@
 """Every backend computes the float64 reference's function: each scan's logits, the recurrent
-decode path, prefill + decode, the Transformer baseline and the training loss, on random
+decode path, prefill + decode, Mamba-2, the Transformer baseline and the training loss, on random
 weights at odd shapes (fp32 relative error < 1e-5; half precision within mamba-ssm's bf16
 tolerance). Backends that cannot run here are skipped; on a GPU machine the GPU ones run."""
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ssmbench
-from ssmbench import archs
+from ssmbench import archs, parity
 from ssmbench import backends as registry
 from ssmbench.archs.mamba import Config as MambaConfig
 from ssmbench.archs.transformer import Config as TransformerConfig
@@ -72,6 +72,54 @@ def test_prefill_state_continues_like_decode(odd_mamba, device):
     assert rel(np.stack(outs, 1), R[:, 30:]) < 1e-5
 
 
+# ---------------------------------------------------------------------------- Mamba-2
+@pytest.fixture(scope="module")
+def odd_mamba2():
+    """8 heads of 10 channels (not a power of two) in 2 groups, N 6, K 3, chunk 16: 37 tokens are
+    two whole chunks and a short one."""
+    cfg = parity.model_config("mamba2")
+    assert (cfg.headdim, cfg.ngroups, cfg.chunk_size) == (10, 2, 16)
+    w = init_weights("mamba2", cfg, seed=7, jitter=True)
+    toks = np.random.default_rng(3).integers(0, cfg.vocab, (2, 37))
+    return w, toks, archs.mamba2.logits(w, toks, cfg), cfg
+
+
+def test_mamba2_every_scan_decode_and_prefill_fp32(odd_mamba2, device):
+    w, toks, R, cfg = odd_mamba2
+    b = registry.get(device)
+    for scan in registry.get_class(device).scans["mamba2"]:
+        model = b.build("mamba2", w, cfg, scan=scan, dtype="float32")
+        assert rel(b.to_numpy(b.forward(model, b.tokens(toks))), R) < 1e-5, scan
+    model = b.build("mamba2", w, cfg, scan=None, dtype="float32")
+    assert rel(parity.decode_all(b, model, toks), R) < 1e-5
+    for split in (2, 30):  # a prompt shorter than the conv, and one past a chunk
+        state = b.prefill(model, b.tokens(toks[:, :split]), 37)
+        outs = []
+        for t in range(split, 37):
+            lg, state = b.decode_step(model, b.tokens(toks[:, t]), state)
+            outs.append(b.to_numpy(lg))
+        assert rel(np.stack(outs, 1), R[:, split:]) < 1e-5, split
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_mamba2_half_precision_close_to_reference(dtype, odd_mamba2, device):
+    w, toks, R, cfg = odd_mamba2
+    if dtype not in registry.get_class(device).dtypes:
+        pytest.skip(f"{device} does not run {dtype}")
+    b = registry.get(device)
+    model = b.build("mamba2", w, cfg, scan=None, dtype=dtype)
+    err = rel(b.to_numpy(b.forward(model, b.tokens(toks))), R)
+    assert 1e-7 < err < (3e-2 if dtype == "bfloat16" else 5e-3)
+    assert rel(parity.decode_all(b, model, toks), R) < (3e-2 if dtype == "bfloat16" else 5e-3)
+
+
+def test_mamba2_public_api_infers_it_with_the_groups_given(odd_mamba2):
+    w, toks, R, cfg = odd_mamba2
+    np.testing.assert_allclose(ssmbench.logits("reference", w, toks, ngroups=2), R)
+    np.testing.assert_allclose(ssmbench.decode_logits("torch-cpu", w, toks, ngroups=2), R, rtol=0, atol=1e-5 * np.abs(R).max())
+    assert rel(ssmbench.logits("reference", w, toks), R) > 1e-3  # read as one group of N 12: another function
+
+
 @pytest.fixture(scope="module")
 def odd_gpt():
     t = TransformerConfig(vocab=23, d_model=96, n_layers=2, n_head=3)  # infer_config also gives 3 heads at D=96
@@ -100,9 +148,9 @@ def test_transformer_prefill_then_decode(odd_gpt, device):
     assert rel(np.stack(outs, 1), R[:, 11:]) < 1e-5
 
 
-@pytest.mark.parametrize("arch", ["mamba", "transformer"])
+@pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
 def test_train_step_loss_is_reference_cross_entropy(arch, rng, device):
-    cfg = ODD if arch == "mamba" else matched_transformer(ODD)
+    cfg = parity.model_config(arch) if arch == "mamba2" else ODD if arch == "mamba" else matched_transformer(ODD)
     w = init_weights(arch, cfg, seed=9, jitter=True)
     toks = rng.integers(0, cfg.vocab, (3, 30))
     b = ssmbench.backends.get(device)
@@ -127,16 +175,18 @@ def test_half_precision_close_to_reference(dtype, odd_mamba, device):
     assert err > 1e-7  # it really ran in half precision
 
 
-def test_one_adamw_step_updates_weights_like_torch(device, rng):
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_one_adamw_step_updates_weights_like_torch(arch, device, rng):
     """Same loss, same gradients, same optimiser: the weights after one step agree with torch-cpu's."""
     if device == "torch-cpu":
         pytest.skip("the yardstick itself")
-    w = init_weights("mamba", ODD, seed=11, jitter=True)
-    toks = rng.integers(0, ODD.vocab, (2, 20))
+    cfg = parity.model_config(arch)
+    w = init_weights(arch, cfg, seed=11, jitter=True)
+    toks = rng.integers(0, cfg.vocab, (2, 20))
     after = {}
     for name in ("torch-cpu", device):
         b = registry.get(name)
-        model = b.build("mamba", w, ODD, dtype="float32")
+        model = b.build(arch, w, cfg, dtype="float32")
         b.synchronize(b.train_step(model, b.tokens(toks[:, :-1]), b.tokens(toks[:, 1:])))
         after[name] = b.weights(model)
     assert set(after[device]) == set(w)

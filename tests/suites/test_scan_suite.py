@@ -105,13 +105,29 @@ def test_plan_covers_every_scan_and_attention_at_each_length():
     got = {(pt.arch, pt.scan, pt.mode, pt.seq_len) for pt in p.grid}
     from ssmbench.backends.torch.backend import TorchCPU
 
-    want = {("mamba", s, m, L) for s in TorchCPU.scans["mamba"] for m in ("forward", "train") for L in (64, 128, 256)}
+    want = {(a, s, m, L) for a in ("mamba", "mamba2") for s in TorchCPU.scans[a] for m in ("forward", "train") for L in (64, 128, 256)}
     want |= {("transformer", "attention", m, L) for m in ("forward", "train") for L in (64, 128, 256)}
     assert got == want
 
 
+def test_plan_times_ssd_at_three_state_sizes_unless_one_is_given():
+    """Mamba-2's SSD at N 16, 64 and 128 next to Mamba-1's scan at its N (the paper's Figure 10);
+    --d-state fixes N for both."""
+    from conftest import options
+    from ssmbench.suites import scan
+
+    def states(**kw):
+        p = scan.plan(options(backend=["torch-cpu"], default_archs=scan.DEFAULT_ARCHS, mode=["forward"], scan=["sequential"], **kw))
+        return {(pt.arch, pt.config.get("d_state")) for pt in p.grid if pt.seq_len == 512}
+
+    assert states() == {("mamba", 16), ("mamba2", 16), ("mamba2", 64), ("mamba2", 128), ("transformer", None)}
+    assert states(d_state=64) == {("mamba", 64), ("mamba2", 64), ("transformer", None)}
+
+
 def test_run_scan_records_the_floor_and_the_report_shows_it(tmp_path, run_cli):
-    code, out, err = run_cli("run", "scan", "--backend", "torch-cpu", "--quick", "--max-len", "64", "--scan", "parallel", "--out", tmp_path)
+    code, out, err = run_cli(
+        "run", "scan", "--backend", "torch-cpu", "--quick", "--max-len", "64", "--scan", "parallel", "--arch", "both", "--out", tmp_path
+    )
     assert code == 0, out + err
     recs = [json.loads(line) for f in tmp_path.glob("scan-*.jsonl") for line in f.read_text().splitlines()]
     assert {(r["arch"], r["mode"]) for r in recs} == {(a, m) for a in ("mamba", "transformer") for m in ("forward", "train")}
@@ -121,7 +137,20 @@ def test_run_scan_records_the_floor_and_the_report_shows_it(tmp_path, run_cli):
         assert m["floor_ms"] == pytest.approx(m["op_min_bytes"] / m["copy_bytes_per_s"] * 1e3)
         assert m["graph"] == "torch-cpu does not capture device graphs" and "graph_ms" not in m  # said, not invented
     code, out, _ = run_cli("report", tmp_path, "--format", "markdown")
-    assert code == 0 and "The scan alone" in out and "Fastest scan ÷ attention" in out
+    assert code == 0 and "The scan alone" in out and "| mamba N8 (parallel) | attention | 64: " in out
+
+
+def test_the_report_checks_the_mamba2_papers_claims(tmp_path, run_cli):
+    code, out, err = run_cli(
+        "run", "scan", "--backend", "torch-cpu", "--quick", "--max-len", "64", "--scan", "sequential", "--mode", "forward", "--arch", "all",
+        "--out", tmp_path,
+    )  # fmt: skip
+    assert code == 0, out + err
+    code, out, _ = run_cli("report", tmp_path, "--format", "markdown")
+    assert code == 0 and "The Mamba-2 paper's claims" in out
+    assert "| mamba2 N16 (sequential) | mamba N8 (sequential) | 64: " in out
+    claims = [line for line in out.splitlines() if "SSD is 2-8x faster" in line or "FlashAttention-2" in line]
+    assert len(claims) == 2 and all("N 16: " in line for line in claims)
 
 
 class _Replaying:

@@ -202,7 +202,7 @@ def test_depth_sweep_matches_the_transformer_at_each_depth(fake_backends, run_cl
         (["run", "latency", "--max-len", "512"], "--max-len applies to `run seqlen | scan` only"),
         (["sweep", "width"], "PARAM 'width' is not allowed; choose from: seqlen, depth, batch, dstate"),
         (["sweep", "batch", "--values", ""], "--values '' names no values"),
-        (["sweep", "dstate", "--arch", "both"], "the SSM state size N sweep varies a Mamba-only setting"),
+        (["sweep", "dstate", "--arch", "both"], "the SSM state size N sweep varies an SSM setting the Transformer lacks"),
         (["sweep", "depth", "--max-len", "64"], "--max-len applies to `sweep seqlen` only"),
         (["sweep", "batch", "--batch", "-1"], "--batch -1 must be >= 1"),
     ],

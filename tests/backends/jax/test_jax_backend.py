@@ -14,9 +14,11 @@ js = pytest.importorskip("ssmbench.backends.jax.scans")
 from ssmbench import archs  # noqa: E402
 from ssmbench import backends as registry  # noqa: E402
 from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
+from ssmbench.archs.mamba2 import Config as Mamba2Config  # noqa: E402
 from ssmbench.weights import init_weights  # noqa: E402
 
 ODD = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
+ODD2 = Mamba2Config(vocab=23, d_model=40, n_layers=2, d_state=6, d_conv=3, expand=2, headdim=10, ngroups=2, chunk_size=16)
 
 # Known jax-metal lowering failures (jax#20119, #16366: pad; #20750, #21552, #23931: scan and
 # while_loop; #21384, #21389: reduce_window and multi-operand reduce; #20938: no float64)
@@ -33,20 +35,21 @@ def forbidden_ops(hlo: str) -> list[str]:
     return [name for name, pat in FORBIDDEN.items() if re.search(pat, hlo)]
 
 
-def _lowered(scan: str, chunk: int = 8):
-    """StableHLO text of the Mamba train step and decode step, lowered on the CPU."""
+def _lowered(scan: str, chunk: int = 8, arch: str = "mamba", cfg=ODD):
+    """StableHLO text of an architecture's train step and decode step, lowered on the CPU."""
     b = registry.get("jax-cpu")
-    m = b.build("mamba", init_weights("mamba", ODD, seed=1), ODD, scan=scan, dtype="float32")
+    m = b.build(arch, init_weights(arch, cfg, seed=1), cfg, scan=scan, dtype="float32")
     m.chunk = chunk
-    toks = b.tokens(np.random.default_rng(0).integers(0, ODD.vocab, (2, 37)))
+    toks = b.tokens(np.random.default_rng(0).integers(0, cfg.vocab, (2, 37)))
     train = m.jitted("train").lower(m.params, m.opt_state, toks, toks).as_text()
     step = m.jitted("step").lower(m.params, toks[:, 0], b.init_state(m, 2, 38)).as_text()
     return train, step
 
 
-def test_metal_default_scan_lowers_to_metal_safe_ops():
-    assert jb.JaxMetal.default_scan["mamba"] == "chunked"
-    train, step = _lowered(jb.JaxMetal.default_scan["mamba"])
+@pytest.mark.parametrize("arch,cfg,scan", [("mamba", ODD, "chunked"), ("mamba2", ODD2, "ssd")])
+def test_metal_default_scan_lowers_to_metal_safe_ops(arch, cfg, scan):
+    assert jb.JaxMetal.default_scan[arch] == scan
+    train, step = _lowered(scan, arch=arch, cfg=cfg)
     assert "dot_general" in train and "dynamic_update_slice" in train  # it really is the train step
     assert forbidden_ops(train) == []
     assert forbidden_ops(step) == []
