@@ -17,7 +17,7 @@ TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s
 # the reference in `make test` (parity: float32 here).
 SMOKE_OUT := reports/ci-smoke
 SMOKE_BASE := --backend all --quick --out $(SMOKE_OUT)/results --timeout 300
-SMOKE  := $(SMOKE_BASE) --arch both
+SMOKE  := $(SMOKE_BASE) --arch all
 
 .PHONY: install browser demo test ci-smoke lint bench clean
 

@@ -74,6 +74,14 @@ for STEP in "$@"; do
            done
          done
          python3 "$REPO/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt" ;;
+    tests-mamba2) $PYTEST "$REPO/tests/backends/torch/triton/test_triton_ssd.py" "$REPO/tests/backends/test_backends.py" -k "mamba2 or ssd" > "$OUT/pytest-mamba2.txt" 2>&1
+                  tail -3 "$OUT/pytest-mamba2.txt" ;;
+    peer-ssd) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" ssd | tee "$OUT/peer-ssd.jsonl" ;;  # carry .peer (mamba_ssm's source)
+    peer-lm) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" lm | tee "$OUT/peer-lm.jsonl" ;;
+    mamba2) $SSM run throughput -b torch-cuda --preset mamba2-130m --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 200 --out $R
+            $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;
+    mamba2-scan) $SSM run scan -b torch-cuda --preset mamba-130m --arch all --scan triton --dtype bfloat16 $FAST --out $R ;;
+    mamba2-jax) $SSM run throughput -b jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
     *) echo "unknown step $STEP" ;;
   esac
 done

@@ -78,6 +78,8 @@ class TFBackend(Backend):
     def __init__(self):
         super().__init__()
         self.device = f"/{self.kind}:0"
+        # float32 means IEEE fp32: on Ampere and later GPUs TensorFlow would run fp32 matmuls in TF32
+        tf.config.experimental.enable_tensor_float_32_execution(False)
 
     @classmethod
     def configure_process(cls, memory_limit):
@@ -101,7 +103,7 @@ class TFBackend(Backend):
         return Availability(True, f"tensorflow {tf.__version__}, {len(devs)} x {cls.kind}", cls.install_hint)
 
     def versions(self):
-        v = {"tensorflow": tf.__version__, "tf_jit_compile": JIT}
+        v = {"tensorflow": tf.__version__, "tf_jit_compile": JIT, "tf32": tf.config.experimental.tensor_float_32_execution_enabled()}
         build = tf.sysconfig.get_build_info()
         for k in ("cuda_version", "cudnn_version"):
             if build.get(k):

@@ -41,9 +41,13 @@ def ssd_sequential(x, delta, A, Bm, Cm, S0=None):
     return torch.stack(ys, 1).reshape(Bt, L, H, P), S.reshape(Bt, H, P, N)
 
 
-def _masked_exp(seg, mask):
-    """exp(seg) where mask, else 0, without ever taking exp of an unmasked-out positive value."""
-    return torch.exp(seg.masked_fill(~mask, float("-inf")))
+def _decay(seg, n: int):
+    """exp(seg) strictly below the diagonal of the leading (n, n) dims, 1 on it, 0 above; the exp
+    never sees a positive exponent. The diagonal is a constant, not seg's a_t - a_t: at a steep
+    decay the two O(1) gradient terms of that difference cancel only up to rounding."""
+    strict = torch.ones(n, n, dtype=torch.bool, device=seg.device).tril(-1)[:, :, None, None]
+    on = torch.eye(n, dtype=torch.bool, device=seg.device)[:, :, None, None]
+    return torch.exp(seg.masked_fill(~strict, float("-inf")).masked_fill(on, 0.0))
 
 
 def ssd_chunked(x, delta, A, Bm, Cm, T: int, S0=None):
@@ -59,21 +63,21 @@ def ssd_chunked(x, delta, A, Bm, Cm, T: int, S0=None):
     x = x.reshape(Bt, c, T, G, R, P)
     delta = delta.reshape(Bt, c, T, G, R)
     Bm, Cm = Bm.reshape(Bt, c, T, G, N), Cm.reshape(Bt, c, T, G, N)
-    a = torch.cumsum(delta * A.reshape(G, R), dim=2)  # (B, c, T, G, R): log-decay from the chunk's start
-    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    dA = delta * A.reshape(G, R)  # (B, c, T, G, R)
+    a = torch.cumsum(dA, dim=2)  # log-decay from the chunk's start
     # inside each chunk: y_t = Σ_{s<=t} (C_t·B_s) exp(a_t - a_s) Δ_s x_s
-    decay = _masked_exp(a[:, :, :, None] - a[:, :, None], causal[:, :, None, None])  # (B, c, t, s, G, R)
+    decay = _decay(a[:, :, :, None] - a[:, :, None], T)  # (B, c, t, s, G, R)
     scores = torch.einsum("bctgn,bcsgn->bctsg", Cm, Bm)[..., None] * decay * delta[:, :, None]
     y = torch.einsum("bctsgr,bcsgrp->bctgrp", scores, x)
     # each chunk's own end state, then the states entering each chunk: a masked product over the
-    # chunks' log-decay totals, with S0 (or zeros) as chunk -1
-    to_end = torch.exp(a[:, :, -1:] - a) * delta  # (B, c, T, G, R)
+    # chunks' log-decay totals, with S0 (or zeros) as chunk -1; the totals' cumsum in float64, so
+    # its differences stay exact at any length
+    to_end = torch.exp(a[:, :, -1:] - a) * delta  # (B, c, T, G, R): exp(Σ_{s<r<=T} Δ_r A) Δ_s
     own = torch.einsum("bctgr,bctgrp,bctgn->bcgrpn", to_end, x, Bm)
     start = x.new_zeros(Bt, 1, G, R, P, N) if S0 is None else S0.reshape(Bt, 1, G, R, P, N)
     own = torch.cat([start, own], 1)  # (B, c + 1, G, R, P, N)
-    totals = torch.cumsum(F.pad(a[:, :, -1], (0, 0, 0, 0, 1, 0)), dim=1)  # (B, c + 1, G, R)
-    upto = torch.ones(c + 1, c + 1, dtype=torch.bool, device=x.device).tril()
-    passing = _masked_exp(totals[:, :, None] - totals[:, None], upto[:, :, None, None])  # (B, z, w, G, R)
+    totals = torch.cumsum(F.pad(a[:, :, -1].double(), (0, 0, 0, 0, 1, 0)), dim=1)  # (B, c + 1, G, R)
+    passing = _decay((totals[:, :, None] - totals[:, None]).float(), c + 1)  # (B, z, w, G, R)
     states = torch.einsum("bzwgr,bwgrpn->bzgrpn", passing, own)  # states[z]: entering chunk z; [c]: the last
     y = y + torch.einsum("bctgn,bcgrpn->bctgrp", Cm, states[:, :-1]) * torch.exp(a)[..., None]
     return y.reshape(Bt, c * T, H, P)[:, :L], states[:, -1].reshape(Bt, H, P, N)

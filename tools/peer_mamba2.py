@@ -1,0 +1,184 @@
+"""mamba-ssm's Mamba-2 beside ssmbench's, in one process on a CUDA GPU (issue 23's comparison).
+
+mamba-ssm's source is carried in an ignored folder (never committed) and imported from there;
+its Mamba-2 path is pure Triton, so no extension is built (causal-conv1d absent, as the issue's
+figures were taken):
+
+    git -C MAMBA_CHECKOUT archive HEAD mamba_ssm | tar -x -C .peer
+    PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py ssd         # the SSD op alone
+    PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py lm          # mamba-ssm's Mamba2 130M LM
+
+``ssd``: ``mamba_chunk_scan_combined`` (dt_softplus, D per head, dt_bias, chunk 256) against
+ssmbench's fused Triton SSD at batch 8, 24 heads of 64, N 128, bf16, forward and forward +
+backward; GPU alone (CALLS calls captured in one CUDA graph, replayed, ÷ CALLS) and eager
+(``triton.testing.do_bench``). The two are first checked to agree. ``lm``: mamba-ssm's
+MambaLMHeadModel for mamba2-130m, train (batch 8 x 2048, bf16 autocast, fused AdamW: tokens/s,
+peak memory) and decode with its CUDA graphs (ms a token at 1k and 16k of context). ssmbench's
+own LM figures come from its CLI in the same device call (tools/device_run.sh mamba2).
+One JSON line per figure on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import torch
+
+B, H, P, G, N, T = 8, 24, 64, 1, 128, 256
+CALLS = 20
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def ssd_inputs(L: int, grad: bool):
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def r(*shape, scale=1.0, dtype=torch.bfloat16):
+        return (torch.randn(*shape, generator=g, device="cuda") * scale).to(dtype).requires_grad_(grad)
+
+    dt0 = torch.exp(torch.rand(H, generator=g, device="cuda") * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))  # Mamba-2's dt init
+    return {
+        "x": r(B, L, H, P),
+        "dt": r(B, L, H, scale=0.5),
+        "A": (-(torch.rand(H, generator=g, device="cuda") * 15 + 1)).requires_grad_(grad),
+        "B": r(B, L, G, N),
+        "C": r(B, L, G, N),
+        "D": r(H, dtype=torch.float32),
+        "dt_bias": (dt0 + torch.log(-torch.expm1(-dt0))).requires_grad_(grad),
+        "dout": r(B, L, H, P),
+    }
+
+
+def theirs(i):
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    return mamba_chunk_scan_combined(i["x"], i["dt"], i["A"], i["B"], i["C"], T, D=i["D"], dt_bias=i["dt_bias"], dt_softplus=True)
+
+
+def ours(i):
+    from ssmbench.backends.torch.triton.ssd import ssd
+
+    return ssd(i["x"], i["dt"], i["A"], i["B"], i["C"], i["D"], i["dt_bias"], T)
+
+
+def step(fn, i, mode):
+    args = [i[k] for k in ("x", "dt", "A", "B", "C", "D", "dt_bias")]
+    if mode == "forward":
+        return lambda: fn(i)
+    return lambda: torch.autograd.grad(fn(i), args, i["dout"])
+
+
+def gpu_alone_ms(call) -> float:
+    """CALLS calls captured in one CUDA graph; the median replay ÷ CALLS."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            call()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(CALLS):
+            call()
+    times = []
+    for _ in range(15):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        graph.replay()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) / CALLS * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def run_ssd(lengths):
+    import triton
+
+    for L in lengths:
+        i = ssd_inputs(L, grad=True)
+        a, b = theirs(i).float(), ours(i).float()
+        emit(what="ssd agreement", L=L, rel_err=float((a - b).norm() / a.norm()))
+        for mode in ("forward", "forward+backward"):
+            for who, fn in (("mamba-ssm", theirs), ("ssmbench", ours)):
+                call = step(fn, i, mode)
+                with torch.no_grad() if mode == "forward" else torch.enable_grad():
+                    eager = triton.testing.do_bench(call, warmup=25, rep=200)
+                    alone = gpu_alone_ms(call)
+                emit(what="ssd", who=who, mode=mode, L=L, gpu_alone_ms=alone, eager_ms=eager)
+        del i
+        torch.cuda.empty_cache()
+
+
+def lm_train(model):
+    """Batch 8 x 2048, bf16 autocast, fused AdamW: tokens/s and peak memory (the optimiser is freed on return)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    x = torch.randint(0, 50280, (8, 2048), device="cuda")
+
+    def train():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            logits = model(x).logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), x[:, 1:].flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        train()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    n, t = 10, time.perf_counter()
+    for _ in range(n):
+        train()
+    torch.cuda.synchronize()
+    dt = (time.perf_counter() - t) / n
+    emit(
+        what="lm train",
+        who="mamba-ssm",
+        batch=8,
+        seq_len=2048,
+        ms=dt * 1e3,
+        tokens_per_s=8 * 2048 / dt,
+        peak_gib=torch.cuda.max_memory_allocated() / 2**30,
+    )
+
+
+def run_lm(contexts):
+    from mamba_ssm.models.config_mamba import MambaConfig
+    from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
+
+    cfg = MambaConfig(
+        d_model=768, n_layer=24, vocab_size=50280, ssm_cfg={"layer": "Mamba2"}, rms_norm=True, residual_in_fp32=True,
+        fused_add_norm=True, pad_vocab_size_multiple=16,
+    )  # fmt: skip
+    model = MambaLMHeadModel(cfg, device="cuda", dtype=torch.float32)
+    emit(what="lm params", who="mamba-ssm", params=sum(p.numel() for p in model.parameters()))
+    lm_train(model)
+    model.to(torch.bfloat16).eval()
+    for ctx in contexts:
+        prompt = torch.randint(0, 50280, (1, ctx), device="cuda")
+        times = {}
+        for new in (1, 129):
+            model.generate(prompt, max_length=ctx + new, cg=True, top_k=1)  # warm-up: compiles, captures the graph
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            model.generate(prompt, max_length=ctx + new, cg=True, top_k=1)
+            torch.cuda.synchronize()
+            times[new] = time.perf_counter() - t
+        emit(what="lm decode", who="mamba-ssm", context=ctx, ms_per_token=(times[129] - times[1]) / 128 * 1e3)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=("ssd", "lm"))
+    ap.add_argument("--lengths", default="512,2048,8192")
+    ap.add_argument("--contexts", default="1024,16384")
+    a = ap.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if a.what == "ssd":
+        run_ssd([int(v) for v in a.lengths.split(",")])
+    else:
+        run_lm([int(v) for v in a.contexts.split(",")])
