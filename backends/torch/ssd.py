@@ -102,7 +102,11 @@ def ssd(kind, x, dt, A, Bm, Cm, D, dt_bias, chunk_size: int):
 def gated_rmsnorm(y, z, weight, groups: int, eps: float = 1e-5):
     """mamba-ssm's RMSNormGated (norm_before_gate False): rms(y * silu(z)) over each of ``groups``
     groups of the last dim, times weight. y, z (..., E) -> (..., E) fp32."""
-    g = y.float() * F.silu(z.float())
+    return group_rmsnorm(y.float() * F.silu(z.float()), weight, groups, eps)
+
+
+def group_rmsnorm(g, weight, groups: int, eps: float = 1e-5):
+    """g (..., E) fp32 normalised by its rms over each of ``groups`` groups of E / groups, times weight."""
     shape = g.shape
     g = g.reshape(*shape[:-1], groups, shape[-1] // groups)
     g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)

@@ -8,7 +8,8 @@
                        the backward needs only the residual and 1/rms (eager RMSNorm keeps three
                        fp32 (B, L, D) tensors per layer)
     conv_step,         one decode token of a mixer: the conv state's shift + silu, and the SSM
-    ssm_step           state update with the C contraction, D skip and gate
+    ssm_step,          state update with the C contraction, D skip and gate (ssm_step Mamba-1's,
+    ssd_step           ssd_step Mamba-2's: a scalar decay per head over its (P, N) state)
     cross_entropy_     a chunk of logits -> each row's cross-entropy, and in place the gradient
                        (head.py's fused head + loss on CUDA)
 
@@ -316,6 +317,49 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
         dt.stride(0), z.stride(0), Bm.stride(0), Cm.stride(0), NP=padded_states(N), BE=STEP_BLOCK_E,
     )  # fmt: skip
     return y, h_new
+
+
+@triton.jit
+def ssd_step_kernel(
+    xbc_ptr, dt_ptr, z_ptr, A_log_ptr, D_ptr, bias_ptr, s_ptr, s_out_ptr, y_ptr,
+    P, N, E, GN, heads_per_group, sx_b, sdt_b, sz_b, PP: tl.constexpr, NP: tl.constexpr,
+):  # fmt: skip
+    """One head h of one row b: Δ = softplus(dt + dt_bias); S' = exp(Δ A) S + Δ x B^T (P, N) fp32,
+    A = -exp(A_log[h]); y = (S' C + D x) silu(z) fp32, the gate applied (the norm follows). x is
+    head h's P channels of xBC, B and C its group's N each."""
+    pb, h = tl.program_id(0), tl.program_id(1)
+    g = h // heads_per_group
+    p, n = tl.arange(0, PP), tl.arange(0, NP)
+    mp, mn = p < P, n < N
+    m2 = mp[:, None] & mn[None, :]
+    row = xbc_ptr + pb * sx_b
+    x = tl.load(row + h * P + p, mask=mp, other=0.0).to(tl.float32)
+    Bv = tl.load(row + E + g * N + n, mask=mn, other=0.0).to(tl.float32)
+    Cv = tl.load(row + E + GN + g * N + n, mask=mn, other=0.0).to(tl.float32)
+    delta = softplus(tl.load(dt_ptr + pb * sdt_b + h).to(tl.float32) + tl.load(bias_ptr + h).to(tl.float32))
+    decay = tl.exp(-delta * tl.exp(tl.load(A_log_ptr + h).to(tl.float32)))
+    sidx = ((pb * tl.num_programs(1) + h) * P + p[:, None]) * N + n[None, :]
+    S = decay * tl.load(s_ptr + sidx, mask=m2, other=0.0) + (delta * x)[:, None] * Bv[None, :]
+    tl.store(s_out_ptr + sidx, S, mask=m2)
+    z = tl.load(z_ptr + pb * sz_b + h * P + p, mask=mp, other=0.0).to(tl.float32)
+    y = (tl.sum(S * Cv[None, :], axis=1) + tl.load(D_ptr + h).to(tl.float32) * x) * z * sigmoid(z)
+    tl.store(y_ptr + pb * E + h * P + p, y, mask=mp)
+
+
+def ssd_step(xbc, dt, z, A_log, D, dt_bias, S, ngroups: int):
+    """One token of Mamba-2's SSM: xbc (B, E + 2GN) after conv + silu (x, B, C), dt (B, H) before
+    bias and softplus, z (B, E) (views with unit stride along their last dim), A_log, D, dt_bias
+    (H,), S (B, H, P, N) fp32 -> (gated y (B, E) fp32, new S)."""
+    Bt, H, P, N = S.shape
+    E = H * P
+    xbc, dt, z = lastdim_contiguous(xbc, dt, z)
+    S = S.contiguous()
+    S_new, y = torch.empty_like(S), torch.empty(Bt, E, device=S.device, dtype=torch.float32)
+    ssd_step_kernel[(Bt, H)](
+        xbc, dt, z, A_log, D, dt_bias, S, S_new, y, P, N, E, ngroups * N, H // ngroups,
+        xbc.stride(0), dt.stride(0), z.stride(0), PP=next_power_of_2(P), NP=padded_states(N),
+    )  # fmt: skip
+    return y, S_new
 
 
 # ============================================================================ cross-entropy rows

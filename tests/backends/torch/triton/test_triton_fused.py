@@ -183,3 +183,22 @@ def test_static_decoder_in_bfloat16_matches_autocast_steps(odd_model, scan):
         got, s_dec = dec(tok[:, t], s_dec)
         assert rel(got, want) < 1e-6, t
         assert rel(want, plain) < 3e-2, t  # bf16 roundings in other places (the parity tolerance)
+
+
+def test_mamba2_fused_decode_step_matches_the_reference():
+    """Mamba-2's decode with the triton kind (conv_step + ssd_step, the gate inside, the grouped
+    norm after) token by token against the float64 parallel path, at 2 groups and headdim 10."""
+    from ssmbench import parity
+    from ssmbench.backends.torch.mamba2 import build
+
+    cfg = parity.model_config("mamba2")
+    w = init_weights("mamba2", cfg, seed=7, jitter=True)
+    toks = np.random.default_rng(3).integers(0, cfg.vocab, (2, 9))
+    m = build(cfg, "triton").to(DEVICE)
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in w.items()})
+    state, outs = m.init_state(2, 9, DEVICE, None), []
+    with torch.no_grad():
+        for t in range(9):
+            logits, state = m.step(torch.from_numpy(toks[:, t]).to(DEVICE), state)
+            outs.append(logits)
+    assert rel(torch.stack(outs, 1), torch.from_numpy(archs.mamba2.logits(w, toks, cfg))) < 1e-5
