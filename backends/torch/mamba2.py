@@ -55,7 +55,7 @@ class Mamba2Mixer(nn.Module):
         x, Bm, Cm = self._heads(xBC)
         A = -torch.exp(self.A_log.float())
         y, S = ssd(self.scan, x, dt, A, Bm, Cm, self.D.float(), self.dt_bias.float(), self.chunk_size)
-        y = gated_rmsnorm(y.reshape(Bt, L, self.E), z, self.norm.weight, self.G)
+        y = gated_rmsnorm(self.scan, y.reshape(Bt, L, self.E), z, self.norm.weight, self.G)
         out = self.out_proj(y)
         if not return_state:
             return out
@@ -84,7 +84,7 @@ class Mamba2Mixer(nn.Module):
         decay = torch.exp(delta * -torch.exp(self.A_log.float()))
         S = decay[..., None, None] * S + (delta[..., None] * x)[..., None] * Bh[:, :, None, :]
         y = torch.einsum("bhpn,bhn->bhp", S, Ch) + self.D.float()[:, None] * x
-        y = gated_rmsnorm(y.reshape(-1, self.E), z, self.norm.weight, self.G)
+        y = gated_rmsnorm(self.scan, y.reshape(-1, self.E), z, self.norm.weight, self.G)
         return self.out_proj(y), (conv, S)
 
 

@@ -99,9 +99,14 @@ def ssd(kind, x, dt, A, Bm, Cm, D, dt_bias, chunk_size: int):
     return y + xf * D[:, None], S
 
 
-def gated_rmsnorm(y, z, weight, groups: int, eps: float = 1e-5):
+def gated_rmsnorm(kind, y, z, weight, groups: int, eps: float = 1e-5):
     """mamba-ssm's RMSNormGated (norm_before_gate False): rms(y * silu(z)) over each of ``groups``
-    groups of the last dim, times weight. y, z (..., E) -> (..., E) fp32."""
+    groups of the last dim, times weight. y, z (..., E) -> (..., E) fp32 (the triton kind: one
+    fused kernel each way, its output in autocast's dtype)."""
+    if kind == "triton":
+        from .triton import fused
+
+        return fused.gated_rmsnorm(y, z, weight, groups, eps)
     return group_rmsnorm(y.float() * F.silu(z.float()), weight, groups, eps)
 
 

@@ -7,6 +7,8 @@
                        stream stays fp32, the normed output comes out in the compute dtype, and
                        the backward needs only the residual and 1/rms (eager RMSNorm keeps three
                        fp32 (B, L, D) tensors per layer)
+    gated_rmsnorm      Mamba-2's gate and grouped RMSNorm, rms(y silu(z)) w, in one pass each way:
+                       the backward recomputes the gate from y and z and keeps only 1/rms
     conv_step,         one decode token of a mixer: the conv state's shift + silu, and the SSM
     ssm_step,          state update with the C contraction, D skip and gate (ssm_step Mamba-1's,
     ssd_step           ssd_step Mamba-2's: a scalar decay per head over its (P, N) state)
@@ -237,6 +239,94 @@ def add_rmsnorm(hidden, residual, weight, eps: float = 1e-5):
     dev = hidden.device.type
     out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
     return AddRMSNorm.apply(hidden, residual, weight, eps, out_dtype)
+
+
+# ============================================================================ gated, grouped RMSNorm
+# g = y silu(z) (fp32), out = g / rms(g) * w over each group of E / G channels of a row. Backward,
+# with ĝ = g / rms(g):  dg = (w dout - ĝ mean(ĝ w dout)) / rms(g);  dy = dg silu(z);
+# dz = dg y silu'(z), silu'(z) = σ(z)(1 + z (1 - σ(z)));  dw = Σ_rows dout ĝ.
+@triton.jit
+def gated_norm_forward_kernel(y_ptr, z_ptr, w_ptr, out_ptr, rstd_ptr, Dg, G, sy, sz, eps, BD: tl.constexpr):
+    row, grp = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    d = grp * Dg + tl.arange(0, BD)
+    md = tl.arange(0, BD) < Dg
+    y = tl.load(y_ptr + row * sy + d, mask=md, other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + row * sz + d, mask=md, other=0.0).to(tl.float32)
+    g = y * z * sigmoid(z)
+    rstd = 1.0 / tl.sqrt(tl.sum(g * g, axis=0) / Dg + eps)
+    w = tl.load(w_ptr + d, mask=md, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * G * Dg + d, (g * rstd * w).to(out_ptr.dtype.element_ty), mask=md)
+    tl.store(rstd_ptr + row * G + grp, rstd)
+
+
+@triton.jit
+def gated_norm_backward_kernel(
+    dout_ptr, y_ptr, z_ptr, w_ptr, rstd_ptr, dy_ptr, dz_ptr, dwp_ptr, M, Dg, G, sy, sz,
+    BD: tl.constexpr, ROWS: tl.constexpr,
+):  # fmt: skip
+    p, grp = tl.program_id(0), tl.program_id(1)
+    d = grp * Dg + tl.arange(0, BD)
+    md = tl.arange(0, BD) < Dg
+    E = G * Dg
+    w = tl.load(w_ptr + d, mask=md, other=0.0).to(tl.float32)
+    dw = tl.zeros((BD,), dtype=tl.float32)
+    row = p * ROWS
+    end = tl.minimum(row + ROWS, M)
+    while row < end:
+        r = row.to(tl.int64)
+        y = tl.load(y_ptr + r * sy + d, mask=md, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + r * sz + d, mask=md, other=0.0).to(tl.float32)
+        sg = sigmoid(z)
+        rstd = tl.load(rstd_ptr + r * G + grp)
+        gh = y * z * sg * rstd
+        dout = tl.load(dout_ptr + r * E + d, mask=md, other=0.0).to(tl.float32)
+        wdo = w * dout
+        dg = (wdo - gh * (tl.sum(gh * wdo, axis=0) / Dg)) * rstd
+        tl.store(dy_ptr + r * E + d, (dg * z * sg).to(dy_ptr.dtype.element_ty), mask=md)
+        tl.store(dz_ptr + r * E + d, (dg * y * sg * (1.0 + z * (1.0 - sg))).to(dz_ptr.dtype.element_ty), mask=md)
+        dw += dout * gh
+        row += 1
+    tl.store(dwp_ptr + p * E + d, dw, mask=md)
+
+
+class GatedRMSNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, z, weight, groups, eps, out_dtype):
+        shape, E = y.shape, y.shape[-1]
+        y2, z2 = lastdim_contiguous(y.reshape(-1, E), z.reshape(-1, E))
+        M, Dg = y2.shape[0], E // groups
+        out = torch.empty(M, E, device=y.device, dtype=out_dtype)
+        rstd = torch.empty(M, groups, device=y.device, dtype=torch.float32)
+        meta = norm_meta(Dg)
+        gated_norm_forward_kernel[(M, groups)](y2, z2, weight, out, rstd, Dg, groups, y2.stride(0), z2.stride(0), eps, **meta)
+        ctx.save_for_backward(y2, z2, weight, rstd)
+        ctx.shape, ctx.groups = shape, groups
+        return out.view(shape)
+
+    @staticmethod
+    def backward(ctx, dout):
+        y, z, weight, rstd = ctx.saved_tensors
+        M, E = dout.numel() // dout.shape[-1], dout.shape[-1]
+        Dg = E // ctx.groups
+        dout = dout.reshape(M, E).contiguous()
+        dy = torch.empty(M, E, device=y.device, dtype=y.dtype)
+        dz = torch.empty(M, E, device=y.device, dtype=z.dtype)
+        n_prog = cdiv(M, NORM_ROWS)
+        dwp = torch.empty(n_prog, E, device=y.device, dtype=torch.float32)
+        gated_norm_backward_kernel[(n_prog, ctx.groups)](
+            dout, y, z, weight, rstd, dy, dz, dwp, M, Dg, ctx.groups, y.stride(0), z.stride(0), ROWS=NORM_ROWS, **norm_meta(Dg)
+        )  # fmt: skip
+        return dy.view(ctx.shape), dz.view(ctx.shape), dwp.sum(0).to(weight.dtype), None, None, None
+
+
+def gated_rmsnorm(y, z, weight, groups: int, eps: float = 1e-5):
+    """rms(y silu(z)) * weight over each of ``groups`` groups of the last dim (mamba-ssm's
+    RMSNormGated, norm_before_gate False): y, z (..., E) in any dtype (z may be a view with unit
+    stride along E), weight (E,). The output has autocast's dtype where autocast is on (what
+    out_proj would cast it to), else fp32. Differentiable in y, z and weight."""
+    dev = y.device.type
+    out_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
+    return GatedRMSNorm.apply(y, z, weight, groups, eps, out_dtype)
 
 
 # ============================================================================ one decode step

@@ -188,8 +188,9 @@ def test_static_decoder_in_bfloat16_matches_autocast_steps(odd_model, scan):
 def test_mamba2_fused_decode_step_matches_the_reference():
     """Mamba-2's decode with the triton kind (conv_step + ssd_step, the gate inside, the grouped
     norm after) token by token against the float64 parallel path, at 2 groups and headdim 10."""
-    from ssmbench import parity
     from ssmbench.backends.torch.mamba2 import build
+
+    from ssmbench import parity
 
     cfg = parity.model_config("mamba2")
     w = init_weights("mamba2", cfg, seed=7, jitter=True)
@@ -202,3 +203,21 @@ def test_mamba2_fused_decode_step_matches_the_reference():
             logits, state = m.step(torch.from_numpy(toks[:, t]).to(DEVICE), state)
             outs.append(logits)
     assert rel(torch.stack(outs, 1), torch.from_numpy(archs.mamba2.logits(w, toks, cfg))) < 1e-5
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_gated_rmsnorm_and_its_gradients_match_float64(groups):
+    """Mamba-2's gate + grouped RMSNorm, fused, against the eager form in float64: z a strided view
+    (a slice of in_proj's output, as in the model), E / G not a power of two."""
+    from ssmbench.backends.torch.ssd import gated_rmsnorm
+
+    g = torch.Generator().manual_seed(groups)
+    leaves = [torch.randn(3, 5, 60, generator=g), torch.randn(3, 5, 70, generator=g), torch.rand(60, generator=g) + 0.5]
+    dout = torch.randn(3, 5, 60, generator=g).to(DEVICE)
+    got = [t.to(DEVICE).requires_grad_(True) for t in leaves]
+    want = [t.double().requires_grad_(True) for t in leaves]
+    out = gated_rmsnorm("triton", got[0], got[1][..., 3:63], got[2], groups)  # z: a view with row stride 70
+    ref = gated_rmsnorm("eager", want[0], want[1][..., 3:63], want[2], groups)
+    assert rel(out, ref) < 1e-6
+    for a, b in zip(torch.autograd.grad(out, got, dout), torch.autograd.grad(ref, want, dout.double().cpu())):
+        assert rel(a, b) < 1e-5
