@@ -35,6 +35,16 @@ def split(x, sizes, axis=-1):
     return out
 
 
+def causal_conv(x, w, b):
+    """Depthwise causal conv in fp32: x (B, L, C), w (C, 1, K) as torch's conv1d, b (C,) -> (B, L, C).
+    Zeros go before the sequence by concatenation and the K taps are dynamic slices (no pad)."""
+    Bt, L, C = x.shape
+    K = w.shape[-1]
+    w = w.reshape(C, K).astype(jnp.float32)
+    xp = jnp.concatenate([jnp.zeros((Bt, K - 1, C), jnp.float32), x.astype(jnp.float32)], axis=1)
+    return b + sum(sl(w, k, 1, 1)[:, 0] * sl(xp, k, L, 1) for k in range(K))
+
+
 def cross_entropy(logits, targets):
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import linear, rmsnorm, split
-from .scans import SCAN_FNS, scan_sequential, sl
+from .layers import causal_conv, linear, rmsnorm, split
+from .scans import SCAN_FNS, scan_sequential
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -32,12 +32,7 @@ def _mixer_inputs(p, i, h, dtype):
     pre = f"backbone.layers.{i}.mixer."
     E = p[pre + "D"].shape[0]
     x, z = split(linear(h, p[pre + "in_proj.weight"], dtype), (E, E))
-    K, L = p[pre + "conv1d.weight"].shape[-1], x.shape[1]
-    w = p[pre + "conv1d.weight"].reshape(E, K).astype(jnp.float32)
-    xf = x.astype(jnp.float32)
-    xp = jnp.concatenate([jnp.zeros((x.shape[0], K - 1, E), jnp.float32), xf], axis=1)  # causal: zeros before
-    conv = p[pre + "conv1d.bias"] + sum(sl(w, k, 1, 1)[:, 0] * sl(xp, k, L, 1) for k in range(K))
-    return jax.nn.silu(conv), z, xf
+    return jax.nn.silu(causal_conv(x, p[pre + "conv1d.weight"], p[pre + "conv1d.bias"])), z, x.astype(jnp.float32)
 
 
 def _ssm_params(p, i, xc, dtype):
