@@ -56,6 +56,7 @@ def ssd_chunked(x, delta, A, Bm, Cm, T: int, S0=None):
     Bt, L, H, P = x.shape
     G, N = Bm.shape[2:]
     R = H // G
+    T = min(T, L)  # a sequence shorter than the chunk is one chunk of its own length
     pad = (-L) % T
     if pad:
         x, delta, Bm, Cm = (F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in (x, delta, Bm, Cm))

@@ -237,6 +237,11 @@ def test_seed_000s_memory_case_is_expressible():
         (["run", "memory-ceiling", "--memory-limit", "200MB"], "memory-ceiling", "**Memory ceiling.**"),
         (["sweep", "batch", "--values", "1,2", "--mode", "forward"], "sweep-batch", "**batch sweep.**"),
         (["sweep", "dstate", "--values", "4,8", "--mode", "forward"], "sweep-dstate", "**state size N sweep.**"),
+        # Mamba-2 in each suite that sweeps or searches (its own settings follow the swept d_state)
+        (["run", "depth-scaling", "--arch", "mamba2", "--layers-list", "1,2", "--mode", "forward"], "depth-scaling", "mamba2"),
+        (["run", "seqlen", "--arch", "mamba2,transformer", "--max-len", "128", "--mode", "forward"], "seqlen", "| mamba2 ssd |"),
+        (["run", "memory-ceiling", "--arch", "mamba2", "--memory-limit", "200MB"], "memory-ceiling", "**Memory ceiling.**"),
+        (["sweep", "dstate", "--arch", "mamba,mamba2", "--values", "16,32", "--mode", "forward"], "sweep-dstate", "mamba2"),
     ],
 )
 def test_each_suite_end_to_end_on_torch_cpu(run_cli, tmp_path, argv, suite, section):
@@ -246,5 +251,9 @@ def test_each_suite_end_to_end_on_torch_cpu(run_cli, tmp_path, argv, suite, sect
     recs = records_of(tmp_path, suite)
     assert recs and all(r["status"] in ("ok", "oom") for r in recs) and any(r["status"] == "ok" for r in recs)
     assert all(r["metrics"]["parity"]["passed"] for r in recs if r["status"] == "ok")  # gated by parity
+    if "mamba2" in (argv[argv.index("--arch") + 1] if "--arch" in argv else ""):
+        assert {r["arch"] for r in recs} >= {"mamba2"}
+        if suite == "sweep-dstate":  # Mamba-2's N is the swept value, not its default 128
+            assert sorted(r["config"]["d_state"] for r in recs if r["arch"] == "mamba2") == [16, 32]
     rc, md, err = run_cli("report", tmp_path)
     assert rc == 0 and section in md
