@@ -20,18 +20,12 @@ import torch
 import torch.nn.functional as F
 
 
-def _grouped(x, delta, Bm, Cm, G):
-    """x (B, L, H, P) -> (B, L, G, R, P), delta (B, L, H) -> (B, L, G, R): R = H / G heads per group."""
-    Bt, L, H, P = x.shape
-    return x.reshape(Bt, L, G, H // G, P), delta.reshape(Bt, L, G, H // G)
-
-
 def ssd_sequential(x, delta, A, Bm, Cm, S0=None):
     """fp32 x (B, L, H, P), delta (B, L, H) after softplus, A (H,), Bm, Cm (B, L, G, N) ->
     y (B, L, H, P) without the D skip, last state (B, H, P, N)."""
     Bt, L, H, P = x.shape
     G, N = Bm.shape[2:]
-    xg, dg = _grouped(x, delta, Bm, Cm, G)
+    xg, dg = x.reshape(Bt, L, G, H // G, P), delta.reshape(Bt, L, G, H // G)  # head h = g (H / G) + r
     Ag = A.reshape(G, H // G)
     S = x.new_zeros(Bt, G, H // G, P, N) if S0 is None else S0.reshape(Bt, G, H // G, P, N)
     ys = []
