@@ -76,7 +76,11 @@ for STEP in "$@"; do
          python3 "$REPO/tools/scan_ab.py" --compare "$OUT/scan-ab.jsonl" | tee "$OUT/scan-ab.txt" ;;
     tests-mamba2) $PYTEST "$REPO/tests/backends/torch/triton/test_triton_ssd.py" "$REPO/tests/backends/torch/triton/test_triton_fused.py" "$REPO/tests/backends/test_backends.py" -k "(mamba2 or ssd or gated) and not jax and not cpu" > "$OUT/pytest-mamba2.txt" 2>&1
                   tail -3 "$OUT/pytest-mamba2.txt" ;;
+    tests-decode) $PYTEST "$REPO/tests/backends/torch/triton/test_triton_fused.py" "$REPO/tests/backends/test_backends.py" -k "(mamba2 or ssd_step or gated) and not jax and not cpu" > "$OUT/pytest-decode.txt" 2>&1
+                  tail -3 "$OUT/pytest-decode.txt" ;;
+    mamba2-decode) $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba2,mamba $FAST --out $R ;;
     peer-ssd) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" ssd | tee "$OUT/peer-ssd.jsonl" ;;  # carry .peer (mamba_ssm's source)
+    peer-tune) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" tune | tee "$OUT/peer-tune.jsonl" ;;
     peer-lm) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" lm | tee "$OUT/peer-lm.jsonl" ;;
     mamba2) $SSM run throughput -b torch-cuda --preset mamba2-130m --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 200 --out $R
             $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;

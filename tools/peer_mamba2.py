@@ -7,6 +7,7 @@ figures were taken):
     git -C MAMBA_CHECKOUT archive HEAD mamba_ssm | tar -x -C .peer
     PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py ssd         # the SSD op alone
     PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py lm          # mamba-ssm's Mamba2 130M LM
+    python tools/peer_mamba2.py tune                                      # ssmbench's SSD under other tilings
 
 ``ssd``: ``mamba_chunk_scan_combined`` (dt_softplus, D per head, dt_bias, chunk 256) against
 ssmbench's fused Triton SSD at batch 8, 24 heads of 64, N 128, bf16, forward and forward +
@@ -74,15 +75,14 @@ def step(fn, i, mode):
 
 
 def gpu_alone_ms(call) -> float:
-    """CALLS calls captured in one CUDA graph; the median replay ÷ CALLS."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            call()
-    torch.cuda.current_stream().wait_stream(s)
+    """CALLS calls captured in one CUDA graph; the median replay ÷ CALLS. Everything here runs on
+    one side stream (``__main__``), inputs included: a backward whose leaves were made on the
+    legacy default stream cannot be captured on another."""
+    stream = torch.cuda.current_stream()
+    for _ in range(3):
+        call()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, stream=stream):
         for _ in range(CALLS):
             call()
     times = []
@@ -109,6 +109,35 @@ def run_ssd(lengths):
                     eager = triton.testing.do_bench(call, warmup=25, rep=200)
                     alone = gpu_alone_ms(call)
                 emit(what="ssd", who=who, mode=mode, L=L, gpu_alone_ms=alone, eager_ms=eager)
+        del i
+        torch.cuda.empty_cache()
+
+
+CANDIDATES = {  # tune: Tiling overrides tried against the default, bf16
+    "default": {},
+    "out_t64": {"out_t": 64},
+    "out_t64_w4": {"out_t": 64, "out_warps": 4},
+    "stages3": {"stages": 3},
+    "grad_t32": {"grad_t": 32},
+    "state_n128": {"state_n": 128, "state_k": 32},
+}
+
+
+def run_tune(lengths):
+    """ssmbench's SSD GPU-alone, forward and forward + backward, under each of CANDIDATES."""
+    from dataclasses import replace
+
+    from ssmbench.backends.torch.triton import ssd as ssd_mod
+
+    base = ssd_mod.TILINGS[torch.bfloat16]
+    for L in lengths:
+        i = ssd_inputs(L, grad=True)
+        for name, over in CANDIDATES.items():
+            ssd_mod.TILINGS[torch.bfloat16] = replace(base, **over)
+            for mode in ("forward", "forward+backward"):
+                with torch.no_grad() if mode == "forward" else torch.enable_grad():
+                    emit(what="tune", tiling=name, mode=mode, L=L, gpu_alone_ms=gpu_alone_ms(step(ours, i, mode)))
+        ssd_mod.TILINGS[torch.bfloat16] = base
         del i
         torch.cuda.empty_cache()
 
@@ -173,12 +202,14 @@ def run_lm(contexts):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=("ssd", "lm"))
+    ap.add_argument("what", choices=("ssd", "tune", "lm"))
     ap.add_argument("--lengths", default="512,2048,8192")
     ap.add_argument("--contexts", default="1024,16384")
     a = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
-    if a.what == "ssd":
-        run_ssd([int(v) for v in a.lengths.split(",")])
-    else:
+    torch.cuda.set_stream(torch.cuda.Stream())  # see gpu_alone_ms
+    lengths = [int(v) for v in a.lengths.split(",")]
+    if a.what == "lm":
         run_lm([int(v) for v in a.contexts.split(",")])
+    else:
+        (run_ssd if a.what == "ssd" else run_tune)(lengths)

@@ -18,7 +18,7 @@ from ssmbench.archs.mamba2 import Config
 
 from .mamba import MambaLM
 from .scans import conv_silu
-from .ssd import gated_rmsnorm, group_rmsnorm, ssd
+from .ssd import gated_rmsnorm, ssd
 
 
 class GatedRMSNorm(nn.Module):
@@ -70,12 +70,12 @@ class Mamba2Mixer(nn.Module):
         """h (B, D), state (conv (B, E + 2GN, K), ssm (B, H, P, N)) -> (B, D), new state."""
         conv, S = state
         z, xBC, dt = self.in_proj(h).split([self.E, self.C, self.H], dim=-1)
-        if self.scan == "triton":  # two fused kernels (triton/fused.py): decode is launch-bound
+        if self.scan == "triton":  # three fused kernels (triton/fused.py): decode is launch-bound
             from .triton.fused import conv_step, ssd_step
 
             conv, xBC = conv_step(conv, xBC, self.conv1d.weight, self.conv1d.bias)
-            g, S = ssd_step(xBC, dt, z, self.A_log, self.D, self.dt_bias, S, self.G)
-            return self.out_proj(group_rmsnorm(g, self.norm.weight, self.G)), (conv, S)
+            y, S = ssd_step(xBC, dt, self.A_log, self.D, self.dt_bias, S, self.G)
+            return self.out_proj(gated_rmsnorm(self.scan, y, z, self.norm.weight, self.G)), (conv, S)
         conv = torch.cat([conv[..., 1:], xBC[..., None].to(conv.dtype)], -1)
         xBC = F.silu((conv * self.conv1d.weight[:, 0]).sum(-1) + self.conv1d.bias)
         x, Bm, Cm = self._heads(xBC)  # (B, H, P), (B, G, N) x 2, fp32

@@ -10,8 +10,9 @@
     gated_rmsnorm      Mamba-2's gate and grouped RMSNorm, rms(y silu(z)) w, in one pass each way:
                        the backward recomputes the gate from y and z and keeps only 1/rms
     conv_step,         one decode token of a mixer: the conv state's shift + silu, and the SSM
-    ssm_step,          state update with the C contraction, D skip and gate (ssm_step Mamba-1's,
-    ssd_step           ssd_step Mamba-2's: a scalar decay per head over its (P, N) state)
+    ssm_step,          state update with the C contraction and D skip (ssm_step Mamba-1's, with
+    ssd_step           the gate; ssd_step Mamba-2's, a scalar decay per head over its (P, N) state,
+                       whose gate goes with the norm into gated_rmsnorm)
     cross_entropy_     a chunk of logits -> each row's cross-entropy, and in place the gradient
                        (head.py's fused head + loss on CUDA)
 
@@ -411,15 +412,15 @@ def ssm_step(xc, dt, z, Bm, Cm, A_log, D, dt_bias, h):
 
 @triton.jit
 def ssd_step_kernel(
-    xbc_ptr, dt_ptr, z_ptr, A_log_ptr, D_ptr, bias_ptr, s_ptr, s_out_ptr, y_ptr,
-    P, N, E, GN, heads_per_group, sx_b, sdt_b, sz_b, PP: tl.constexpr, NP: tl.constexpr,
+    xbc_ptr, dt_ptr, A_log_ptr, D_ptr, bias_ptr, s_ptr, s_out_ptr, y_ptr,
+    P, N, E, GN, heads_per_group, sx_b, sdt_b, BP: tl.constexpr, NP: tl.constexpr,
 ):  # fmt: skip
-    """One head h of one row b: Δ = softplus(dt + dt_bias); S' = exp(Δ A) S + Δ x B^T (P, N) fp32,
-    A = -exp(A_log[h]); y = (S' C + D x) silu(z) fp32, the gate applied (the norm follows). x is
-    head h's P channels of xBC, B and C its group's N each."""
-    pb, h = tl.program_id(0), tl.program_id(1)
+    """BP channels of head h of row b: Δ = softplus(dt + dt_bias); S' = exp(Δ A) S + Δ x B^T
+    (BP, N) fp32, A = -exp(A_log[h]); y = S' C + D x fp32 (the gate is the norm's). x is head h's
+    channels of xBC, B and C its group's N each."""
+    pb, h, pp = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     g = h // heads_per_group
-    p, n = tl.arange(0, PP), tl.arange(0, NP)
+    p, n = pp * BP + tl.arange(0, BP), tl.arange(0, NP)
     mp, mn = p < P, n < N
     m2 = mp[:, None] & mn[None, :]
     row = xbc_ptr + pb * sx_b
@@ -431,23 +432,26 @@ def ssd_step_kernel(
     sidx = ((pb * tl.num_programs(1) + h) * P + p[:, None]) * N + n[None, :]
     S = decay * tl.load(s_ptr + sidx, mask=m2, other=0.0) + (delta * x)[:, None] * Bv[None, :]
     tl.store(s_out_ptr + sidx, S, mask=m2)
-    z = tl.load(z_ptr + pb * sz_b + h * P + p, mask=mp, other=0.0).to(tl.float32)
-    y = (tl.sum(S * Cv[None, :], axis=1) + tl.load(D_ptr + h).to(tl.float32) * x) * z * sigmoid(z)
+    y = tl.sum(S * Cv[None, :], axis=1) + tl.load(D_ptr + h).to(tl.float32) * x
     tl.store(y_ptr + pb * E + h * P + p, y, mask=mp)
 
 
-def ssd_step(xbc, dt, z, A_log, D, dt_bias, S, ngroups: int):
+STEP_BLOCK_P = 16  # channels of a head per ssd_step program: 130M's 24 heads make 96 programs, not 24
+
+
+def ssd_step(xbc, dt, A_log, D, dt_bias, S, ngroups: int):
     """One token of Mamba-2's SSM: xbc (B, E + 2GN) after conv + silu (x, B, C), dt (B, H) before
-    bias and softplus, z (B, E) (views with unit stride along their last dim), A_log, D, dt_bias
-    (H,), S (B, H, P, N) fp32 -> (gated y (B, E) fp32, new S)."""
+    bias and softplus (views with unit stride along their last dim), A_log, D, dt_bias (H,), S
+    (B, H, P, N) fp32 -> (y (B, E) fp32 before the gate, new S)."""
     Bt, H, P, N = S.shape
     E = H * P
-    xbc, dt, z = lastdim_contiguous(xbc, dt, z)
+    xbc, dt = lastdim_contiguous(xbc, dt)
     S = S.contiguous()
     S_new, y = torch.empty_like(S), torch.empty(Bt, E, device=S.device, dtype=torch.float32)
-    ssd_step_kernel[(Bt, H)](
-        xbc, dt, z, A_log, D, dt_bias, S, S_new, y, P, N, E, ngroups * N, H // ngroups,
-        xbc.stride(0), dt.stride(0), z.stride(0), PP=next_power_of_2(P), NP=padded_states(N),
+    BP = min(STEP_BLOCK_P, next_power_of_2(P))
+    ssd_step_kernel[(Bt, H, cdiv(P, BP))](
+        xbc, dt, A_log, D, dt_bias, S, S_new, y, P, N, E, ngroups * N, H // ngroups,
+        xbc.stride(0), dt.stride(0), BP=BP, NP=padded_states(N),
     )  # fmt: skip
     return y, S_new
 

@@ -186,8 +186,8 @@ def test_static_decoder_in_bfloat16_matches_autocast_steps(odd_model, scan):
 
 
 def test_mamba2_fused_decode_step_matches_the_reference():
-    """Mamba-2's decode with the triton kind (conv_step + ssd_step, the gate inside, the grouped
-    norm after) token by token against the float64 parallel path, at 2 groups and headdim 10."""
+    """Mamba-2's decode with the triton kind (conv_step, ssd_step over P in blocks, then the fused
+    gate + grouped norm) token by token against the float64 parallel path, at 2 groups and headdim 10."""
     from ssmbench.backends.torch.mamba2 import build
 
     from ssmbench import parity
@@ -203,6 +203,25 @@ def test_mamba2_fused_decode_step_matches_the_reference():
             logits, state = m.step(torch.from_numpy(toks[:, t]).to(DEVICE), state)
             outs.append(logits)
     assert rel(torch.stack(outs, 1), torch.from_numpy(archs.mamba2.logits(w, toks, cfg))) < 1e-5
+
+
+def test_ssd_step_over_several_channel_blocks_matches_float64():
+    """ssd_step with a head's P = 37 split over three programs of 16 (the last one masked), 6 heads
+    in 3 groups, N 5: the new state and y = S' C + D x against the recurrence in float64."""
+    g = torch.Generator().manual_seed(5)
+    Bt, H, P, G, N = 2, 6, 37, 3, 5
+    E = H * P
+    xbc, dt = torch.randn(Bt, E + 2 * G * N, generator=g), torch.randn(Bt, H, generator=g)
+    A_log, D, bias = (torch.randn(H, generator=g) for _ in range(3))
+    S = torch.randn(Bt, H, P, N, generator=g)
+    y, S_new = tf_.ssd_step(*(t.to(DEVICE) for t in (xbc, dt, A_log, D, bias, S)), G)
+    xbc, dt, A_log, D, bias, S = (t.double() for t in (xbc, dt, A_log, D, bias, S))
+    x = xbc[:, :E].reshape(Bt, H, P)
+    Bm, Cm = (xbc[:, E + i * G * N : E + (i + 1) * G * N].reshape(Bt, G, N).repeat_interleave(H // G, 1) for i in (0, 1))
+    delta = torch.nn.functional.softplus(dt + bias)
+    want_S = torch.exp(-delta * A_log.exp())[..., None, None] * S + (delta[..., None] * x)[..., None] * Bm[:, :, None]
+    want_y = torch.einsum("bhpn,bhn->bhp", want_S, Cm) + D[:, None] * x
+    assert rel(S_new, want_S) < 1e-6 and rel(y, want_y.reshape(Bt, E)) < 1e-6
 
 
 @pytest.mark.parametrize("groups", [1, 2])
