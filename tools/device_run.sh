@@ -78,7 +78,8 @@ for STEP in "$@"; do
                   tail -3 "$OUT/pytest-mamba2.txt" ;;
     tests-decode) $PYTEST "$REPO/tests/backends/torch/triton/test_triton_fused.py" "$REPO/tests/backends/test_backends.py" -k "(mamba2 or ssd_step or gated) and not jax and not cpu" > "$OUT/pytest-decode.txt" 2>&1
                   tail -3 "$OUT/pytest-decode.txt" ;;
-    mamba2-decode) $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba2,mamba $FAST --out $R ;;
+    mamba2-decode) $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R
+                   $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba $FAST --out $R ;;
     peer-ssd) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" ssd | tee "$OUT/peer-ssd.jsonl" ;;  # carry .peer (mamba_ssm's source)
     peer-tune) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" tune | tee "$OUT/peer-tune.jsonl" ;;
     peer-lm) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" lm | tee "$OUT/peer-lm.jsonl" ;;
