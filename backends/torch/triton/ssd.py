@@ -81,14 +81,16 @@ class Tiling:
     per_sm: int = 4  # chunk_grad_c / chunk_grad_b: programs per SM to aim for (sets the head runs)
 
 
-# The default tiling for each dtype of x. Not yet timed: chosen for the H100 at (8, 2048, 24 x 64,
-# N 128) by compiling for sm_90a (ptxas -v), where no kernel spills registers in bf16 or fp16
-# (chunk_grad_c uses 251 of 255), and for chunk_output's L2 traffic (at 128 steps a program, each
-# 32 KB S_c tile is loaded half as often as at 64). fp32 dots are IEEE (FMA, not tensor cores),
-# whose registers grow with the tiles: smaller ones (chunk_grad_c still spills 324 bytes).
+# The default tiling for each dtype of x. The 16-bit one was timed on the H100 at (8, L, 24 x 64,
+# N 128), L 512 / 2048 / 8192, GPU alone, against the first guess (Tiling(), chosen by ptxas -v
+# for no register spills): 3 stages, 4 warps in the gradient kernels and 64-step tiles over the
+# other side cut forward + backward from 2.14 to 1.23 ms at 2048 (0.60 -> 0.37 at 512, 8.0 ->
+# 4.5 at 8192); 32-step dots in chunk_state cut the forward 8-10% (tools/peer_mamba2.py tune,
+# docs/results.md). fp32 dots are IEEE (FMA, not tensor cores), whose registers grow with the
+# tiles: smaller ones (chunk_grad_c still spills 324 bytes); not yet timed.
 TILINGS = {
-    torch.bfloat16: Tiling(),
-    torch.float16: Tiling(),
+    torch.bfloat16: Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3),
+    torch.float16: Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3),
     torch.float32: Tiling(state_p=32, state_n=32, state_k=16, out_t=64, out_k=16, out_warps=4, grad_t=16, grad_k=16),
 }
 
