@@ -1,5 +1,6 @@
 """TensorFlow-specific checks: weights are assigned exactly (a Keras build() can silently
-re-initialise some, the dt bias above all), OOM classification, availability."""
+re-initialise some, the dt bias above all), OOM classification, availability, and the
+sequential scan's written-out backward."""
 
 import numpy as np
 import pytest
@@ -39,3 +40,33 @@ def test_tf_gpu_unavailable_without_gpu_says_why():
         pytest.skip("a GPU is visible")
     a = registry.availability("tf-gpu")
     assert not a.available and "no GPU device" in a.reason and "tensorflow" in a.install
+
+
+def test_sequential_scan_backward_matches_autodiff_in_float64():
+    """The sequential scan's written-out backward (a reverse loop) against TensorFlow's own gradient
+    of the recurrence unrolled in float64, through y and the final state, at odd shapes."""
+    from ssmbench.backends.tf.scans import scan_sequential
+
+    rng = np.random.default_rng(4)
+    Bt, L, E, N = 2, 7, 5, 3
+    x, Bm, Cm = rng.standard_normal((Bt, L, E)), rng.standard_normal((Bt, L, N)), rng.standard_normal((Bt, L, N))
+    dt, A = rng.uniform(0.05, 0.5, (Bt, L, E)), -rng.uniform(0.5, 2.0, (E, N))
+    wy, wh = rng.standard_normal((Bt, L, E)), rng.standard_normal((Bt, E, N))
+
+    def grads(scan, dtype):
+        args = [tf.constant(a, dtype) for a in (x, dt, A, Bm, Cm)]
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            y, h = scan(*args)
+            loss = tf.reduce_sum(y * tf.constant(wy, dtype)) + tf.reduce_sum(h * tf.constant(wh, dtype))
+        return [g.numpy() for g in tape.gradient(loss, args)]
+
+    def unrolled(x, dt, A, Bm, Cm):
+        h, ys = tf.zeros([Bt, E, N], x.dtype), []
+        for t in range(L):
+            h = tf.exp(dt[:, t, :, None] * A) * h + (dt[:, t] * x[:, t])[..., None] * Bm[:, t, None, :]
+            ys.append(tf.einsum("ben,bn->be", h, Cm[:, t]))
+        return tf.stack(ys, 1), h
+
+    for name, got, want in zip(("x", "dt", "A", "B", "C"), grads(scan_sequential, tf.float32), grads(unrolled, tf.float64)):
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, name
