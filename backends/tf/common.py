@@ -54,9 +54,8 @@ def linear(x, w, dtype, b=None):
     Not tf.einsum("...i,oi->...o"): its gradient for w builds the whole (..., out, in) outer
     product before summing it (4.3 GB and 20 s a step at seed 000's width, batch 32 x 128)."""
     x = tf.cast(x, dtype)
-    lead = x.shape[:-1].as_list() if x.shape[:-1].is_fully_defined() else tf.shape(x)[:-1]
     y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), tf.cast(w, dtype), transpose_b=True)
-    y = tf.reshape(y, lead + [w.shape[0]] if isinstance(lead, list) else tf.concat([lead, [w.shape[0]]], 0))
+    y = tf.reshape(y, tf.concat([tf.shape(x)[:-1], [w.shape[0]]], 0))  # static shapes still inferred
     return y if b is None else y + tf.cast(b, dtype)
 
 

@@ -9,20 +9,25 @@ from ssmbench.archs.mamba import CHUNK_LOG_BUDGET
 from .common import tf
 
 
-def _forward_loop(x, dt, A, Bm, Cm):
-    """The recurrence, a step at a time: (y (B, L, E), h_L (B, E, N), every h_t (L, B, E, N))."""
-    L = x.shape[1]
-    xs = [tf.transpose(t, [1, 0, 2]) for t in (x, dt, Bm, Cm)]  # (L, B, ·)
+def _forward_loop(xT, dtT, A, BT, CT):
+    """The recurrence, a step at a time, over time-major inputs (L, B, ·): (y (L, B, E), h_L
+    (B, E, N), every h_t (L, B, E, N))."""
+    L = xT.shape[0]
 
     def body(t, h, ys, hs):
-        x_t, dt_t, B_t, C_t = (a[t] for a in xs)
+        x_t, dt_t, B_t, C_t = xT[t], dtT[t], BT[t], CT[t]
         h = tf.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
         return t + 1, h, ys.write(t, tf.einsum("ben,bn->be", h, C_t)), hs.write(t, h)
 
-    h0 = tf.zeros(tf.stack([tf.shape(x)[0], tf.shape(x)[2], tf.shape(A)[1]]), tf.float32)
+    h0 = tf.zeros(tf.stack([tf.shape(xT)[1], tf.shape(xT)[2], tf.shape(A)[1]]), tf.float32)
     arrays = (tf.TensorArray(tf.float32, size=L), tf.TensorArray(tf.float32, size=L))
     _, h, ys, hs = tf.while_loop(lambda t, *_: t < L, body, (0, h0, *arrays), maximum_iterations=L)
-    return tf.transpose(ys.stack(), [1, 0, 2]), h, hs.stack()
+    return ys.stack(), h, hs.stack()
+
+
+def _time_major(*ts):
+    """(B, L, ·) <-> (L, B, ·)."""
+    return tuple(tf.transpose(t, [1, 0, 2]) for t in ts)
 
 
 @tf.custom_gradient
@@ -31,11 +36,12 @@ def scan_sequential_fn(x, dt, A, Bm, Cm):
     gradients come from that step's (B, E, N) tensors, as a fused scan's backward does. TensorFlow's
     own gradient of the forward loop ran 2x slower (1.03 against 0.54 s at seed 000's layer, XLA,
     2-core CPU), and of tf.scan 9x."""
-    y, h_last, hs = _forward_loop(x, dt, A, Bm, Cm)
+    xT, dtT, BT, CT = _time_major(x, dt, Bm, Cm)
+    yT, h_last, hs = _forward_loop(xT, dtT, A, BT, CT)
 
     def grad(dy, dh_last):
-        L = x.shape[1]
-        dyT, dtT, BT, CT, xT = (tf.transpose(t, [1, 0, 2]) for t in (dy, dt, Bm, Cm, x))
+        L = xT.shape[0]
+        (dyT,) = _time_major(dy)
 
         def body(k, dh, dA, d_dt, dx, dB, dC):  # dh: the gradient of h_t, carried from t + 1
             t = L - 1 - k
@@ -54,9 +60,10 @@ def scan_sequential_fn(x, dt, A, Bm, Cm):
         arrays = [tf.TensorArray(tf.float32, size=L) for _ in range(4)]
         dh0 = tf.zeros_like(h_last) if dh_last is None else dh_last
         _, _, dA, d_dt, dx, dB, dC = tf.while_loop(lambda k, *_: k < L, body, (0, dh0, tf.zeros_like(A), *arrays), maximum_iterations=L)
-        dx, d_dt, dB, dC = (tf.transpose(a.stack(), [1, 0, 2]) for a in (dx, d_dt, dB, dC))
+        dx, d_dt, dB, dC = _time_major(*(a.stack() for a in (dx, d_dt, dB, dC)))
         return dx, d_dt, dA, dB, dC
 
+    (y,) = _time_major(yT)
     return (y, h_last), grad
 
 

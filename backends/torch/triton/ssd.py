@@ -88,9 +88,10 @@ class Tiling:
 # 4.5 at 8192); 32-step dots in chunk_state cut the forward 8-10% (tools/peer_mamba2.py tune,
 # docs/results.md). fp32 dots are IEEE (FMA, not tensor cores), whose registers grow with the
 # tiles: smaller ones (chunk_grad_c still spills 324 bytes); not yet timed.
+_SIXTEEN_BIT = Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3)
 TILINGS = {
-    torch.bfloat16: Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3),
-    torch.float16: Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3),
+    torch.bfloat16: _SIXTEEN_BIT,
+    torch.float16: _SIXTEEN_BIT,
     torch.float32: Tiling(state_p=32, state_n=32, state_k=16, out_t=64, out_k=16, out_warps=4, grad_t=16, grad_k=16),
 }
 
