@@ -32,6 +32,7 @@ import tempfile
 os.environ["TRITON_INTERPRET"] = "0"  # compile, do not interpret (before triton is imported)
 
 import triton  # noqa: E402
+from ssmbench.backends.torch.triton import decode  # noqa: E402
 from ssmbench.backends.torch.triton import fused as tf  # noqa: E402
 from ssmbench.backends.torch.triton import scan as tt  # noqa: E402
 from ssmbench.backends.torch.triton import scan_kernels as sk  # noqa: E402
@@ -82,8 +83,8 @@ def kernels():
         warps,
         (),
     )
-    yield "decode conv step", tf.conv_step_kernel, {"K": 4, "KP": 4, "BE": tf.STEP_BLOCK_E}, 4, ()
-    yield "decode ssm step", tf.ssm_step_kernel, {"NP": 16, "BE": tf.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
+    yield "decode conv step", decode.conv_step_kernel, {"K": 4, "KP": 4, "BE": decode.STEP_BLOCK_E}, 4, ()
+    yield "decode ssm step", decode.ssm_step_kernel, {"NP": 16, "BE": decode.STEP_BLOCK_E}, 4, ()  # h_ptr: the fp32 state
     yield "cross-entropy rows", tf.cross_entropy_kernel, {"BV": tf.CE_BLOCK_V}, 8, ()
 
 

@@ -69,8 +69,8 @@ class MambaMixer(nn.Module):
         """h (B, D), state (conv (B, E, K), ssm (B, E, N)) -> (B, D), new state."""
         conv, ssm = state
         x, z = self.in_proj(h).chunk(2, dim=-1)
-        if self.scan == "triton":  # two fused kernels (triton/fused.py): decode is launch-bound
-            from .triton.fused import conv_step, ssm_step
+        if self.scan == "triton":  # two fused kernels (triton/decode.py): decode is launch-bound
+            from .triton.decode import conv_step, ssm_step
 
             conv, xc = conv_step(conv, x, self.conv1d.weight, self.conv1d.bias)
             dt, Bm, Cm = self._ssm_inputs(xc)

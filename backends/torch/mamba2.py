@@ -70,8 +70,8 @@ class Mamba2Mixer(nn.Module):
         """h (B, D), state (conv (B, E + 2GN, K), ssm (B, H, P, N)) -> (B, D), new state."""
         conv, S = state
         z, xBC, dt = self.in_proj(h).split([self.E, self.C, self.H], dim=-1)
-        if self.scan == "triton":  # three fused kernels (triton/fused.py): decode is launch-bound
-            from .triton.fused import conv_step, ssd_step
+        if self.scan == "triton":  # three fused kernels (triton/decode.py, fused.py): decode is launch-bound
+            from .triton.decode import conv_step, ssd_step
 
             conv, xBC = conv_step(conv, xBC, self.conv1d.weight, self.conv1d.bias)
             y, S = ssd_step(xBC, dt, self.A_log, self.D, self.dt_bias, S, self.G)

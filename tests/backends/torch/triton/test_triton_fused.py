@@ -13,6 +13,7 @@ from ssmbench.weights import init_weights
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton")
 tf_ = pytest.importorskip("ssmbench.backends.torch.triton.fused")
+decode = pytest.importorskip("ssmbench.backends.torch.triton.decode")
 tb = pytest.importorskip("ssmbench.backends.torch.backend")
 tmb = pytest.importorskip("ssmbench.backends.torch.mamba")
 
@@ -214,7 +215,7 @@ def test_ssd_step_over_several_channel_blocks_matches_float64():
     xbc, dt = torch.randn(Bt, E + 2 * G * N, generator=g), torch.randn(Bt, H, generator=g)
     A_log, D, bias = (torch.randn(H, generator=g) for _ in range(3))
     S = torch.randn(Bt, H, P, N, generator=g)
-    y, S_new = tf_.ssd_step(*(t.to(DEVICE) for t in (xbc, dt, A_log, D, bias, S)), G)
+    y, S_new = decode.ssd_step(*(t.to(DEVICE) for t in (xbc, dt, A_log, D, bias, S)), G)
     xbc, dt, A_log, D, bias, S = (t.double() for t in (xbc, dt, A_log, D, bias, S))
     x = xbc[:, :E].reshape(Bt, H, P)
     Bm, Cm = (xbc[:, E + i * G * N : E + (i + 1) * G * N].reshape(Bt, G, N).repeat_interleave(H // G, 1) for i in (0, 1))
