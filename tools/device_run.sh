@@ -81,7 +81,8 @@ for STEP in "$@"; do
     mamba2-decode) $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R
                    $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba $FAST --out $R ;;
     peer-ssd) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" ssd | tee "$OUT/peer-ssd.jsonl" ;;  # carry .peer (mamba_ssm's source)
-    peer-tune) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" tune | tee "$OUT/peer-tune.jsonl" ;;
+    peer-tune) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" tune ${TUNE_ARGS:-} | tee "$OUT/peer-tune.jsonl" ;;
+    peer-profile) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" profile --lengths 2048 | tee "$OUT/peer-profile.jsonl" ;;
     peer-lm) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" lm | tee "$OUT/peer-lm.jsonl" ;;
     mamba2) $SSM run throughput -b torch-cuda --preset mamba2-130m --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 200 --out $R
             $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;

@@ -8,6 +8,7 @@ figures were taken):
     PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py ssd         # the SSD op alone
     PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py lm          # mamba-ssm's Mamba2 130M LM
     python tools/peer_mamba2.py tune                                      # ssmbench's SSD under other tilings
+    PYTHONPATH=.peer:$PYTHONPATH python tools/peer_mamba2.py profile     # both SSDs' kernels, forward + backward
 
 ``ssd``: ``mamba_chunk_scan_combined`` (dt_softplus, D per head, dt_bias, chunk 256) against
 ssmbench's fused Triton SSD at batch 8, 24 heads of 64, N 128, bf16, forward and forward +
@@ -115,10 +116,15 @@ def run_ssd(lengths):
 
 CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (reports/h100-2026-12-06-mamba2)
     "default": {},
-    "first guess": {"state_k": 64, "grad_k": 32, "grad_warps": 8, "stages": 2},  # the untimed Tiling()
-    "grad_t128": {"grad_t": 128},
+    "grad_t32": {"grad_t": 32},
+    "grad_warps8": {"grad_warps": 8},
+    "per_sm2": {"per_sm": 2},
+    "per_sm8": {"per_sm": 8},
+    "stages2": {"stages": 2},
+    "out_t64": {"out_t": 64},
+    "out_k64": {"out_k": 64},
+    "state_p32_n128": {"state_p": 32, "state_n": 128},
     "state_warps8": {"state_warps": 8},
-    "stages4": {"stages": 4},
 }
 
 
@@ -137,6 +143,33 @@ def run_tune(lengths):
                 with torch.no_grad() if mode == "forward" else torch.enable_grad():
                     emit(what="tune", tiling=name, mode=mode, L=L, gpu_alone_ms=gpu_alone_ms(step(ours, i, mode)))
         ssd_mod.TILINGS[torch.bfloat16] = base
+        del i
+        torch.cuda.empty_cache()
+
+
+def run_profile(lengths):
+    """Each SSD's kernels in forward + backward, CALLS calls under torch.profiler: GPU ms a call per
+    kernel, to see where one is slower than the other."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for L in lengths:
+        i = ssd_inputs(L, grad=True)
+        for who, fn in (("mamba-ssm", theirs), ("ssmbench", ours)):
+            call = step(fn, i, "forward+backward")
+            for _ in range(3):
+                call()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(CALLS):
+                    call()
+                torch.cuda.synchronize()
+            per_kernel = {}
+            for e in prof.events():
+                if e.device_type == torch.autograd.DeviceType.CUDA:
+                    n, us = per_kernel.get(e.name, (0, 0.0))
+                    per_kernel[e.name] = (n + 1, us + e.time_range.elapsed_us())
+            for name, (n, us) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
+                emit(what="ssd kernel", who=who, L=L, kernel=name[:80], launches_per_call=n / CALLS, ms_per_call=us / CALLS / 1e3)
         del i
         torch.cuda.empty_cache()
 
@@ -179,7 +212,7 @@ def run_lm(contexts):
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
     cfg = MambaConfig(
-        d_model=768, n_layer=24, vocab_size=50280, ssm_cfg={"layer": "Mamba2"}, rms_norm=True, residual_in_fp32=True,
+        d_model=768, n_layer=24, vocab_size=50280, ssm_cfg={"layer": "Mamba2", "use_mem_eff_path": False}, rms_norm=True, residual_in_fp32=True,
         fused_add_norm=True, pad_vocab_size_multiple=16,
     )  # fmt: skip
     model = MambaLMHeadModel(cfg, device="cuda", dtype=torch.float32)
@@ -201,7 +234,7 @@ def run_lm(contexts):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=("ssd", "tune", "lm"))
+    ap.add_argument("what", choices=("ssd", "tune", "lm", "profile"))
     ap.add_argument("--lengths", default="512,2048,8192")
     ap.add_argument("--contexts", default="1024,16384")
     a = ap.parse_args()
@@ -211,4 +244,4 @@ if __name__ == "__main__":
     if a.what == "lm":
         run_lm([int(v) for v in a.contexts.split(",")])
     else:
-        (run_ssd if a.what == "ssd" else run_tune)(lengths)
+        {"ssd": run_ssd, "tune": run_tune, "profile": run_profile}[a.what](lengths)

@@ -3,11 +3,15 @@ model is ssmbench.archs.mamba2's function line for line. backend.py jits them an
 functions mamba.py lists; the config (a static argument) gives the sizes, ngroups and the chunk.
 
 Mixed precision as Mamba-1: in_proj and out_proj (``linear``) run in the compute dtype; the conv,
-the norms, the SSD and the decode state in fp32. Heads are handled as (G, H / G) so B and C are
-read per group, never repeated per head.
+the norms, the SSD's state and the decode state in fp32. In bf16 / fp16 the SSD's four large
+contractions (C B^T, scores x, each chunk's state, C times the entering state) take half-precision
+operands and accumulate in fp32, forward and backward (``_mm``), as torch-cuda's Triton kernels and
+mamba-ssm's do; the cumulative sums, decays and the state passed between chunks stay fp32. Heads
+are handled as (G, H / G) so B and C are read per group, never repeated per head.
 
 Scans (the parallel / prefill path, ``SCANS``; x (B, L, H, P), Δ (B, L, H), A (H,), B and C
-(B, L, G, N), fp32 -> y (B, L, H, P) without the D skip, and the final state (B, H, P, N)):
+(B, L, G, N), fp32; ``dtype`` the compute dtype -> y (B, L, H, P) fp32 without the D skip, and
+the final state (B, H, P, N)):
 
     ssd         the chunked state-space dual form, all einsums: the sequence is cut into chunks of
                 T = min(chunk_size, L) steps (the last one filled with Δ = 0, x = 0, which change
@@ -51,7 +55,7 @@ def _recur(S, x, dt, A, Bm, Cm):
     return S, y.reshape(Bt, H, P)
 
 
-def ssd_sequential(x, dt, A, Bm, Cm, chunk=None):
+def ssd_sequential(x, dt, A, Bm, Cm, chunk=None, dtype=F32):
     def step(S, inp):
         x_t, dt_t, B_t, C_t = inp
         return _recur(S, x_t, dt_t, A, B_t, C_t)
@@ -72,7 +76,35 @@ def _chunk_decay(a_end):
     return jnp.exp(jnp.where(before, seg, MASKED))
 
 
-def ssd_chunked(x, dt, A, Bm, Cm, chunk):
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _half_mm(spec, half, a, b):
+    return jnp.einsum(spec, a.astype(half), b.astype(half), preferred_element_type=F32)
+
+
+def _half_mm_fwd(spec, half, a, b):
+    a, b = a.astype(half), b.astype(half)  # saved in half precision: half the memory of fp32 copies
+    return jnp.einsum(spec, a, b, preferred_element_type=F32), (a, b)
+
+
+def _half_mm_bwd(spec, half, saved, g):
+    """Both gradients as half-operand contractions too (every index of one operand is in the other or
+    the output, true of every spec here); without this JAX differentiates the mixed-dtype dot in fp32."""
+    a, b = saved
+    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    g = g.astype(half)
+    da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=F32)
+    return da, jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=F32)
+
+
+_half_mm.defvjp(_half_mm_fwd, _half_mm_bwd)
+
+
+def _mm(spec, a, b, dtype):
+    """einsum(spec, a, b) of fp32 arrays -> fp32: in fp32 when ``dtype`` is, else with ``dtype`` operands."""
+    return jnp.einsum(spec, a, b) if jnp.dtype(dtype) == F32 else _half_mm(spec, jnp.dtype(dtype), a, b)
+
+
+def ssd_chunked(x, dt, A, Bm, Cm, chunk, dtype=F32):
     Bt, L, H, P = x.shape
     G, N = Bm.shape[2:]
     R, T = H // G, min(chunk, L)
@@ -91,14 +123,14 @@ def ssd_chunked(x, dt, A, Bm, Cm, chunk):
     tri = np.tri(T, dtype=bool)  # [t, s]: s <= t
     a = jnp.einsum("ts,bngrs->bngrt", tri.astype(np.float32), dA)  # in-chunk cumulative Σ Δ A
     decay = jnp.exp(jnp.where(tri, a[..., :, None] - a[..., None, :], MASKED))  # (B, n, G, R, T, T)
-    scores = jnp.einsum("bngtk,bngsk->bngts", Cc, Bc)[:, :, :, None] * decay  # (L ∘ C B^T)
-    y = jnp.einsum("bngrts,bngrsp->bngrtp", scores, xdt)  # inside each chunk
+    scores = _mm("bngtk,bngsk->bngts", Cc, Bc, dtype)[:, :, :, None] * decay  # (L ∘ C B^T)
+    y = _mm("bngrts,bngrsp->bngrtp", scores, xdt, dtype)  # inside each chunk
 
     a_end = sl(a, T - 1, 1, -1)  # (B, n, G, R, 1)
-    own = jnp.einsum("bngrsp,bngsk->bngrpk", xdt * jnp.exp(a_end - a)[..., None], Bc)  # (B, n, G, R, P, N) from its own steps
+    own = _mm("bngrsp,bngsk->bngrpk", xdt * jnp.exp(a_end - a)[..., None], Bc, dtype)  # (B, n, G, R, P, N) from its own steps
     W = _chunk_decay(jnp.moveaxis(a_end[..., 0], 1, -1))  # (B, G, R, n + 1, n)
     entering = jnp.einsum("bgrzc,bcgrpk->bzgrpk", W, own)  # (B, n + 1, G, R, P, N)
-    y = y + jnp.einsum("bngtk,bngrpk->bngrtp", Cc, sl(entering, 0, n, 1)) * jnp.exp(a)[..., None]  # from the state entering
+    y = y + _mm("bngtk,bngrpk->bngrtp", Cc, sl(entering, 0, n, 1), dtype) * jnp.exp(a)[..., None]  # from the state entering
     y = sl(jnp.moveaxis(y, 4, 2).reshape(Bt, n * T, H, P), 0, L, 1)
     return y, sl(entering, n, 1, 1).reshape(Bt, H, P, N)
 
@@ -141,19 +173,27 @@ def _layers(p, tokens, *, cfg, dtype, scan, return_state):
         z, xBC, dt = _in_proj(p, mix, rmsnorm(residual, p[pre + "norm.weight"]), cfg, dtype)
         conv = jax.nn.silu(causal_conv(xBC, p[mix + "conv1d.weight"], p[mix + "conv1d.bias"]))
         x, delta, Bm, Cm = _ssm_inputs(p, mix, conv, dt, cfg)
-        y, S = SCANS[scan](x, delta, -jnp.exp(p[mix + "A_log"]), Bm, Cm, cfg.chunk_size)
+        y, S = SCANS[scan](x, delta, -jnp.exp(p[mix + "A_log"]), Bm, Cm, cfg.chunk_size, dtype)
         hidden = _out(p, mix, y, x, z, cfg, dtype)
         if return_state:
             K, L = cfg.d_conv, xBC.shape[1]
             pad = jnp.zeros((xBC.shape[0], max(0, K - L), xBC.shape[2]), F32)
             states.append((jnp.swapaxes(jnp.concatenate([pad, xBC], axis=1)[:, -K:], 1, 2), S))  # conv (B, E + 2GN, K)
-    x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return linear(x, emb, dtype).astype(F32), states
+    return rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"]), states
+
+
+HEAD = "backbone.embedding.weight"  # the tied LM head
+
+
+def features(p, tokens, *, cfg, dtype, scan, chunk):
+    """tokens (B, L) -> the final norm's output (B, L, D) fp32, what the head reads. ``chunk`` is
+    Mamba-1's; the SSD's is cfg.chunk_size."""
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=False)[0]
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    """tokens (B, L) -> logits (B, L, V) fp32. ``chunk`` is Mamba-1's; the SSD's is cfg.chunk_size."""
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=False)[0]
+    """tokens (B, L) -> logits (B, L, V) fp32."""
+    return linear(features(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[HEAD], dtype).astype(F32)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -195,8 +235,8 @@ def op(scan: str, inputs: dict):
     chunk = inputs["chunk_size"]
 
     def fn(x, dt, A, Bm, Cm, D, dt_bias):
-        x = x.astype(F32)
-        y, _ = SCANS[scan](x, jax.nn.softplus(dt.astype(F32) + dt_bias), A, Bm.astype(F32), Cm.astype(F32), chunk)
+        dtype, x = x.dtype, x.astype(F32)
+        y, _ = SCANS[scan](x, jax.nn.softplus(dt.astype(F32) + dt_bias), A, Bm.astype(F32), Cm.astype(F32), chunk, dtype)
         return y + x * D[:, None]
 
     return fn, {k: v for k, v in inputs.items() if k != "chunk_size"}

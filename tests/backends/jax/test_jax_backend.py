@@ -35,10 +35,10 @@ def forbidden_ops(hlo: str) -> list[str]:
     return [name for name, pat in FORBIDDEN.items() if re.search(pat, hlo)]
 
 
-def _lowered(scan: str, chunk: int = 8, arch: str = "mamba", cfg=ODD):
+def _lowered(scan: str, chunk: int = 8, arch: str = "mamba", cfg=ODD, dtype="float32"):
     """StableHLO text of an architecture's train step and decode step, lowered on the CPU."""
     b = registry.get("jax-cpu")
-    m = b.build(arch, init_weights(arch, cfg, seed=1), cfg, scan=scan, dtype="float32")
+    m = b.build(arch, init_weights(arch, cfg, seed=1), cfg, scan=scan, dtype=dtype)
     m.chunk = chunk
     toks = b.tokens(np.random.default_rng(0).integers(0, cfg.vocab, (2, 37)))
     train = m.jitted("train").lower(m.params, m.opt_state, toks, toks).as_text()
@@ -46,10 +46,12 @@ def _lowered(scan: str, chunk: int = 8, arch: str = "mamba", cfg=ODD):
     return train, step
 
 
-@pytest.mark.parametrize("arch,cfg,scan", [("mamba", ODD, "chunked"), ("mamba2", ODD2, "ssd")])
-def test_metal_default_scan_lowers_to_metal_safe_ops(arch, cfg, scan):
+@pytest.mark.parametrize(
+    "arch,cfg,scan,dtype", [("mamba", ODD, "chunked", "float32"), ("mamba2", ODD2, "ssd", "float32"), ("mamba2", ODD2, "ssd", "float16")]
+)
+def test_metal_default_scan_lowers_to_metal_safe_ops(arch, cfg, scan, dtype):
     assert jb.JaxMetal.default_scan[arch] == scan
-    train, step = _lowered(scan, arch=arch, cfg=cfg)
+    train, step = _lowered(scan, arch=arch, cfg=cfg, dtype=dtype)
     assert "dot_general" in train and "dynamic_update_slice" in train  # it really is the train step
     assert forbidden_ops(train) == []
     assert forbidden_ops(step) == []
@@ -82,6 +84,66 @@ def test_scans_match_reference(scan, chunk, dt_scale, rng):
     y_ref, h_ref = archs.mamba.selective_scan(*(t.astype(np.float64) for t in (x, dt, A, Bm, Cm)), np.zeros(6))
     assert np.linalg.norm(np.asarray(y) - y_ref) / np.linalg.norm(y_ref) < 1e-5
     assert np.linalg.norm(np.asarray(h) - h_ref) / np.linalg.norm(h_ref) < 1e-5
+
+
+def _dot_operand_dtypes(jaxpr) -> list[str]:
+    """The operand dtypes of every dot_general in a (closed) jaxpr, sub-jaxprs included."""
+    out = []
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append("/".join(str(v.aval.dtype) for v in eqn.invars))
+        out += [d for sub in eqn.params.values() if hasattr(sub, "eqns") or hasattr(sub, "jaxpr") for d in _dot_operand_dtypes(sub)]
+    return out
+
+
+@pytest.mark.parametrize("half,tol", [("bfloat16", 1e-2), ("float16", 2e-3)])
+def test_ssd_half_operands_forward_and_backward(half, tol, rng):
+    """In bf16 / fp16 the SSD's four large contractions and their eight gradient contractions take
+    half-precision operands (the tensor-core path torch's kernels use); the result and every gradient
+    stay within that dtype's rounding of the fp32 SSD's."""
+    jm = pytest.importorskip("ssmbench.backends.jax.mamba2")
+    jnp = jax.numpy
+    Bt, L, H, P, G, N = 2, 77, 6, 10, 2, 12  # 77: not a multiple of the chunk
+    x, wy = (jnp.asarray(rng.standard_normal((Bt, L, H, P)), jnp.float32) for _ in range(2))
+    dt = jnp.asarray(np.log1p(np.exp(rng.standard_normal((Bt, L, H)))), jnp.float32)
+    A = -jnp.asarray(rng.uniform(1, 16, H), jnp.float32)
+    Bm, Cm = (jnp.asarray(rng.standard_normal((Bt, L, G, N)), jnp.float32) for _ in range(2))
+    wS = jnp.asarray(rng.standard_normal((Bt, H, P, N)), jnp.float32)
+
+    def loss(dtype):
+        def f(x, dt, Bm, Cm):
+            y, S = jm.ssd_chunked(x, dt, A, Bm, Cm, 16, dtype)
+            return jnp.sum(y * wy) + jnp.sum(S * wS)
+
+        return jax.grad(f, argnums=(0, 1, 2, 3))
+
+    ref, got = loss(jnp.float32)(x, dt, Bm, Cm), loss(jnp.dtype(half))(x, dt, Bm, Cm)
+    for g, r in zip(got, ref):
+        err = float(jnp.linalg.norm(g - r) / jnp.linalg.norm(r))
+        assert 0 < err < tol  # > 0: the half path really ran
+    dots = _dot_operand_dtypes(jax.make_jaxpr(loss(jnp.dtype(half)))(x, dt, Bm, Cm))
+    assert dots.count(f"{half}/{half}") == 12  # 4 forward + 8 backward
+    assert len(dots) - 12 == len(_dot_operand_dtypes(jax.make_jaxpr(loss(jnp.float32))(x, dt, Bm, Cm))) - 12  # the rest: fp32 as before
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_head_loss_matches_float64_cross_entropy_and_its_gradients(dtype, tol, rng, monkeypatch):
+    """The train step's fused head + loss against the float64 loss and its analytic gradients
+    (softmax - onehot), over three chunks of tokens, the last one ragged (40 = 16 + 16 + 8)."""
+    jl = pytest.importorskip("ssmbench.backends.jax.layers")
+    monkeypatch.setattr(jl, "CHUNK_ELEMENTS", 16 * 23)  # 16 tokens of V = 23 a chunk
+    x, w = rng.standard_normal((4, 10, 12)), rng.standard_normal((23, 12))
+    y = rng.integers(0, 23, (4, 10))
+    loss, (dx, dw) = jax.value_and_grad(lambda x, w: jl.head_loss(x, w, jax.numpy.asarray(y), jax.numpy.dtype(dtype)), (0, 1))(
+        jax.numpy.asarray(x, "float32"), jax.numpy.asarray(w, "float32")
+    )
+    logits = x.reshape(40, 12) @ w.T
+    lse = np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+    g = (np.exp(logits - lse[:, None]) - np.eye(23)[y.reshape(-1)]) / 40
+    want = {"loss": np.mean(lse - logits[np.arange(40), y.reshape(-1)]), "dx": (g @ w).reshape(x.shape), "dw": g.T @ x.reshape(40, 12)}
+    for name, got in (("loss", loss), ("dx", dx), ("dw", dw)):
+        err = np.linalg.norm(np.asarray(got, np.float64) - want[name]) / np.linalg.norm(want[name])
+        assert err < tol, name
 
 
 def test_chunk_over_budget_fails_loudly(rng):
