@@ -23,10 +23,10 @@ What autograd keeps per token and layer (elements):
                residuals (2D): about 12D + 2H; plus the attention matrix and its softmax
                (2 * n_head * L, fp32) where it is materialised (JAX and TF here; torch's SDPA
                kernels do not keep it, so the model overestimates torch's long sequences).
-  Head:        logits, their softmax and the logits' gradient: 3V fp32. torch's and JAX's
-               train steps fuse the head with the loss (backends/torch/head.py, jax/layers.py's
-               head_loss): x and its gradient (2D) per token, and one chunk of about HEAD_CHUNK
-               logits (plus an fp32 temporary) and dW at any batch.
+  Head:        logits, their softmax and the logits' gradient: 3V fp32. torch's train step
+               fuses the head with the loss (backends/torch/head.py): x and its gradient (2D)
+               per token, and one chunk of about HEAD_CHUNK logits (plus an fp32 temporary)
+               and dW at any batch.
 
 Forward (inference) keeps no activations across layers: per_token is one layer's worth.
 It is a model, not a measurement: the memory-ceiling report prints its prediction beside the
@@ -39,8 +39,7 @@ from dataclasses import dataclass
 
 from . import archs
 
-HEAD_CHUNK = 1 << 28  # logits per chunk of the fused head + loss (CHUNK_ELEMENTS in backends/torch/head.py, backends/jax/layers.py)
-FUSED_HEAD = ("torch", "jax")  # the frameworks whose train step fuses the head with the loss
+HEAD_CHUNK = 1 << 28  # logits per chunk of torch's fused head + loss (backends/torch/head.py's CHUNK_ELEMENTS)
 HALF = ("bfloat16", "float16")
 
 
@@ -69,7 +68,7 @@ def estimate(
     head = 3 * V * 4 + D * act
     if mode == "train":
         fixed = 16 * params + (2 * params if dtype in HALF else 0)
-        if framework in FUSED_HEAD:
+        if framework == "torch":
             head = 2 * D * act
             fixed += min(batch * seq_len, max(1, HEAD_CHUNK // V)) * V * (act + 4) + V * D * (4 + act)
         per_token = layers * per_layer + head

@@ -211,8 +211,9 @@ def run_lm(contexts):
     from mamba_ssm.models.config_mamba import MambaConfig
     from mamba_ssm.models.mixer_seq_simple import MambaLMHeadModel
 
+    mixer = {"layer": "Mamba2", "use_mem_eff_path": False}  # its fused path calls causal-conv1d's CUDA extension, not built here
     cfg = MambaConfig(
-        d_model=768, n_layer=24, vocab_size=50280, ssm_cfg={"layer": "Mamba2", "use_mem_eff_path": False}, rms_norm=True, residual_in_fp32=True,
+        d_model=768, n_layer=24, vocab_size=50280, ssm_cfg=mixer, rms_norm=True, residual_in_fp32=True,
         fused_add_norm=True, pad_vocab_size_multiple=16,
     )  # fmt: skip
     model = MambaLMHeadModel(cfg, device="cuda", dtype=torch.float32)

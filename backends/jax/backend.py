@@ -26,7 +26,7 @@ try:
     import jax
     import jax.numpy as jnp
 
-    from .layers import head_loss
+    from .layers import cross_entropy
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -68,10 +68,10 @@ class _Model:
         if name == "forward":
             return jax.jit(self._parallel(self.net.forward))
         if name == "train":
-            features, head, opt, dtype = self._parallel(self.net.features), self.net.HEAD, self.opt, self.dtype
+            fwd, opt = self._parallel(self.net.forward), self.opt
 
             def train(params, opt_state, x, y):
-                loss, grads = jax.value_and_grad(lambda p: head_loss(features(p, x), p[head], y, dtype))(params)
+                loss, grads = jax.value_and_grad(lambda p: cross_entropy(fwd(p, x), y))(params)
                 updates, opt_state = opt.update(grads, opt_state, params)
                 return jax.tree_util.tree_map(lambda a, u: a + u, params, updates), opt_state, loss
 

@@ -61,19 +61,12 @@ def _layers(p, tokens, *, cfg, dtype, scan, chunk, return_state):
             pad = jnp.zeros((x_in.shape[0], max(0, K - L), x_in.shape[2]), jnp.float32)
             conv_state = jnp.swapaxes(jnp.concatenate([pad, x_in], axis=1)[:, -K:], 1, 2)  # (B, E, K)
             states.append((conv_state, h_last))
-    return rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"]), states
-
-
-HEAD = "backbone.embedding.weight"  # the tied LM head
-
-
-def features(p, tokens, *, cfg, dtype, scan, chunk):
-    """tokens (B, L) -> the final norm's output (B, L, D) fp32, what the head reads."""
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=False)[0]
+    x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
+    return linear(x, emb, dtype).astype(jnp.float32), states
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    return linear(features(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[HEAD], dtype).astype(jnp.float32)
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=False)[0]
 
 
 def init_state(cfg, batch, capacity, dtype, device):

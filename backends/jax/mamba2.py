@@ -179,21 +179,13 @@ def _layers(p, tokens, *, cfg, dtype, scan, return_state):
             K, L = cfg.d_conv, xBC.shape[1]
             pad = jnp.zeros((xBC.shape[0], max(0, K - L), xBC.shape[2]), F32)
             states.append((jnp.swapaxes(jnp.concatenate([pad, xBC], axis=1)[:, -K:], 1, 2), S))  # conv (B, E + 2GN, K)
-    return rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"]), states
-
-
-HEAD = "backbone.embedding.weight"  # the tied LM head
-
-
-def features(p, tokens, *, cfg, dtype, scan, chunk):
-    """tokens (B, L) -> the final norm's output (B, L, D) fp32, what the head reads. ``chunk`` is
-    Mamba-1's; the SSD's is cfg.chunk_size."""
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=False)[0]
+    x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
+    return linear(x, emb, dtype).astype(F32), states
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    """tokens (B, L) -> logits (B, L, V) fp32."""
-    return linear(features(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[HEAD], dtype).astype(F32)
+    """tokens (B, L) -> logits (B, L, V) fp32. ``chunk`` is Mamba-1's; the SSD's is cfg.chunk_size."""
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=False)[0]
 
 
 def init_state(cfg, batch, capacity, dtype, device):

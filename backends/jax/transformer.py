@@ -33,8 +33,7 @@ def _attend(q, k, v, mask):
 
 
 def _run(p, tokens, *, cfg, dtype, caches=None, pos=0):
-    """tokens (B, L) -> (the final norm's output (B, L, D), the caches). With caches [(k, v) (B, H,
-    cap, hd)] the new keys are written at pos.."""
+    """tokens (B, L). With caches [(k, v) (B, H, cap, hd)] the new keys are written at pos.."""
     emb = p["transformer.wte.weight"]
     Bt, L = tokens.shape
     D, n_head = emb.shape[1], cfg.n_head
@@ -60,19 +59,12 @@ def _run(p, tokens, *, cfg, dtype, caches=None, pos=0):
         m = layernorm(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
         m = jax.nn.gelu(linear(m, p[pre + "mlp.c_fc.weight"], dtype, p[pre + "mlp.c_fc.bias"]), approximate=True)
         x = x + linear(m, p[pre + "mlp.c_proj.weight"], dtype, p[pre + "mlp.c_proj.bias"]).astype(jnp.float32)
-    return layernorm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"]), new
-
-
-HEAD = "transformer.wte.weight"  # the tied LM head
-
-
-def features(p, tokens, *, cfg, dtype, scan=None, chunk=None):
-    """tokens (B, L) -> the final norm's output (B, L, D) fp32, what the head reads."""
-    return _run(p, tokens, cfg=cfg, dtype=dtype)[0]
+    x = layernorm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
+    return linear(x, emb, dtype).astype(jnp.float32), new
 
 
 def forward(p, tokens, *, cfg, dtype, scan=None, chunk=None):
-    return linear(features(p, tokens, cfg=cfg, dtype=dtype), p[HEAD], dtype).astype(jnp.float32)
+    return _run(p, tokens, cfg=cfg, dtype=dtype)[0]
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -91,8 +83,8 @@ def prefill(p, tokens, state, *, cfg, dtype, scan=None, chunk=None):
 def step(p, token, state, *, cfg, dtype):
     """token (B,) at the state's position -> (logits (B, V), (caches, position + 1))."""
     caches, pos = state
-    x, caches = _run(p, token[:, None], cfg=cfg, dtype=dtype, caches=caches, pos=pos)
-    return linear(x[:, 0], p[HEAD], dtype).astype(jnp.float32), (caches, pos + 1)
+    logits, caches = _run(p, token[:, None], cfg=cfg, dtype=dtype, caches=caches, pos=pos)
+    return logits[:, 0], (caches, pos + 1)
 
 
 def op(scan: str, inputs: dict):

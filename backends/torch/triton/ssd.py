@@ -257,7 +257,7 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
         dCk = torch.empty((p.runs, Bt, L, G, N), device=dev, dtype=f32)
     dat = torch.empty((Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, states, dCk, dat, *runs_common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
-    _launch(chunk_grad_c_kernel, p.runs_grid, (*args, *dCk.stride()[:4]), {**p.grad, "HSP": next_power_of_2(HS)})
+    _launch(chunk_grad_c_kernel, p.runs_grid, (*args, *dCk.stride()[:4]), p.grad)
     args = (x, Cm, dy, da, dstates, dBk, *runs_common, *x.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3], *dBk.stride()[:4])
     _launch(chunk_grad_b_kernel, p.runs_grid, args, p.grad)
     if p.runs > 1:

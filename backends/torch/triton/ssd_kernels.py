@@ -59,10 +59,7 @@ from U_s, whose dot rounds w to bf16. Five kernels:
 
 Heads of a group share B and C, so dB and dC sum over them: a chunk_grad_c/b program takes a run
 of HS heads of one group and sums over them in registers, writing one partial per run (ssd.py
-sums the H/G/HS runs where there is more than one). Its loop is over tiles of the other side's
-steps, then heads: per tile the heads' weights are summed first and meet B (or C) in one dot,
-and C_t·B_s is taken once, not once a head: per tile, chunk_grad_c does 2 dots plus 1 a head (it
-did 3 a head), chunk_grad_b 1 plus 1 a head (it did 2 a head). U_s and dB_s walk the same tiles but are
+sums the H/G/HS runs where there is more than one). U_s and dB_s walk the same tiles but are
 separate kernels: together their accumulators and tiles spilled registers on sm_90.
 
 Dots take x's dtype (bf16/fp16 operands, fp32 accumulation; fp32 inputs dot in IEEE fp32, not
@@ -319,13 +316,11 @@ def chunk_grad_c_kernel(
     x_ptr, B_ptr, C_ptr, dy_ptr, da_ptr, states_ptr, dC_ptr, dat_ptr,
     L, H, P, N, nc, G, HG, HS, plane,
     sx_b, sx_l, sx_h, sB_b, sB_l, sB_g, sC_b, sC_l, sC_g, sdy_b, sdy_l, sdy_h, sdC_k, sdC_b, sdC_l, sdC_g,
-    T: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PP: tl.constexpr, NP: tl.constexpr, HSP: tl.constexpr,
+    T: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PP: tl.constexpr, NP: tl.constexpr,
     PREC: tl.constexpr, INTERPRET: tl.constexpr,
 ):  # fmt: skip
-    """BT steps t of one chunk, HS heads of one group (HSP: HS's power of two): dC_t summed over
-    those heads, into run k's partial dC[k] (runs, B, L, G, N), and each head's ρ_t into dat
-    (B, H, nc T). The heads share B and C, so per tile of steps s, C_t·B_s is taken once and the
-    heads' weights w_ts are summed before their one product with B_s."""
+    """BT steps t of one chunk, HS heads of one group: dC_t summed over those heads, into run k's
+    partial dC[k] (runs, B, L, G, N), and each head's ρ_t into dat (B, H, nc T)."""
     NT: tl.constexpr = T // BT
     runs = HG // HS
     tq, rest = _split(tl.program_id(0), NT)
@@ -347,37 +342,32 @@ def chunk_grad_c_kernel(
     dy_ptr += b * sdy_b + l0 * sdy_l
     B_ptr += b * sB_b + l0 * sB_l + g * sB_g
     C_ptr += b * sC_b + l0 * sC_l + g * sC_g
-    h0 = g * HG + k * HS
-    run = tl.arange(0, HSP)  # a head's row in dat, h - h0
-    da_ptr += (b * H + h0) * (nc * T) + l0  # head h's Δ at da_ptr + (h - h0) nc T, its a ``plane`` further
 
     ct = tl.load(C_ptr + t[:, None] * sC_l + n[None, :], mask=mt[:, None] & mn[None, :], other=0.0).to(DT)
     dC = tl.zeros((BT, NP), dtype=tl.float32)
-    dat = tl.zeros((HSP, BT), dtype=tl.float32)
-    for j in range(0, _bound(HS, INTERPRET)):  # the entering state's parts: e^(a_t) S_c^T dy_t into dC_t, dy_t·e^(a_t) S_c C_t into ρ_t
-        a_t = tl.load(da_ptr + j * (nc * T) + plane + t)
-        dyt = tl.load(dy_ptr + (h0 + j) * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
-        s_in = _load_pn(states_ptr + ((b * (nc + 1) + c) * H + h0 + j) * P * N, p, n, P, N)
-        from_state = _mma(dyt, s_in, tl.zeros((BT, NP), dtype=tl.float32), DT, PREC, INTERPRET) * tl.exp(a_t)[:, None]
-        dat += tl.where(run[:, None] == j, tl.sum(from_state * ct.to(tl.float32), axis=1)[None, :], 0.0)
-        dC += from_state
-    for s0 in range(0, _bound(tl.minimum(t0 + BT, chunk_len), INTERPRET), BK):
-        s = s0 + tl.arange(0, BK)
-        ms = s < chunk_len
-        bs = tl.load(B_ptr + s[:, None] * sB_l + n[None, :], mask=ms[:, None] & mn[None, :], other=0.0).to(DT)
-        cb = _mma(ct, tl.trans(bs), tl.zeros((BT, BK), dtype=tl.float32), DT, PREC, INTERPRET)
-        w_sum = tl.zeros((BT, BK), dtype=tl.float32)
-        for j in range(0, _bound(HS, INTERPRET)):
-            delta_ptr = da_ptr + j * (nc * T)
-            dyt = tl.load(dy_ptr + (h0 + j) * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
-            xs = tl.load(x_ptr + (h0 + j) * sx_h + s[:, None] * sx_l + p[None, :], mask=ms[:, None] & mp[None, :], other=0.0)
+    for h in range(_bound(g * HG + k * HS, INTERPRET), _bound(g * HG + (k + 1) * HS, INTERPRET)):
+        delta_ptr = da_ptr + (b * H + h) * (nc * T) + l0
+        a_ptr = delta_ptr + plane
+        a_t = tl.load(a_ptr + t)
+        dyt = tl.load(dy_ptr + h * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
+        dat = tl.zeros((BT,), dtype=tl.float32)
+        for s0 in range(0, _bound(tl.minimum(t0 + BT, chunk_len), INTERPRET), BK):
+            s = s0 + tl.arange(0, BK)
+            ms = s < chunk_len
+            bs = tl.load(B_ptr + s[:, None] * sB_l + n[None, :], mask=ms[:, None] & mn[None, :], other=0.0).to(DT)
+            xs = tl.load(x_ptr + h * sx_h + s[:, None] * sx_l + p[None, :], mask=ms[:, None] & mp[None, :], other=0.0)
+            cb = _mma(ct, tl.trans(bs), tl.zeros((BT, BK), dtype=tl.float32), DT, PREC, INTERPRET)
             dyx = _mma(dyt, tl.trans(xs), tl.zeros((BT, BK), dtype=tl.float32), DT, PREC, INTERPRET)  # dy_t·x_s
-            w = dyx * _decay(tl.load(delta_ptr + plane + t), tl.load(delta_ptr + plane + s), t, s, True) * tl.load(delta_ptr + s)[None, :]
-            dat += tl.where(run[:, None] == j, tl.sum(w * cb, axis=1)[None, :], 0.0)  # Σ_s Q_ts
-            w_sum += w
-        dC = _mma(w_sum, bs, dC, DT, PREC, INTERPRET)
-    rows = dat_ptr + (b * H + h0 + run[:, None]) * (nc * T) + l0 + t[None, :]
-    tl.store(rows, dat, mask=(run < HS)[:, None] & mt[None, :])
+            w = dyx * _decay(a_t, tl.load(a_ptr + s), t, s, True) * tl.load(delta_ptr + s)[None, :]
+            dat += tl.sum(w * cb, axis=1)  # Σ_s Q_ts
+            dC = _mma(w, bs, dC, DT, PREC, INTERPRET)
+        # the entering state's parts, e^(a_t) S_c^T dy_t into dC_t and dy_t·e^(a_t) S_c C_t into
+        # da_t, after the loop: its (BT, N) product live beside the loop's tiles spilled on sm_90
+        s_in = _load_pn(states_ptr + ((b * (nc + 1) + c) * H + h) * P * N, p, n, P, N)
+        from_state = _mma(dyt, s_in, tl.zeros((BT, NP), dtype=tl.float32), DT, PREC, INTERPRET) * tl.exp(a_t)[:, None]
+        dat += tl.sum(from_state * ct.to(tl.float32), axis=1)
+        dC += from_state
+        tl.store(dat_ptr + (b * H + h) * (nc * T) + l0 + t, dat, mask=mt)
     dC_ptr += k * sdC_k + b * sdC_b + l0 * sdC_l + g * sdC_g
     tl.store(dC_ptr + t[:, None] * sdC_l + n[None, :], dC.to(dC_ptr.dtype.element_ty), mask=mt[:, None] & mn[None, :])
 
@@ -391,8 +381,7 @@ def chunk_grad_b_kernel(
     PREC: tl.constexpr, INTERPRET: tl.constexpr,
 ):  # fmt: skip
     """BT steps s of one chunk, HS heads of one group: dB_s summed over those heads, into run k's
-    partial dB[k] (runs, B, L, G, N). Per tile of steps t the heads' weights are summed before
-    their one product with C_t, which they share."""
+    partial dB[k] (runs, B, L, G, N)."""
     NT: tl.constexpr = T // BT
     runs = HG // HS
     sq, rest = _split(tl.program_id(0), NT)
@@ -413,30 +402,24 @@ def chunk_grad_b_kernel(
     x_ptr += b * sx_b + l0 * sx_l
     dy_ptr += b * sdy_b + l0 * sdy_l
     C_ptr += b * sC_b + l0 * sC_l + g * sC_g
-    h0 = g * HG + k * HS
-    da_ptr += (b * H + h0) * (nc * T) + l0  # head h's Δ at da_ptr + (h - h0) nc T, its a ``plane`` further
 
     dB = tl.zeros((BT, NP), dtype=tl.float32)
-    for j in range(0, _bound(HS, INTERPRET)):  # the end state's part, e^(a_end - a_s) Δ_s G_c^T x_s
-        delta_ptr = da_ptr + j * (nc * T)
-        xs = tl.load(x_ptr + (h0 + j) * sx_h + s[:, None] * sx_l + p[None, :], mask=ms[:, None] & mp[None, :], other=0.0)
-        G_c = _load_pn(dstates_ptr + ((b * nc + c) * H + h0 + j) * P * N, p, n, P, N)
-        to_end = tl.exp(tl.load(delta_ptr + plane + T - 1) - tl.load(delta_ptr + plane + s)) * tl.load(delta_ptr + s)
+    for h in range(_bound(g * HG + k * HS, INTERPRET), _bound(g * HG + (k + 1) * HS, INTERPRET)):
+        delta_ptr = da_ptr + (b * H + h) * (nc * T) + l0
+        a_ptr = delta_ptr + plane
+        a_s = tl.load(a_ptr + s)
+        d_s = tl.load(delta_ptr + s)
+        xs = tl.load(x_ptr + h * sx_h + s[:, None] * sx_l + p[None, :], mask=ms[:, None] & mp[None, :], other=0.0)
+        G_c = _load_pn(dstates_ptr + ((b * nc + c) * H + h) * P * N, p, n, P, N)
+        to_end = tl.exp(tl.load(a_ptr + T - 1) - a_s) * d_s  # e^(a_end - a_s) Δ_s
         dB = _mma(xs.to(tl.float32) * to_end[:, None], G_c, dB, DT, PREC, INTERPRET)
-    for t0 in range(_bound(s0, INTERPRET), _bound(chunk_len, INTERPRET), BK):
-        t = t0 + tl.arange(0, BK)
-        mt = t < chunk_len
-        w_sum = tl.zeros((BT, BK), dtype=tl.float32)
-        for j in range(0, _bound(HS, INTERPRET)):
-            delta_ptr = da_ptr + j * (nc * T)
-            xs = tl.load(x_ptr + (h0 + j) * sx_h + s[:, None] * sx_l + p[None, :], mask=ms[:, None] & mp[None, :], other=0.0)
-            dyt = tl.load(dy_ptr + (h0 + j) * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
+        for t0 in range(_bound(s0, INTERPRET), _bound(chunk_len, INTERPRET), BK):
+            t = t0 + tl.arange(0, BK)
+            mt = t < chunk_len
+            ct = tl.load(C_ptr + t[:, None] * sC_l + n[None, :], mask=mt[:, None] & mn[None, :], other=0.0)
+            dyt = tl.load(dy_ptr + h * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
             xdy = _mma(xs, tl.trans(dyt), tl.zeros((BT, BK), dtype=tl.float32), DT, PREC, INTERPRET)  # x_s·dy_t
-            w_sum += (
-                xdy * _decay(tl.load(delta_ptr + plane + t), tl.load(delta_ptr + plane + s), t, s, False) * tl.load(delta_ptr + s)[:, None]
-            )
-        ct = tl.load(C_ptr + t[:, None] * sC_l + n[None, :], mask=mt[:, None] & mn[None, :], other=0.0)
-        dB = _mma(w_sum, ct, dB, DT, PREC, INTERPRET)
+            dB = _mma(xdy * _decay(tl.load(a_ptr + t), a_s, t, s, False) * d_s[:, None], ct, dB, DT, PREC, INTERPRET)
     dB_ptr += k * sdB_k + b * sdB_b + l0 * sdB_l + g * sdB_g
     tl.store(dB_ptr + s[:, None] * sdB_l + n[None, :], dB.to(dB_ptr.dtype.element_ty), mask=ms[:, None] & mn[None, :])
 
