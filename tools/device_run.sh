@@ -26,6 +26,8 @@ $SSM backends
 W=/tmp/work  # results and A/B folders; what comes back is $OUT, at most 8 files: they are tarred there
 R="$W/results"
 mkdir -p "$W"
+save() { if [ -d "$R" ]; then tar czf "$OUT/results.tgz" -C "$W" results; fi; }  # many small files come back as one
+trap 'save; exit 124' TERM  # after every step, and when a timeout cuts one: what was written comes back
 if [ -n "${RESUME_FROM:-}" ]; then mkdir -p "$R" && cp "$REPO/$RESUME_FROM"/*.jsonl "$R/"; fi  # carried results, for --resume
 FAST="--warmup 1 --min-iters 5 --min-time 0.3 --timeout 120"  # sweeps: many points, each in a fresh process
 PYTEST="python3 -m pytest -q -p no:cacheprovider -c /dev/null -rs"
@@ -90,9 +92,7 @@ for STEP in "$@"; do
     mamba2-jax) $SSM run throughput -b jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
     *) echo "unknown step $STEP" ;;
   esac
+  save
 done
-if [ -d "$R" ]; then
-  tar czf "$OUT/results.tgz" -C "$W" results  # many small files come back as one
-  $SSM report $R > "$OUT/report.md"
-fi
+if [ -d "$R" ]; then $SSM report $R > "$OUT/report.md"; fi
 ls "$OUT"
