@@ -56,6 +56,14 @@ def ssd_inputs(L: int, grad: bool):
     }
 
 
+def each_length(lengths):
+    """(L, the SSD's inputs at L) for each length; the cache is emptied before the next are made, so
+    a caller that drops its inputs (del) frees their memory first."""
+    for L in lengths:
+        yield L, ssd_inputs(L, grad=True)
+        torch.cuda.empty_cache()
+
+
 def theirs(i):
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
@@ -99,8 +107,7 @@ def gpu_alone_ms(call) -> float:
 def run_ssd(lengths):
     import triton
 
-    for L in lengths:
-        i = ssd_inputs(L, grad=True)
+    for L, i in each_length(lengths):
         a, b = theirs(i).float(), ours(i).float()
         emit(what="ssd agreement", L=L, rel_err=float((a - b).norm() / a.norm()))
         for mode in ("forward", "forward+backward"):
@@ -111,7 +118,6 @@ def run_ssd(lengths):
                     alone = gpu_alone_ms(call)
                 emit(what="ssd", who=who, mode=mode, L=L, gpu_alone_ms=alone, eager_ms=eager)
         del i
-        torch.cuda.empty_cache()
 
 
 CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (reports/h100-2026-12-06-mamba2)
@@ -135,8 +141,7 @@ def run_tune(lengths):
     from ssmbench.backends.torch.triton import ssd as ssd_mod
 
     base = ssd_mod.TILINGS[torch.bfloat16]
-    for L in lengths:
-        i = ssd_inputs(L, grad=True)
+    for L, i in each_length(lengths):
         for name, over in CANDIDATES.items():
             ssd_mod.TILINGS[torch.bfloat16] = replace(base, **over)
             for mode in ("forward", "forward+backward"):
@@ -144,7 +149,6 @@ def run_tune(lengths):
                     emit(what="tune", tiling=name, mode=mode, L=L, gpu_alone_ms=gpu_alone_ms(step(ours, i, mode)))
         ssd_mod.TILINGS[torch.bfloat16] = base
         del i
-        torch.cuda.empty_cache()
 
 
 def run_profile(lengths):
@@ -152,8 +156,7 @@ def run_profile(lengths):
     kernel, to see where one is slower than the other."""
     from torch.profiler import ProfilerActivity, profile
 
-    for L in lengths:
-        i = ssd_inputs(L, grad=True)
+    for L, i in each_length(lengths):
         for who, fn in (("mamba-ssm", theirs), ("ssmbench", ours)):
             call = step(fn, i, "forward+backward")
             for _ in range(3):
@@ -171,7 +174,6 @@ def run_profile(lengths):
             for name, (n, us) in sorted(per_kernel.items(), key=lambda kv: -kv[1][1]):
                 emit(what="ssd kernel", who=who, L=L, kernel=name[:80], launches_per_call=n / CALLS, ms_per_call=us / CALLS / 1e3)
         del i
-        torch.cuda.empty_cache()
 
 
 def lm_train(model):

@@ -90,7 +90,8 @@ def _half_mm_bwd(spec, half, saved, g):
     """Both gradients as half-operand contractions too (every index of one operand is in the other or
     the output, true of every spec here); without this JAX differentiates the mixed-dtype dot in fp32."""
     a, b = saved
-    (sa, sb), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    operands, out = spec.split("->")
+    sa, sb = operands.split(",")
     g = g.astype(half)
     da = jnp.einsum(f"{out},{sb}->{sa}", g, b, preferred_element_type=F32)
     return da, jnp.einsum(f"{sa},{out}->{sb}", a, g, preferred_element_type=F32)

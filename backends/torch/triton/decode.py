@@ -16,9 +16,9 @@ import torch
 from . import cdiv, lastdim_contiguous, next_power_of_2, padded_states, tl, triton
 from .scan_kernels import sigmoid, softplus
 
-# The recurrent step of a Mamba mixer for one token, in two kernels instead of some twenty
-# small ops (decode is launch-bound: CUDA graphs remove the host, not the kernels). Both write
-# new state tensors: the step stays functional, like MambaMixer.step.
+# The recurrent step of a Mamba mixer for one token, in two kernels (conv_step, then ssm_step or
+# ssd_step) instead of some twenty small ops (decode is launch-bound: CUDA graphs remove the host,
+# not the kernels). Each writes new state tensors: the step stays functional, like MambaMixer.step.
 STEP_BLOCK_E = 32
 
 

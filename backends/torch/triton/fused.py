@@ -12,7 +12,8 @@
     cross_entropy_     a chunk of logits -> each row's cross-entropy, and in place the gradient
                        (head.py's fused head + loss on CUDA)
 
-A decode token's kernels are in decode.py. Without CUDA the kernels run under Triton's interpreter (this package's __init__ sets it up).
+A decode token's kernels are in decode.py. Without CUDA the kernels run under Triton's
+interpreter (this package's __init__ sets it up).
 """
 
 from __future__ import annotations
