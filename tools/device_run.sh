@@ -83,13 +83,17 @@ for STEP in "$@"; do
     mamba2-decode) $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R
                    $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba $FAST --out $R ;;
     peer-ssd) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" ssd | tee "$OUT/peer-ssd.jsonl" ;;  # carry .peer (mamba_ssm's source)
-    peer-tune) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" tune ${TUNE_ARGS:-} | tee "$OUT/peer-tune.jsonl" ;;
+    peer-tune) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" tune ${TUNE_ARGS:-} | tee -a "$OUT/peer-tune.jsonl" ;;  # TUNE_ARGS may name a --module in .peer
+    peer-ncu) PYTHONPATH=/tmp/site ncu -k regex:"${NCU_KERNELS:-chunk_grad|state_grad}" --launch-count ${NCU_COUNT:-4} --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+                python3 "$REPO/tools/peer_mamba2.py" tune --lengths 2048 --candidates default > "$OUT/ncu.txt" 2>&1; echo "ncu exit $?"; grep -E "^  [a-z_]+kernel|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Throughput|Memory Throughput" "$OUT/ncu.txt" ;;
+    peer-host) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" host --lengths 512,2048 | tee "$OUT/peer-host.jsonl" ;;
     peer-profile) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" profile --lengths 2048 | tee "$OUT/peer-profile.jsonl" ;;
     peer-lm) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" lm | tee "$OUT/peer-lm.jsonl" ;;
     mamba2) $SSM run throughput -b torch-cuda --preset mamba2-130m --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 200 --out $R
             $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;
     mamba2-scan) $SSM run scan -b torch-cuda --preset mamba-130m --arch all --scan triton --dtype bfloat16 $FAST --out $R ;;
     mamba2-jax) $SSM run throughput -b jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
+    mamba2-both) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 240 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 23's jax-cuda ratio, one call
     *) echo "unknown step $STEP" ;;
   esac
   save

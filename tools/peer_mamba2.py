@@ -70,9 +70,13 @@ def theirs(i):
     return mamba_chunk_scan_combined(i["x"], i["dt"], i["A"], i["B"], i["C"], T, D=i["D"], dt_bias=i["dt_bias"], dt_softplus=True)
 
 
-def ours(i):
-    from ssmbench.backends.torch.triton.ssd import ssd
+SSD_MODULE = "ssmbench.backends.torch.triton.ssd"  # --module: or a variant of it (same ``ssd``, ``TILINGS``)
 
+
+def ours(i):
+    import importlib
+
+    ssd = importlib.import_module(SSD_MODULE).ssd
     return ssd(i["x"], i["dt"], i["A"], i["B"], i["C"], i["D"], i["dt_bias"], T)
 
 
@@ -126,6 +130,7 @@ CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (r
     "grad_warps8": {"grad_warps": 8},
     "per_sm2": {"per_sm": 2},
     "per_sm8": {"per_sm": 8},
+    "per_sm1": {"per_sm": 1},  # one head run a group: no partial dB, dC to sum
     "stages2": {"stages": 2},
     "out_t64": {"out_t": 64},
     "out_k64": {"out_k": 64},
@@ -134,20 +139,96 @@ CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (r
 }
 
 
-def run_tune(lengths):
-    """ssmbench's SSD GPU-alone, forward and forward + backward, under each of CANDIDATES."""
+def run_tune(lengths, candidates=None):
+    """The SSD's (SSD_MODULE's) GPU-alone time, forward and forward + backward, under each of
+    CANDIDATES (or those named)."""
+    import importlib
     from dataclasses import replace
 
-    from ssmbench.backends.torch.triton import ssd as ssd_mod
-
+    ssd_mod = importlib.import_module(SSD_MODULE)
     base = ssd_mod.TILINGS[torch.bfloat16]
     for L, i in each_length(lengths):
-        for name, over in CANDIDATES.items():
-            ssd_mod.TILINGS[torch.bfloat16] = replace(base, **over)
+        for name in candidates or CANDIDATES:
+            ssd_mod.TILINGS[torch.bfloat16] = replace(base, **CANDIDATES[name])
             for mode in ("forward", "forward+backward"):
                 with torch.no_grad() if mode == "forward" else torch.enable_grad():
-                    emit(what="tune", tiling=name, mode=mode, L=L, gpu_alone_ms=gpu_alone_ms(step(ours, i, mode)))
+                    alone = gpu_alone_ms(step(ours, i, mode))
+                emit(what="tune", module=SSD_MODULE, tiling=name, mode=mode, L=L, gpu_alone_ms=alone)
         ssd_mod.TILINGS[torch.bfloat16] = base
+        del i
+
+
+def enqueue_us(call, n=50) -> float:
+    """Host µs to enqueue one call with the GPU idle before it (nothing waits on it): the median of n."""
+    times = []
+    for _ in range(n):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - t) * 1e6)
+        torch.cuda.synchronize()
+    return sorted(times)[n // 2]
+
+
+def host_at(L: int, i: dict) -> None:
+    """run_host at one length."""
+    import cProfile
+    import io
+    import pstats
+
+    from ssmbench.backends.torch.triton import ssd as m
+
+    class Function(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, dt, A, Bm, Cm, D, dt_bias):
+            y, _, states, da = m.forward(x, dt, A, Bm, Cm, D, dt_bias, T)
+            ctx.save_for_backward(x, dt, A, Bm, Cm, D, dt_bias, states, da)
+            return y
+
+        @staticmethod
+        def backward(ctx, dy):
+            x, dt, A, Bm, Cm, D, dt_bias, states, da = ctx.saved_tensors
+            return m.backward(dy, None, x, dt, A, Bm, Cm, D, dt_bias, None, states, da, T)[:7]
+
+    args = [i[k] for k in ("x", "dt", "A", "B", "C", "D", "dt_bias")]
+    plain = [a.detach() for a in args]
+
+    def direct():
+        _, _, states, da = m.forward(*plain, T)
+        m.backward(i["dout"], None, *plain, None, states, da, T)
+
+    da = torch.empty((2, B, H, L), device="cuda")
+    cumsum = (i["dt"], i["A"], i["dt_bias"], da, L, H, L // T, B * H * L, *i["dt"].stride())
+    paths = {
+        "op": step(ours, i, "forward+backward"),
+        "function": lambda: torch.autograd.grad(Function.apply(*args), args, i["dout"]),
+        "host code alone": direct,
+        "forward alone": lambda: m.forward(*plain, T),
+        "one launch (chunk_cumsum)": lambda: m._launch(m.chunk_cumsum_kernel, (3 * B * (L // T),), cumsum, {"T": T, "BH": 8}),
+    }
+    for name, call in paths.items():
+        for _ in range(3):
+            call()
+        emit(what="host", L=L, path=name, enqueue_us=enqueue_us(call))
+    prof = cProfile.Profile()
+    torch.cuda.synchronize()
+    prof.enable()
+    for _ in range(50):
+        paths["op"]()
+    prof.disable()
+    torch.cuda.synchronize()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(30)
+    emit(what="host profile", L=L, calls=50, text=out.getvalue())
+
+
+def run_host(lengths):
+    """Where ssmbench's eager forward + backward spends host time: the time to enqueue one call
+    through the op as autograd sees it, through a plain autograd.Function over the same host
+    code, and through that host code alone; one kernel launch; and a cProfile of the op's calls,
+    by own time."""
+    for L, i in each_length(lengths):
+        host_at(L, i)
         del i
 
 
@@ -237,14 +318,19 @@ def run_lm(contexts):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=("ssd", "tune", "lm", "profile"))
+    ap.add_argument("what", choices=("ssd", "tune", "lm", "profile", "host"))
+    ap.add_argument("--module", default=SSD_MODULE, help="ssmbench's SSD, or a variant of it importable from an ignored folder")
+    ap.add_argument("--candidates", default="", help="tune: which of CANDIDATES, comma-separated (default all)")
     ap.add_argument("--lengths", default="512,2048,8192")
     ap.add_argument("--contexts", default="1024,16384")
     a = ap.parse_args()
+    SSD_MODULE = a.module
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.cuda.set_stream(torch.cuda.Stream())  # see gpu_alone_ms
     lengths = [int(v) for v in a.lengths.split(",")]
     if a.what == "lm":
         run_lm([int(v) for v in a.contexts.split(",")])
+    elif a.what == "tune":
+        run_tune(lengths, [c for c in a.candidates.split(",") if c])
     else:
-        {"ssd": run_ssd, "tune": run_tune, "profile": run_profile}[a.what](lengths)
+        {"ssd": run_ssd, "profile": run_profile, "host": run_host}[a.what](lengths)

@@ -16,7 +16,7 @@ The kernels and their math are in ssd_kernels.py: three forward (Δ and the cumu
 log-decays; the states entering each chunk, passed across chunks inside the same kernel; y) and
 five backward (the state gradients, passed backwards the same way; dC; dB; dx; ddt), with
 per-chunk partial sums of dA, dD and ddt_bias (and of dB, dC over runs of heads, where a
-group's heads are split) summed here. This module is their host side: the tilings
+group's heads are split), summed by a sixth. This module is their host side: the tilings
 (``TILINGS``), per-shape plans (``_plan``), buffers, and ``ssd``, a torch custom op
 (``ssmbench::ssd``, its backward ``ssmbench::ssd_backward``) so that autograd, CUDA-graph capture
 and torch.compile see one op each way. Nothing on the host depends on the data (no syncs), so
@@ -53,11 +53,13 @@ from .ssd_kernels import (
     chunk_output_kernel,
     chunk_state_kernel,
     dt_grad_kernel,
+    grad_sums_kernel,
     state_grad_kernel,
 )
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_DIM = 256  # P and N: the chunk kernels hold whole (BT, P) and (BT, N) tiles
+SUMS_BLOCK = 1024  # grad_sums_kernel: elements of dB (dC) a program
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,8 @@ class _Plan:
     runs: int  # head runs per group (their partials of dB and dC summed on the host where > 1)
     heads: dict  # chunk_cumsum / dt_grad
     heads_grid: tuple
+    sums: dict  # grad_sums
+    sums_grid: tuple  # its BLOCK-element blocks of dB and dC (where runs > 1), then one for dA, ddt_bias, dD
 
 
 @functools.cache
@@ -191,6 +195,8 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
         runs=runs,
         heads={"T": T, "BH": BH},
         heads_grid=(cdiv(H, BH) * Bt * nc,),
+        sums={"BLOCK": SUMS_BLOCK, "BR": 16, "BH": next_power_of_2(H), "INTERPRET": dots["INTERPRET"]},
+        sums_grid=((2 * cdiv(Bt * L * G * N, SUMS_BLOCK) if runs > 1 else 0) + 1,),
     )
 
 
@@ -249,19 +255,18 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
 
     HS = H // G // p.runs
     runs_common = (L, H, P, N, nc, G, H // G, HS, plane)
+    dB, dC = torch.empty_like(Bm, memory_format=torch.contiguous_format), torch.empty_like(Cm, memory_format=torch.contiguous_format)
     if p.runs == 1:  # the kernels write dB and dC in their dtypes
-        dB, dC = torch.empty_like(Bm, memory_format=torch.contiguous_format), torch.empty_like(Cm, memory_format=torch.contiguous_format)
+        run_parts = None
         dBk, dCk = dB.unsqueeze(0), dC.unsqueeze(0)
-    else:  # one fp32 partial per head run, summed below
-        dBk = torch.empty((p.runs, Bt, L, G, N), device=dev, dtype=f32)
-        dCk = torch.empty((p.runs, Bt, L, G, N), device=dev, dtype=f32)
+    else:  # one fp32 partial per head run, summed by grad_sums_kernel
+        run_parts = torch.empty((2, p.runs, Bt, L, G, N), device=dev, dtype=f32)
+        dBk, dCk = run_parts
     dat = torch.empty((Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, states, dCk, dat, *runs_common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
     _launch(chunk_grad_c_kernel, p.runs_grid, (*args, *dCk.stride()[:4]), p.grad)
     args = (x, Cm, dy, da, dstates, dBk, *runs_common, *x.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3], *dBk.stride()[:4])
     _launch(chunk_grad_b_kernel, p.runs_grid, args, p.grad)
-    if p.runs > 1:
-        dB, dC = dBk.sum(0).to(Bm.dtype), dCk.sum(0).to(Cm.dtype)
     dx = torch.empty((Bt, L, H, P), device=dev, dtype=x.dtype)
     dd = torch.empty((3, Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, D, dstates, dx, dd, *common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
@@ -272,7 +277,9 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
     tiles = p.state_tiles
     args = (dt, A, dt_bias, da, dat, dd, gs, ddt, parts, L, H, nc, plane, tiles, Bt * nc * H, *dt.stride(), *ddt.stride())
     _launch(dt_grad_kernel, p.heads_grid, args, {**p.heads, "TILES": next_power_of_2(tiles)})
-    dA, dbias, dD = (parts[i].sum(0).to(t.dtype) for i, t in enumerate((A, dt_bias, D)))
+    dA, dbias, dD = (torch.empty_like(t) for t in (A, dt_bias, D))
+    args = (run_parts if run_parts is not None else parts, dB, dC, parts, dA, dbias, dD, Bt * L * G * N, p.runs, Bt * nc, H)
+    _launch(grad_sums_kernel, p.sums_grid, args, p.sums)
     return dx, ddt, dA, dB, dC, dD, dbias, (dinit.to(initial_state.dtype) if dinit is not None else None)
 
 
