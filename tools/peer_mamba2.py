@@ -131,6 +131,7 @@ CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (r
     "per_sm2": {"per_sm": 2},
     "per_sm8": {"per_sm": 8},
     "per_sm1": {"per_sm": 1},  # one head run a group: no partial dB, dC to sum
+    "per_sm16": {"per_sm": 16},
     "stages2": {"stages": 2},
     "out_t64": {"out_t": 64},
     "out_k64": {"out_k": 64},

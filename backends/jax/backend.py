@@ -78,8 +78,9 @@ class _Model:
             return jax.jit(train, donate_argnums=(0, 1))
         if name == "prefill":
             return jax.jit(self._parallel(self.net.prefill))
-        if name == "step":
-            return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype))
+        if name == "step":  # an O(1) state is donated: XLA updates it in place, as torch-cuda's graph does
+            donate = () if archs.get(self.arch).STATE_GROWS else (2,)  # a KV cache is reused by every timed step
+            return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype), donate_argnums=donate)
         raise KeyError(name)
 
 

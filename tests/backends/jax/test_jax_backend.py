@@ -165,3 +165,23 @@ def test_configure_process_sets_allocator_env(monkeypatch):
 )
 def test_oom_classification(msg, oom):
     assert registry.get("jax-cpu").is_oom(RuntimeError(msg)) is oom
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
+def test_decode_step_donates_an_o1_state_and_keeps_a_kv_cache(arch):
+    """Mamba's and Mamba-2's state is donated to the jitted step (XLA updates it in place; the
+    harness feeds the returned state back); the Transformer's KV cache is not, since every timed
+    step starts again from the same prefix cache."""
+    from ssmbench.archs.transformer import Config as TransformerConfig
+
+    cfg = {"mamba": ODD, "mamba2": ODD2, "transformer": TransformerConfig(vocab=23, d_model=40, n_layers=1, n_head=2)}[arch]
+    b = registry.get("jax-cpu")
+    m = b.build(arch, init_weights(arch, cfg, seed=1), cfg)
+    state = b.prefill(m, b.tokens(np.zeros((2, 5))), 8)
+    logits, new = b.decode_step(m, b.tokens(np.zeros(2)), state)
+    assert np.isfinite(b.to_numpy(logits)).all()
+    donated = [a.is_deleted() for a in jax.tree_util.tree_leaves(state)]
+    assert all(donated) if arch != "transformer" else not any(donated)
+    if arch == "transformer":  # the same cache again gives the same logits
+        again, _ = b.decode_step(m, b.tokens(np.zeros(2)), state)
+        np.testing.assert_array_equal(b.to_numpy(again), b.to_numpy(logits))
