@@ -286,6 +286,8 @@ class JaxCUDA(JaxBackend):
     platform = "gpu"
     priority = 90
     install_hint = "pip install 'jax[cuda13]' optax  (on a machine with an NVIDIA GPU)"
+    scans = {**SCANS, "mamba": (*SCANS["mamba"], "pallas")}  # the fused Pallas scan compiles for GPUs only
+    default_scan = {"mamba": "pallas", "mamba2": "ssd"}  # mamba-130m trains in 171 ms (associative: out of memory), docs/results.md
 
 
 class JaxMetal(JaxBackend):

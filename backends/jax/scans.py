@@ -8,6 +8,8 @@ Scans (the Mamba parallel path):
                  no pad, while, reduce_window or multi-operand reduce. Its static chunk length is
                  chosen on the first call from the data (|Σ Δ A| <= CHUNK_LOG_BUDGET per chunk);
                  a later input that exceeds it overflows to inf/NaN, which the harness reports.
+    pallas       jax-cuda only: one fused Pallas kernel each way, the states kept on chip
+                 (pallas_scan.py)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def scan_sequential(x, dt, A, Bm, Cm, chunk=None):
         h = jnp.exp(dt_t[..., None] * A) * h + (dt_t * x_t)[..., None] * B_t[:, None, :]
         return h, jnp.einsum("ben,bn->be", h, C_t)
 
-    h0 = jnp.zeros((x.shape[0], x.shape[2], A.shape[1]), jnp.float32)
+    h0 = jnp.zeros((x.shape[0], x.shape[2], A.shape[1]), x.dtype)
     h, ys = jax.lax.scan(step, h0, tuple(jnp.swapaxes(t, 0, 1) for t in (x, dt, Bm, Cm)))
     return jnp.swapaxes(ys, 0, 1), h
 
@@ -71,4 +73,11 @@ def scan_chunked(x, dt, A, Bm, Cm, chunk):
     return jnp.concatenate(ys, axis=1), h
 
 
-SCAN_FNS = {"sequential": scan_sequential, "associative": scan_associative, "chunked": scan_chunked}
+def scan_pallas(x, dt, A, Bm, Cm, chunk=None):
+    """The fused Pallas kernels (pallas_scan.py; jax-cuda only: elsewhere Pallas interprets them)."""
+    from .pallas_scan import scan_pallas as fused
+
+    return fused(x, dt, A, Bm, Cm)
+
+
+SCAN_FNS = {"sequential": scan_sequential, "associative": scan_associative, "chunked": scan_chunked, "pallas": scan_pallas}

@@ -283,6 +283,7 @@ SCAN_STATES = {  # fp32 (B, L, E, N) tensors kept per Mamba layer for the backwa
     "chunked": 5,  # seed 004's estimate for a chunked log-space scan
     "parallel": 5,  # log-space cumulative sums: exp(dt A), its cumsum, dt B x, ratios, h
     "associative": 4,  # exp(dt A) and dt B x, plus the up-sweep's pairs (about 2 more)
+    "pallas": 1 / 8,  # jax-cuda's fused kernels keep the state entering every 8th step (pallas_scan.TC)
 }
 DEFAULT_SCAN_STATES = 5
 FUSED = ("triton",)  # scans whose layer runs fused kernels, which keep no (B, L, E, N) states

@@ -74,7 +74,14 @@ def _scan_inputs(rng, L=37, E=6, N=5, dt_scale=1.0):
 
 @pytest.mark.parametrize(
     "scan,chunk,dt_scale",
-    [("sequential", None, 1.0), ("associative", None, 1.0), ("chunked", 4, 0.3), ("chunked", 1, 30.0), ("chunked", 37, 0.02)],
+    [
+        ("sequential", None, 1.0),
+        ("associative", None, 1.0),
+        ("chunked", 4, 0.3),
+        ("chunked", 1, 30.0),
+        ("chunked", 37, 0.02),
+        ("pallas", None, 1.0),  # jax-cuda's fused kernels, run here by Pallas' interpreter
+    ],
 )
 def test_scans_match_reference(scan, chunk, dt_scale, rng):
     x, dt, A, Bm, Cm = _scan_inputs(rng, dt_scale=dt_scale)
@@ -84,6 +91,28 @@ def test_scans_match_reference(scan, chunk, dt_scale, rng):
     y_ref, h_ref = archs.mamba.selective_scan(*(t.astype(np.float64) for t in (x, dt, A, Bm, Cm)), np.zeros(6))
     assert np.linalg.norm(np.asarray(y) - y_ref) / np.linalg.norm(y_ref) < 1e-5
     assert np.linalg.norm(np.asarray(h) - h_ref) / np.linalg.norm(h_ref) < 1e-5
+
+
+def test_pallas_scan_gradients_match_float64_autodiff(rng):
+    """The fused Pallas scan's backward kernel (Pallas' interpreter here) against JAX's autodiff of
+    the sequential scan in float64, for a loss on y and the final state, at shapes the kernels pad:
+    L not a multiple of its chunk, E not of its channel block, N not a power of two."""
+    from ssmbench.backends.jax.pallas_scan import BE, TC, scan_pallas
+
+    L, E, N = 3 * TC + 5, BE + 8, 5
+    ins = _scan_inputs(rng, L=L, E=E, N=N)
+    wy, wh = rng.standard_normal((2, L, E)), rng.standard_normal((2, E, N))
+
+    def loss(scan):
+        return lambda *a: (scan(*a)[0] * wy).sum() + (scan(*a)[1] * wh).sum()
+
+    grads = jax.grad(loss(lambda *a: scan_pallas(*a)), argnums=range(5))(*(jax.numpy.asarray(t) for t in ins))
+    with jax.enable_x64(True):
+        ref = jax.grad(loss(js.scan_sequential), argnums=range(5))(*(jax.numpy.asarray(t, jax.numpy.float64) for t in ins))
+        ref = [np.asarray(g) for g in ref]
+    for name, g, r in zip(("x", "dt", "A", "Bm", "Cm"), grads, ref):
+        assert g.dtype == np.float32 and g.shape == r.shape, name
+        assert np.linalg.norm(np.asarray(g, np.float64) - r) / np.linalg.norm(r) < 1e-5, name
 
 
 def _dot_operand_dtypes(jaxpr) -> list[str]:
