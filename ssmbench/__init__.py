@@ -6,8 +6,9 @@ Public API (SPEC "Python API")::
     ssmbench.logits(backend, weights, tokens, *, scan=None, dtype="float32", ngroups=None) -> numpy (B, L, V)
     ssmbench.decode_logits(backend, weights, tokens, *, dtype="float32", ngroups=None) -> numpy (B, L, V)
 
-``weights`` is a dict of arrays (mamba-ssm names) or a path; the config is inferred from the
-shapes. ``backend`` is a name such as "torch-cpu", or "reference" for the float64 NumPy model.
+``weights`` is a dict of arrays (mamba-ssm names) or a path (a weights file, or a mamba-ssm or
+Hugging Face checkpoint folder); the config is inferred from the shapes. ``backend`` is a name
+such as "torch-cpu", or "reference" for the float64 NumPy model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ __version__ = "0.1.0"
 import numpy as np
 
 from . import archs
-from .weights import infer_config, load_weights
+from .checkpoints import load_any as load_weights
+from .weights import infer_config
 
 __all__ = ["__version__", "load_weights", "logits", "decode_logits"]
 

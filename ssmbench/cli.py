@@ -133,6 +133,14 @@ def run(
         typer.Option(help="mamba | mamba2 | transformer, comma list; both = mamba,transformer; all (default: mamba; seqlen, scan: both)"),
     ] = None,
     preset: PresetOpt = None,
+    model_path: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="A checkpoint folder (mamba-ssm's or Hugging Face's: config.json and weights) or a weights file; "
+            "it fixes the model, the other flags choose the workload.",
+        ),
+    ] = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
     d_state: Annotated[IntOpt, typer.Option(help="SSM state size N (default: mamba 16, mamba2 128).")] = None,
@@ -263,6 +271,14 @@ def _plan_and_execute(plan_fn, suite: str, axis, values, opts_kw: dict, quick: b
     if axis is not None and values is None:
         values = list(axis.quick if quick else axis.default)
     opts = build_options(**opts_kw, quick=quick, default_archs=default_archs, values=values, search=search)
+    varies = {"parity": "checks every backend at odd shapes of its own", "depth-scaling": "varies the layers"}
+    if axis is not None and axis.field in ("n_layers", "d_state"):
+        varies[axis.suite] = f"varies the {axis.what}"
+    if opts.checkpoint and suite in varies:
+        fail(
+            f"--model fixes the model, and {suite} {varies[suite]}; "
+            "use throughput, latency, memory-ceiling, seqlen, scan or sweep seqlen/batch"
+        )
     if axis is not None and axis.ssm_only and "transformer" in opts.archs:
         fail(f"--arch {opts_kw['arch']!r}: the {axis.what} sweep varies an SSM setting the Transformer lacks; use --arch mamba, mamba2")
     writable_dir("--out", out_dir)  # the last check: it makes the directory

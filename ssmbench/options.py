@@ -235,8 +235,10 @@ def build_options(
     default_archs=("mamba",),
     values=None,
     search="batch",
+    model_path=None,
 ) -> RunOptions:
-    """Validate every flag and combine defaults < --quick < --preset < explicit flags."""
+    """Validate every flag and combine defaults < --quick < --preset < explicit flags; --model
+    (``model_path``) fixes the model (architecture and sizes) instead."""
     from .presets import PRESETS
 
     try:
@@ -280,10 +282,16 @@ def build_options(
     if timeout is not None and timeout <= 0:
         fail(f"--timeout {timeout} must be > 0 seconds")
     mem = parse_size(memory_limit) if memory_limit is not None else None
+    sizes = {"--d-model": d_model, "--layers": layers, "--d-state": d_state, "--d-conv": d_conv, "--expand": expand, "--vocab": vocab}
+    sizes |= {"--headdim": headdim, "--ngroups": ngroups}
 
     model, run, settings = MambaConfig(), {}, {}
+    checkpoint = _checkpoint(model_path, arch, archs, preset=preset, **sizes) if model_path is not None else None
+    if checkpoint:
+        archs = [checkpoint["arch"]]
     if quick:
-        model, run, settings = MambaConfig(**QUICK_MODEL), dict(QUICK_RUN), dict(QUICK_SETTINGS)
+        model, run = MambaConfig(**QUICK_MODEL), dict(QUICK_RUN)
+        settings = dict(QUICK_SETTINGS) if not checkpoint else {}
     if preset is not None:
         if preset not in PRESETS:
             fail(f"--preset {preset!r} is unknown; choose from: {', '.join(PRESETS)}")
@@ -324,6 +332,7 @@ def build_options(
         search=search,
         dtypes=dtypes,
         quick=quick,
+        checkpoint=checkpoint,
         **run,
     )
     for a in archs:
@@ -332,3 +341,20 @@ def build_options(
         except ValueError as e:  # e.g. a headdim that does not divide d_inner: name the flag
             fail(f"--arch {a}: {e}; set --headdim, --ngroups or --d-model so it does")
     return opts
+
+
+def _checkpoint(path, arch_flag, archs: list, *, preset, **sizes) -> dict:
+    """--model: the checkpoint read and checked (exit 2 naming the file and what is wrong), as
+    RunOptions.checkpoint. It fixes the model, so flags that size one are refused with it."""
+    from .checkpoints import CheckpointError, open_checkpoint
+
+    given = [flag for flag, v in {"--preset": preset, **sizes}.items() if v is not None]
+    if given:
+        fail(f"--model {path} fixes the model's sizes; drop {', '.join(given)}")
+    try:
+        ck = open_checkpoint(path)
+    except CheckpointError as e:
+        fail(str(e))
+    if arch_flag is not None and archs != [ck.arch]:
+        fail(f"--arch {arch_flag}: --model {path} is a {ck.arch} model")
+    return {**ck.source(), "arch": ck.arch, "config": ck.config}

@@ -43,6 +43,7 @@ class RunOptions:
     search: str = "batch"  # memory-ceiling: the axis searched, batch or seq_len
     dtypes: list | None = None  # parity: the dtypes to check (None: every dtype the backend runs)
     quick: bool = False  # --quick: tiny sizes, and a short memory-ceiling search
+    checkpoint: dict | None = None  # --model: the checkpoint's model_source {path, format, sha256}, arch and config
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Point:
     preset: str | None = None  # the --preset the point was planned from (reports print its published figures)
     axis: str | None = None  # the axis a sweep or search varies (seq_len, batch, n_layers, d_state)
     op: bool = False  # time the op alone (ssmbench.ops: the scan, or attention), not the model
+    model_source: dict | None = None  # --model: {path, format, sha256} of the checkpoint whose weights it runs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,14 +129,24 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
                             memory_limit=opts.memory_limit,
                             skip_reason=skip,
                             preset=opts.preset,
+                            model_source=_source(opts),
                         )
                     )
     return points
 
 
 def arch_config(opts: RunOptions, arch: str):
-    """The config ``arch`` runs at: the shared sizes and its own settings."""
+    """The config ``arch`` runs at: the shared sizes and its own settings, or (--model) the
+    checkpoint's config, whose compute-only settings (mamba2's chunk_size) a flag may still set."""
+    if opts.checkpoint:
+        own = {k: v for k, v in opts.settings.get(arch, {}).items() if k == "chunk_size"}
+        return archs.config(arch, {**opts.checkpoint["config"], **own})
     return archs.get(arch).config_for(opts.model, **opts.settings.get(arch, {}))
+
+
+def _source(opts: RunOptions) -> dict | None:
+    """What a point's record carries of --model's checkpoint."""
+    return {k: opts.checkpoint[k] for k in ("path", "format", "sha256")} if opts.checkpoint else None
 
 
 def _scans_for(cls, arch: str, mode: str, scans: list | None):

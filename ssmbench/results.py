@@ -72,7 +72,7 @@ def make_record(
         "duration_s": round(duration_s, 3),
         "settings": {k: getattr(point, k) for k in ("seed", "warmup", "min_iters", "min_time", "repeats", "timeout", "memory_limit")},
     }
-    for k in ("preset", "axis"):
+    for k in ("preset", "axis", "model_source"):
         if getattr(point, k, None):
             rec[k] = getattr(point, k)
     rec.update(extra)

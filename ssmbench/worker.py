@@ -19,6 +19,7 @@ import traceback
 import numpy as np
 
 from . import archs, flops, ops
+from .checkpoints import checkpoint_weights
 from .envinfo import peak_rss_bytes
 from .interface import BackendUnavailable
 from .measure import time_steps
@@ -137,7 +138,7 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             step = backend.op_step(point.arch, point.scan, ops.inputs_for(point), point.dtype, point.mode)
         else:
             cfg = archs.config(point.arch, point.config)
-            weights = init_weights(point.arch, cfg, point.seed)
+            weights = checkpoint_weights(point.model_source) if point.model_source else init_weights(point.arch, cfg, point.seed)
             res["params"] = count_params(weights)
             backend.reset_peak_memory()
             scan = point.scan if not archs.get(point.arch).FIXED_SCAN and point.mode != "decode" else None
