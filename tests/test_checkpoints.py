@@ -87,6 +87,24 @@ def test_half_precision_storage_and_a_bare_weights_file(tmp_path):
     np.testing.assert_array_equal(loaded["backbone.embedding.weight"], w["backbone.embedding.weight"].astype(np.float16).astype(np.float32))
 
 
+def test_a_mamba_ssm_folder_with_a_bf16_pytorch_model_bin(tmp_path):
+    """mamba-ssm's own files: config.json and torch.save's state dict, here in bf16 with the tied
+    head saved too (as mamba-ssm saves it)."""
+    torch = pytest.importorskip("torch")
+    w = write_checkpoint(tmp_path / "ck", "mamba-ssm", "mamba2", M2)
+    (tmp_path / "ck" / "model.safetensors").unlink()
+    sd = {k: torch.from_numpy(v).to(torch.bfloat16) for k, v in w.items()}
+    sd["lm_head.weight"] = sd["backbone.embedding.weight"]
+    torch.save(sd, tmp_path / "ck" / "pytorch_model.bin")
+    ck = open_checkpoint(tmp_path / "ck")
+    assert (ck.format, ck.arch, ck.config, ck.files) == ("mamba-ssm", "mamba2", M2.to_dict(), (str(tmp_path / "ck" / "pytorch_model.bin"),))
+    loaded = ck.load()
+    assert sorted(loaded) == sorted(w)  # the tied head dropped
+    np.testing.assert_array_equal(
+        loaded["backbone.layers.1.mixer.in_proj.weight"], sd["backbone.layers.1.mixer.in_proj.weight"].float().numpy()
+    )
+
+
 def test_the_checkpoints_logits_are_the_references_through_the_python_api(tmp_path):
     """ssmbench.logits on a Hugging Face Mamba-2 folder (2 groups, told) equals the float64
     reference on the weights it was made from."""
