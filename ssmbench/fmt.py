@@ -11,6 +11,8 @@ records; it imports no other report module.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from . import archs
 
 UNSTABLE_MARK = "⚠"
@@ -47,9 +49,12 @@ def pct(x) -> str:
 
 # ---------------------------------------------------------------------------- labels
 def model_label(rec: dict) -> str:
+    """The model's sizes ("mamba2 D768 L24 N128 P64"), after the checkpoint's name where --model ran one."""
     c = rec.get("config") or {}
     arch = archs.ARCHS.get(rec.get("arch"))
-    return arch.label(c) if arch else f"D{c.get('d_model')} L{c.get('n_layers')}"
+    label = arch.label(c) if arch else f"D{c.get('d_model')} L{c.get('n_layers')}"
+    source = rec.get("model_source")
+    return f"{Path(source['path']).name}: {label}" if source else label
 
 
 def arch_scan(rec: dict) -> str:

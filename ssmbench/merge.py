@@ -24,6 +24,7 @@ def latest_by_point(records: list[dict]) -> OrderedDict[tuple, dict]:
     """(point key, group) -> the latest record, in first-seen order."""
     out: OrderedDict = OrderedDict()
     for r in in_time_order(records):
-        k = (point_key(r["suite"], "*", r["arch"], r["mode"], r["scan"], r["dtype"], r["config"], r["batch"], r["seq_len"]), group_of(r))
+        point = (r["suite"], "*", r["arch"], r["mode"], r["scan"], r["dtype"], r["config"], r["batch"], r["seq_len"])
+        k = (point_key(*point, source=r.get("model_source")), group_of(r))
         out[k] = r
     return out

@@ -81,15 +81,18 @@ class Point:
     def key(self) -> tuple:
         """Identity of a measurement, for --resume and for report rows (measurement settings
         such as warm-up or min-time are not part of it)."""
-        return point_key(self.suite, self.backend, self.arch, self.mode, self.scan, self.dtype, self.config, self.batch, self.seq_len)
+        args = (self.suite, self.backend, self.arch, self.mode, self.scan, self.dtype, self.config, self.batch, self.seq_len)
+        return point_key(*args, source=self.model_source)
 
     def label(self) -> str:
         return f"{self.backend} {self.arch} {self.mode} {self.scan} {self.dtype} B{self.batch} L{self.seq_len}"
 
 
-def point_key(suite, backend, arch, mode, scan, dtype, config, batch, seq_len) -> tuple:
+def point_key(suite, backend, arch, mode, scan, dtype, config, batch, seq_len, source=None) -> tuple:
+    """A measurement's identity; ``source`` (a record's model_source) tells two checkpoints of the
+    same config apart, by their weights' hash."""
     cfg = tuple(sorted((k, v) for k, v in (config or {}).items() if not isinstance(v, (dict, list))))
-    return (suite, backend, arch, mode, scan, dtype, cfg, int(batch), int(seq_len))
+    return (suite, backend, arch, mode, scan, dtype, cfg, int(batch), int(seq_len), (source or {}).get("sha256"))
 
 
 def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> list[Point]:

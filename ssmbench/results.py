@@ -80,9 +80,8 @@ def make_record(
 
 
 def record_key(rec: dict) -> tuple:
-    return point_key(
-        rec["suite"], rec["backend"], rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec["config"], rec["batch"], rec["seq_len"]
-    )
+    args = (rec["suite"], rec["backend"], rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec["config"], rec["batch"], rec["seq_len"])
+    return point_key(*args, source=rec.get("model_source"))
 
 
 class ResultWriter:

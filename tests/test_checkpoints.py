@@ -223,3 +223,24 @@ def test_cli_bad_checkpoint_is_one_line_exit_2(run_cli, tmp_path):
     _edit_config(tmp_path / "ck", model_type="falcon_mamba")
     code, _, err = run_cli("run", "throughput", "--backend", "torch-cpu", "--model", tmp_path / "ck")
     assert code == 2 and err.count("\n") == 1 and "falcon_mamba" in err and str(tmp_path / "ck") in err, err
+
+
+def test_two_checkpoints_of_one_config_are_two_points_and_two_report_rows(tmp_path):
+    """--resume and the report tell checkpoints apart by their weights' hash, not by their sizes
+    alone, and the report's model column names the checkpoint."""
+    from ssmbench.fmt import model_label
+    from ssmbench.plan import Point
+    from ssmbench.report import tables
+    from ssmbench.results import make_record, record_key
+
+    sources = []
+    for seed in (1, 2):
+        write_checkpoint(tmp_path / f"ck{seed}", "hf", "mamba", M1, seed=seed)
+        sources.append(open_checkpoint(tmp_path / f"ck{seed}").source())
+    pts = [
+        Point("throughput", "torch-cpu", "mamba", "forward", "sequential", "float32", M1.to_dict(), 2, 64, model_source=s) for s in sources
+    ]
+    recs = [make_record(p, run_id="r", env={}, status="ok", framework="torch", device="cpu") for p in pts]
+    assert pts[0].key() != pts[1].key() and [record_key(r) for r in recs] == [p.key() for p in pts]
+    assert len(tables(recs)["throughput"]["rows"]) == 2
+    assert model_label(recs[1]) == "ck2: " + model_label({**recs[1], "model_source": None})
