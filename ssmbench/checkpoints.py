@@ -88,12 +88,15 @@ def open_checkpoint(path) -> Checkpoint:
         raw = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{cfg_file}: not readable as JSON ({_first_line(e)})") from None
-    if "model_type" in raw:
-        fmt, (arch, cfg) = "hf", _hf_config(raw, cfg_file)
-    elif "d_model" in raw and "n_layer" in raw:
-        fmt, (arch, cfg) = "mamba-ssm", _mamba_ssm_config(raw, cfg_file)
-    else:
+    if not isinstance(raw, dict) or not ("model_type" in raw or ("d_model" in raw and "n_layer" in raw)):
         raise CheckpointError(f"{cfg_file}: neither mamba-ssm's config (d_model, n_layer) nor Hugging Face's (model_type)")
+    fmt = "hf" if "model_type" in raw else "mamba-ssm"
+    try:
+        arch, cfg = (_hf_config if fmt == "hf" else _mamba_ssm_config)(raw, cfg_file)
+    except KeyError as e:
+        raise CheckpointError(f"{cfg_file}: no {e.args[0]!r}, which a {fmt} config needs") from None
+    except (TypeError, AttributeError) as e:
+        raise CheckpointError(f"{cfg_file}: {_first_line(e)}") from None
     files = _weight_files(p)
     _check_shapes(files, fmt, arch, cfg)
     return Checkpoint(str(p), fmt, arch, cfg.to_dict(), tuple(str(f) for f in files), _sha256(files))

@@ -128,6 +128,10 @@ BAD = {  # what is done to a good checkpoint -> what the message must name
     "no config.json": (lambda f: (f / "config.json").unlink(), ["no config.json"]),
     "unknown model_type": (lambda f: _edit_config(f, model_type="jamba"), ["model_type 'jamba'", "mamba, mamba2"]),
     "projection biases": (lambda f: _edit_config(f, use_bias=True), ["use_bias"]),
+    "a size missing from config.json": (
+        lambda f: (f / "config.json").write_text(json.dumps({"model_type": "mamba", "vocab_size": 24})),
+        ["config.json", "'hidden_size'"],
+    ),
     "a size the weights do not have": (lambda f: _edit_config(f, state_size=8), ["d_state", "config.json says 8"]),
     "a truncated file": (
         lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:-64]),
