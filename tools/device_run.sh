@@ -93,6 +93,7 @@ for STEP in "$@"; do
             $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;
     mamba2-scan) $SSM run scan -b torch-cuda --preset mamba-130m --arch all --scan triton --dtype bfloat16 $FAST --out $R ;;
     mamba2-jax) $SSM run throughput -b jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
+    pallas-tune) python3 "$REPO/tools/tune_pallas_scan.py" ${TUNE_ARGS:-} | tee "$OUT/pallas-tune.jsonl" ;;  # the Pallas scan's tilings, alone
     pallas) $SSM run throughput -b jax-cuda --preset mamba-130m --arch mamba --scan pallas --mode train,forward --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 24's fused JAX scan
     mamba2-both) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 240 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 23's jax-cuda ratio, one call
     *) echo "unknown step $STEP" ;;

@@ -33,13 +33,21 @@ Pallas' interpreter (the tests), which computes the same thing with XLA ops.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-TC = 8  # steps a chunk: the forward's loads issued together; the backward's recomputed states in registers
-BE = 32  # channels a program
+
+@dataclass(frozen=True)
+class Tiling:
+    tc: int = 8  # TC, steps a chunk: the forward's loads issued together, the backward's recomputed states in registers
+    be: int = 32  # BE, channels a program
+    warps: int = 4  # num_warps of both kernels (Pallas' Triton default)
+
+
+TILING = Tiling()  # the default, as timed at mamba-130m (docs/results.md); tools/tune_pallas_scan.py times others
 
 
 def _next_power_of_2(n: int) -> int:
@@ -55,21 +63,21 @@ def _pad(v, axis: int, size: int):
     return jnp.pad(v, widths)
 
 
-def _step_inputs(x_ref, dt_ref, B_ref, b, t0, e):
+def _step_inputs(x_ref, dt_ref, B_ref, b, t0, e, tc: int):
     """The chunk's TC steps from t0: [(x_t (BE,), Δ_t (BE,), B_t (NP,))]."""
-    return [(x_ref[b, t0 + k, e], dt_ref[b, t0 + k, e], B_ref[b, t0 + k, :]) for k in range(TC)]
+    return [(x_ref[b, t0 + k, e], dt_ref[b, t0 + k, e], B_ref[b, t0 + k, :]) for k in range(tc)]
 
 
-def _forward_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, hs_ref, *, nc: int):
+def _forward_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, hs_ref, *, nc: int, tc: int, be: int):
     """One sequence b, channels e: y (B, Lp, Ep) and the states entering each chunk, hs (B, nc + 1, Ep, NP)."""
-    b, e = pl.program_id(0), pl.ds(pl.program_id(1) * BE, BE)
+    b, e = pl.program_id(0), pl.ds(pl.program_id(1) * be, be)
     A = A_ref[e, :]
 
     def chunk(c, h):
         hs_ref[b, c, e, :] = h
-        t0 = c * TC
-        steps = _step_inputs(x_ref, dt_ref, B_ref, b, t0, e)
-        Cs = [C_ref[b, t0 + k, :] for k in range(TC)]
+        t0 = c * tc
+        steps = _step_inputs(x_ref, dt_ref, B_ref, b, t0, e, tc)
+        Cs = [C_ref[b, t0 + k, :] for k in range(tc)]
         for k, (x, dt, Bt) in enumerate(steps):
             h = jnp.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bt[None, :]
             y_ref[b, t0 + k, e] = jnp.sum(h * Cs[k][None, :], axis=1)
@@ -79,23 +87,25 @@ def _forward_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, y_ref, hs_ref, *, nc: in
     hs_ref[b, nc, e, :] = h
 
 
-def _backward_kernel(x_ref, dt_ref, A_ref, B_ref, C_ref, hs_ref, dy_ref, dh_ref, dx_ref, ddt_ref, dA_ref, dB_ref, dC_ref, *, nc: int):
+def _backward_kernel(
+    x_ref, dt_ref, A_ref, B_ref, C_ref, hs_ref, dy_ref, dh_ref, dx_ref, ddt_ref, dA_ref, dB_ref, dC_ref, *, nc: int, tc: int, be: int
+):
     """One sequence b, channels e, the chunks in reverse: dx, dΔ (B, Lp, Ep); dA (B, Ep, NP) for
     this sequence; dB, dC (B, Lp, Ep / BE, NP) for this block of channels."""
     b, eb = pl.program_id(0), pl.program_id(1)
-    e = pl.ds(eb * BE, BE)
+    e = pl.ds(eb * be, be)
     A = A_ref[e, :]
 
     def chunk(i, carry):
         g, dA = carry  # g: exp(Δ_{t+1} A) ⊙ g_{t+1}, what the step after this chunk hands back
         c = nc - 1 - i
-        t0 = c * TC
-        steps = _step_inputs(x_ref, dt_ref, B_ref, b, t0, e)
+        t0 = c * tc
+        steps = _step_inputs(x_ref, dt_ref, B_ref, b, t0, e, tc)
         h, states = hs_ref[b, c, e, :], []
         for x, dt, Bt in steps:  # the chunk's states again, from the one entering it
             h = jnp.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bt[None, :]
             states.append(h)
-        for k in reversed(range(TC)):
+        for k in reversed(range(tc)):
             x, dt, Bt = steps[k]
             t = t0 + k
             dy = dy_ref[b, t, e]
@@ -120,61 +130,68 @@ def _interpret() -> bool:
     return jax.default_backend() != "gpu"
 
 
-def _padded(x, dt, A, Bm, Cm):
+def _padded(x, dt, A, Bm, Cm, t: Tiling):
     """The inputs padded to the kernels' shapes (module docstring), and (Lp, Ep, NP)."""
     _, L, E = x.shape
-    Lp, Ep, NP = -(-L // TC) * TC, -(-E // BE) * BE, max(2, _next_power_of_2(A.shape[1]))
+    Lp, Ep, NP = -(-L // t.tc) * t.tc, -(-E // t.be) * t.be, max(2, _next_power_of_2(A.shape[1]))
     x, dt = (_pad(_pad(v, 1, Lp), 2, Ep) for v in (x, dt))
     Bm, Cm = (_pad(_pad(v, 1, Lp), 2, NP) for v in (Bm, Cm))
     return x, dt, _pad(_pad(A, 0, Ep), 1, NP), Bm, Cm, (Lp, Ep, NP)
 
 
-def _forward(x, dt, A, Bm, Cm):
+def _call(kernel, t: Tiling, nc: int, out_shapes, grid, name: str):
+    """The pallas_call of ``kernel`` under tiling ``t``, its outputs fp32 arrays of ``out_shapes``."""
+    from jax.experimental.pallas import triton as plgpu
+
+    return pl.pallas_call(
+        functools.partial(kernel, nc=nc, tc=t.tc, be=t.be),
+        out_shape=tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in out_shapes),
+        grid=grid,
+        interpret=_interpret(),
+        compiler_params=plgpu.CompilerParams(num_warps=t.warps),
+        name=name,
+    )
+
+
+def _forward(t: Tiling, x, dt, A, Bm, Cm):
     Bt, L, E = x.shape
     N = A.shape[1]
-    x, dt, A, Bm, Cm, (Lp, Ep, NP) = _padded(x, dt, A, Bm, Cm)
-    nc = Lp // TC
-    f32 = jnp.float32
-    y, hs = pl.pallas_call(
-        functools.partial(_forward_kernel, nc=nc),
-        out_shape=(jax.ShapeDtypeStruct((Bt, Lp, Ep), f32), jax.ShapeDtypeStruct((Bt, nc + 1, Ep, NP), f32)),
-        grid=(Bt, Ep // BE),
-        interpret=_interpret(),
-        name="selective_scan_forward",
-    )(x, dt, A, Bm, Cm)
+    x, dt, A, Bm, Cm, (Lp, Ep, NP) = _padded(x, dt, A, Bm, Cm, t)
+    nc = Lp // t.tc
+    shapes = ((Bt, Lp, Ep), (Bt, nc + 1, Ep, NP))
+    y, hs = _call(_forward_kernel, t, nc, shapes, (Bt, Ep // t.be), "selective_scan_forward")(x, dt, A, Bm, Cm)
     return y[:, :L, :E], hs[:, -1, :E, :N], hs
 
 
-@jax.custom_vjp
-def scan_pallas(x, dt, A, Bm, Cm):
+def scan_pallas(x, dt, A, Bm, Cm, tiling: Tiling | None = None):
     """x, dt (B, L, E) (dt: Δ, after its softplus); A (E, N); Bm, Cm (B, L, N); fp32 -> y (B, L, E)
     (no D skip), the final state (B, E, N). Differentiable in every input."""
-    y, last, _ = _forward(x, dt, A, Bm, Cm)
+    return _scan(tiling or TILING, x, dt, A, Bm, Cm)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan(t: Tiling, x, dt, A, Bm, Cm):
+    y, last, _ = _forward(t, x, dt, A, Bm, Cm)
     return y, last
 
 
-def _scan_fwd(x, dt, A, Bm, Cm):
-    y, last, hs = _forward(x, dt, A, Bm, Cm)
+def _scan_fwd(t: Tiling, x, dt, A, Bm, Cm):
+    y, last, hs = _forward(t, x, dt, A, Bm, Cm)
     return (y, last), (x, dt, A, Bm, Cm, hs)
 
 
-def _scan_bwd(res, cotangents):
+def _scan_bwd(t: Tiling, res, cotangents):
     x0, dt0, A0, B0, C0, hs = res
     dy, dlast = cotangents
     Bt, L, E = x0.shape
     N = A0.shape[1]
-    x, dt, A, Bm, Cm, (Lp, Ep, NP) = _padded(x0, dt0, A0, B0, C0)
-    nc, n_eb, f32 = Lp // TC, Ep // BE, jnp.float32
-    dy = _pad(_pad(dy.astype(f32), 1, Lp), 2, Ep)
-    dlast = _pad(_pad(dlast.astype(f32), 1, Ep), 2, NP)
+    x, dt, A, Bm, Cm, (Lp, Ep, NP) = _padded(x0, dt0, A0, B0, C0, t)
+    nc, n_eb = Lp // t.tc, Ep // t.be
+    dy = _pad(_pad(dy.astype(jnp.float32), 1, Lp), 2, Ep)
+    dlast = _pad(_pad(dlast.astype(jnp.float32), 1, Ep), 2, NP)
     shapes = ((Bt, Lp, Ep), (Bt, Lp, Ep), (Bt, Ep, NP), (Bt, Lp, n_eb, NP), (Bt, Lp, n_eb, NP))
-    dx, ddt, dA, dB, dC = pl.pallas_call(
-        functools.partial(_backward_kernel, nc=nc),
-        out_shape=tuple(jax.ShapeDtypeStruct(s, f32) for s in shapes),
-        grid=(Bt, n_eb),
-        interpret=_interpret(),
-        name="selective_scan_backward",
-    )(x, dt, A, Bm, Cm, hs, dy, dlast)
+    call = _call(_backward_kernel, t, nc, shapes, (Bt, n_eb), "selective_scan_backward")
+    dx, ddt, dA, dB, dC = call(x, dt, A, Bm, Cm, hs, dy, dlast)
     return (
         dx[:, :L, :E],
         ddt[:, :L, :E],
@@ -184,4 +201,4 @@ def _scan_bwd(res, cotangents):
     )
 
 
-scan_pallas.defvjp(_scan_fwd, _scan_bwd)
+_scan.defvjp(_scan_fwd, _scan_bwd)

@@ -93,22 +93,25 @@ def test_scans_match_reference(scan, chunk, dt_scale, rng):
     assert np.linalg.norm(np.asarray(h) - h_ref) / np.linalg.norm(h_ref) < 1e-5
 
 
-def test_pallas_scan_gradients_match_float64_autodiff(rng):
+@pytest.mark.parametrize("tiling", [None, (4, 16, 2)], ids=["default", "tc4-be16-2warps"])
+def test_pallas_scan_gradients_match_float64_autodiff(rng, tiling):
     """The fused Pallas scan's backward kernel (Pallas' interpreter here) against JAX's autodiff of
     the sequential scan in float64, for a loss on y and the final state, at shapes the kernels pad:
-    L not a multiple of its chunk, E not of its channel block, N not a power of two."""
-    from ssmbench.backends.jax.pallas_scan import BE, TC, scan_pallas
+    L not a multiple of its chunk, E not of its channel block, N not a power of two; under the
+    default tiling and another (tools/tune_pallas_scan.py times others)."""
+    from ssmbench.backends.jax.pallas_scan import TILING, Tiling, scan_pallas
 
-    L, E, N = 3 * TC + 5, BE + 8, 5
+    t = Tiling(*tiling) if tiling else TILING
+    L, E, N = 3 * t.tc + 5, t.be + 8, 5
     ins = _scan_inputs(rng, L=L, E=E, N=N)
     wy, wh = rng.standard_normal((2, L, E)), rng.standard_normal((2, E, N))
 
     def loss(scan):
         return lambda *a: (scan(*a)[0] * wy).sum() + (scan(*a)[1] * wh).sum()
 
-    grads = jax.grad(loss(lambda *a: scan_pallas(*a)), argnums=range(5))(*(jax.numpy.asarray(t) for t in ins))
+    grads = jax.grad(loss(lambda *a: scan_pallas(*a, tiling=t)), argnums=range(5))(*(jax.numpy.asarray(v) for v in ins))
     with jax.enable_x64(True):
-        ref = jax.grad(loss(js.scan_sequential), argnums=range(5))(*(jax.numpy.asarray(t, jax.numpy.float64) for t in ins))
+        ref = jax.grad(loss(js.scan_sequential), argnums=range(5))(*(jax.numpy.asarray(v, jax.numpy.float64) for v in ins))
         ref = [np.asarray(g) for g in ref]
     for name, g, r in zip(("x", "dt", "A", "Bm", "Cm"), grads, ref):
         assert g.dtype == np.float32 and g.shape == r.shape, name
