@@ -26,7 +26,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)" "$(JAX)" "optax>=0.2.3" "$(TF)" $(TRITON)
+	$(PY) -m pip install -q "$(TORCH)" "$(JAX)" "optax>=0.2.3" "$(TF)" $(TRITON) "transformers>=4.46,<6"
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 

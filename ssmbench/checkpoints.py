@@ -27,6 +27,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import archs
 from .weights import load_weights
 
@@ -168,7 +170,6 @@ def _hf_config(raw: dict, where: Path):
         {
             "projection biases (use_bias true)": bool(raw.get("use_bias")),
             "a conv without bias (use_conv_bias false)": raw.get("use_conv_bias", True) is False,
-            "an untied LM head (tie_word_embeddings false)": raw.get("tie_word_embeddings", True) is False,
             "the norm before the gate (norm_before_gate true)": bool(raw.get("norm_before_gate")),
         },
     )
@@ -257,8 +258,13 @@ def _check_shapes(files: list[Path], fmt: str, arch: str, cfg) -> None:
     aside), each layer shaped as the first, and the first layer's and the embedding's shapes
     giving config.json's sizes (read back by the architecture's ``infer_config``)."""
     got = {(HF_NAMES.get(k, k) if fmt == "hf" else k): s for k, s in _shapes(files).items()}
-    got.pop("lm_head.weight", None)  # tied: the embedding (an untied head is refused from the config)
     where = files[0] if len(files) == 1 else files[0].parent
+    if got.pop("lm_head.weight", None) is not None:  # saved beside the embedding: only a copy of it is a tied head
+        # (transformers' Mamba2Config says tie_word_embeddings false by default, and its models
+        # converted from mamba-ssm's save the tied head as its own tensor, so the config cannot tell)
+        head, emb = _tensors(files, ("lm_head.weight", _stored_name("backbone.embedding.weight", fmt)))
+        if head.shape != emb.shape or not np.array_equal(head, emb):
+            raise CheckpointError(f"{where}: an untied LM head (lm_head.weight is not the embedding) is not supported yet")
     module = archs.get(arch)
     want = set(module.init(archs.config(arch, {**TINY[arch], "n_layers": cfg.n_layers})))
     missing, extra = sorted(want - set(got)), sorted(set(got) - want)
@@ -285,6 +291,30 @@ def _check_shapes(files: list[Path], fmt: str, arch: str, cfg) -> None:
     for field, value in cfg.to_dict().items():
         if found.get(field) != value:
             raise CheckpointError(f"{where}: the weights have {field} {found.get(field)}; config.json says {value}")
+
+
+def _stored_name(ours: str, fmt: str) -> str:
+    """A weight's name in a checkpoint of format ``fmt``."""
+    return next((k for k, v in HF_NAMES.items() if v == ours), ours) if fmt == "hf" else ours
+
+
+def _tensors(files: list[Path], names: tuple) -> list:
+    """The named tensors alone, as float32 arrays, from whichever of ``files`` holds each."""
+    found = {}
+    for f in files:
+        if f.suffix != ".safetensors":
+            found |= {k: v for k, v in load_weights(f).items() if k in names}
+            continue
+        from safetensors import safe_open
+
+        for framework in ("numpy", "pt"):  # bf16 has no NumPy dtype: torch reads it
+            try:
+                with safe_open(str(f), framework=framework) as h:
+                    found |= {k: h.get_tensor(k) for k in names if k in h.keys()}
+                break
+            except (TypeError, ValueError):
+                continue
+    return [np.asarray(found[k].float() if hasattr(found[k], "float") else found[k], np.float32) for k in names]
 
 
 def _sha256(files) -> str:

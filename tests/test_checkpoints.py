@@ -118,6 +118,43 @@ def test_the_checkpoints_logits_are_the_references_through_the_python_api(tmp_pa
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
 
 
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_transformers_save_pretrained_folders_give_transformers_own_logits(tmp_path, arch):
+    """Folders written by transformers itself (MambaForCausalLM / Mamba2ForCausalLM's
+    save_pretrained) read back as the model transformers runs: the float64 reference on the loaded
+    weights gives its logits. Mamba-2 with 2 groups, told as the Python API is."""
+    torch = pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    if arch == "mamba":
+        cfg = tf.MambaConfig(vocab_size=48, hidden_size=16, num_hidden_layers=2, state_size=5, conv_kernel=3, expand=2)
+        model, groups = tf.MambaForCausalLM(cfg), None
+    else:
+        sizes = dict(vocab_size=48, hidden_size=16, num_hidden_layers=2, state_size=6, conv_kernel=3, expand=2, head_dim=8, num_heads=4)
+        cfg = tf.Mamba2Config(**sizes, n_groups=2, chunk_size=16, tie_word_embeddings=True)
+        model, groups = tf.Mamba2ForCausalLM(cfg), 2
+    model.eval().save_pretrained(tmp_path / "ck")
+    ck = open_checkpoint(tmp_path / "ck")
+    assert (ck.format, ck.arch, ck.config["d_model"], ck.config["n_layers"]) == ("hf", arch, 16, 2)
+    tokens = torch.randint(0, 48, (2, 11))
+    with torch.no_grad():
+        want = model(tokens).logits.double().numpy()
+    got = archs.get(arch).logits(load_weights(tmp_path / "ck"), tokens.numpy(), archs.config(arch, ck.config))
+    assert groups is None or ck.config["ngroups"] == groups
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
+
+
+def test_transformers_untied_mamba2_default_is_refused(tmp_path):
+    """transformers' Mamba2Config leaves the head untied by default: a model made so has its own
+    lm_head, which ssmbench's model cannot represent yet, and is refused by name."""
+    pytest.importorskip("torch")
+    tf = pytest.importorskip("transformers")
+    sizes = dict(vocab_size=48, hidden_size=16, num_hidden_layers=1, state_size=6, conv_kernel=3, expand=2, head_dim=8, num_heads=4)
+    tf.Mamba2ForCausalLM(tf.Mamba2Config(**sizes, n_groups=1, chunk_size=16)).save_pretrained(tmp_path / "ck")
+    with pytest.raises(CheckpointError, match="untied LM head"):
+        open_checkpoint(tmp_path / "ck")
+
+
 def _edit_config(folder, **changes):
     cfg = json.loads((folder / "config.json").read_text())
     cfg.update(changes)
@@ -138,6 +175,13 @@ BAD = {  # what is done to a good checkpoint -> what the message must name
         ["model.safetensors", "truncated"],
     ),
     "no weights": (lambda f: (f / "model.safetensors").unlink(), ["no weights", "model.safetensors"]),
+    "an untied head": (
+        lambda f: safetensors.save_file(
+            {k: (v + 1 if k == "lm_head.weight" else v) for k, v in safetensors.load_file(str(f / "model.safetensors")).items()},
+            str(f / "model.safetensors"),
+        ),
+        ["untied LM head"],
+    ),
     "a weight missing": (
         lambda f: safetensors.save_file(
             {k: v for k, v in safetensors.load_file(str(f / "model.safetensors")).items() if "layers.1.mixer.D" not in k},
