@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import archs
-from .weights import load_weights
+from .weights import drop_tied_head, load_weights
 
 SAFETENSORS, SHARDED, TORCH = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
 HF_NAMES = {"backbone.embeddings.weight": "backbone.embedding.weight"}  # Hugging Face's -> ours
@@ -54,16 +54,14 @@ class Checkpoint:
         return {"path": self.path, "format": self.format, "sha256": self.sha256}
 
     def load(self) -> dict:
-        """The weights as float32 NumPy arrays under ssmbench's names (a tied head dropped)."""
+        """The weights as float32 NumPy arrays under ssmbench's names (a tied head dropped, whichever
+        shard holds it)."""
         w = {}
         for f in self.files:
             w.update(load_weights(f))
         if self.format == "hf":
             w = {HF_NAMES.get(k, k): v for k, v in w.items()}
-            head, emb = w.get("lm_head.weight"), w.get("backbone.embedding.weight")
-            if head is not None and emb is not None and (head.shape == emb.shape and (head == emb).all()):
-                del w["lm_head.weight"]
-        return w
+        return drop_tied_head(w)
 
 
 def open_checkpoint(path) -> Checkpoint:

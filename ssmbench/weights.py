@@ -47,6 +47,12 @@ def load_weights(path) -> Weights:
     else:
         raise ValueError(f"unknown weights format {suffix!r} for {path}; allowed: .safetensors, .npz, .pt, .bin")
     w = {k: v if v.dtype in (np.float32, np.float64) or np.issubdtype(v.dtype, np.integer) else v.astype(np.float32) for k, v in w.items()}
+    return drop_tied_head(w)
+
+
+def drop_tied_head(w: Weights) -> Weights:
+    """``w`` without ``lm_head.weight`` where it is a copy of the embedding (a tied head saved
+    twice, as mamba-ssm and transformers may); an untied head stays."""
     head, emb = w.get("lm_head.weight"), w.get("backbone.embedding.weight")
     if head is not None and emb is not None and head.shape == emb.shape and np.array_equal(head, emb):
         del w["lm_head.weight"]
