@@ -103,6 +103,7 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
 
     classes = registry.classes()
     configs = {arch: arch_config(opts, arch).to_dict() for arch in opts.archs}
+    source = _source(opts)
     points = []
     for backend in opts.backends:
         cls = classes.get(backend)
@@ -132,7 +133,7 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
                             memory_limit=opts.memory_limit,
                             skip_reason=skip,
                             preset=opts.preset,
-                            model_source=_source(opts),
+                            model_source=source,
                         )
                     )
     return points

@@ -158,7 +158,7 @@ class _Plan:
     grad: dict  # chunk_grad_c / chunk_grad_b / chunk_grad_x
     grad_grid: tuple  # chunk_grad_x's: one program per (step tile, head, sequence, chunk)
     runs_grid: tuple  # chunk_grad_c/b's: one per (step tile, head run, sequence, chunk)
-    runs: int  # head runs per group (their partials of dB and dC summed on the host where > 1)
+    runs: int  # head runs per group (their partials of dB and dC summed by grad_sums_kernel where > 1)
     heads: dict  # chunk_cumsum / dt_grad
     heads_grid: tuple
     sums: dict  # grad_sums
