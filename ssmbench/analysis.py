@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import archs, memory_model
-from .fmt import arch_scan
+from .fmt import arch_scan, scan_label
 from .merge import in_time_order
 from .results import group_of
 
@@ -79,7 +79,7 @@ def series_key(rec: dict, axis: str) -> tuple:
     cfg = tuple(sorted((k, v) for k, v in (rec.get("config") or {}).items() if k not in skip and not isinstance(v, (dict, list))))
     other = tuple((k, rec[k]) for k in ("batch", "seq_len") if k != axis)
     limit = (rec.get("settings") or {}).get("memory_limit")  # searches against different limits stay apart
-    return (rec["suite"], group_of(rec), rec["arch"], rec["mode"], rec["scan"], rec["dtype"], cfg, other, limit)
+    return (rec["suite"], group_of(rec), rec["arch"], rec["mode"], scan_label(rec), rec["dtype"], cfg, other, limit)
 
 
 def series(records: list[dict], suite: str) -> OrderedDict:
@@ -322,7 +322,7 @@ def published(records: list[dict]) -> list[PublishedRow]:
                     if r.get("preset") == name and r["status"] == "ok" and _matches(r, fig.where):
                         v = _metric(r, fig.metric)
                         if v is not None:
-                            found[(group_of(r), r["suite"], r["scan"], r["dtype"])] = (group_of(r), r, v)
+                            found[(group_of(r), r["suite"], scan_label(r), r["dtype"])] = (group_of(r), r, v)
             rows.append(PublishedRow(name, fig, list(found.values())))
     return rows
 

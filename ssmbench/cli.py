@@ -141,6 +141,13 @@ def run(
             "it fixes the model, the other flags choose the workload.",
         ),
     ] = None,
+    impl: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Whose implementation runs the model, comma list: ssmbench (default), hf (transformers), mamba-ssm (CUDA); "
+            "same weights, parity gate and timing loop."
+        ),
+    ] = None,
     d_model: Annotated[IntOpt, typer.Option(help="Model width D.")] = None,
     layers: Annotated[IntOpt, typer.Option(help="Mamba layers (the Transformer is matched in parameters).")] = None,
     d_state: Annotated[IntOpt, typer.Option(help="SSM state size N (default: mamba 16, mamba2 128).")] = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
-from .fmt import fmt_bytes, fmt_ms, fmt_num, model_label, parity_fields
+from .fmt import fmt_bytes, fmt_ms, fmt_num, model_label, parity_fields, scan_label
 
 
 def add_row(table: Table, *cells) -> None:
@@ -27,7 +27,7 @@ def parity_table(records: list[dict]) -> Table:
             r["backend"],
             r["arch"],
             "parallel" if r["mode"] == "forward" else r["mode"],
-            r["scan"],
+            scan_label(r),
             r["dtype"],
             err,
             tol,
@@ -76,7 +76,7 @@ def results_table(title: str, records: list[dict]) -> Table:
             r["backend"],
             f"{r['arch']} {model_label(r)}",
             r["mode"],
-            r["scan"],
+            scan_label(r),
             r["dtype"],
             f"{r['batch']} x {r['seq_len']}",
             f"{r['params']:,}" if r.get("params") else "-",

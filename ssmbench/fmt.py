@@ -57,11 +57,18 @@ def model_label(rec: dict) -> str:
     return f"{Path(source['path']).name}: {label}" if source else label
 
 
+def scan_label(rec: dict) -> str:
+    """The record's scan, with whose implementation ran it where that is not ssmbench's own and the
+    scan does not already say so ("recurrent (hf)"; an implementation's own scan is its name)."""
+    impl = rec.get("impl") or "ssmbench"
+    return rec["scan"] if impl in ("ssmbench", rec["scan"]) else f"{rec['scan']} ({impl})"
+
+
 def arch_scan(rec: dict) -> str:
-    """The arch and its scan ("mamba chunked"), or the arch alone where the scan says nothing more
-    (attention, recurrent)."""
-    scan = "" if rec["scan"] in ("attention", "recurrent") else f" {rec['scan']}"
-    return f"{rec['arch']}{scan}"
+    """The arch and its scan ("mamba chunked", "mamba hf"), or the arch alone where the scan says
+    nothing more (attention, recurrent) and ssmbench's own model ran."""
+    scan = scan_label(rec)
+    return rec["arch"] if scan in ("attention", "recurrent") else f"{rec['arch']} {scan}"
 
 
 # ---------------------------------------------------------------------------- markdown
@@ -83,7 +90,7 @@ PARITY_HEAD = ["rel err", "tolerance", "result"]
 
 def row_fields(rec: dict) -> list[str]:
     """The point a record measured, under ROW_HEAD."""
-    return [rec["arch"], rec["mode"], rec["scan"], rec["dtype"], model_label(rec), str(rec["batch"]), str(rec["seq_len"])]
+    return [rec["arch"], rec["mode"], scan_label(rec), rec["dtype"], model_label(rec), str(rec["batch"]), str(rec["seq_len"])]
 
 
 def _unfinished(rec: dict | None) -> list[str] | None:

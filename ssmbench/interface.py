@@ -25,6 +25,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 # The one optimiser every train step uses (torch.optim.AdamW's defaults, lr 1e-3)
 ADAMW = {"lr": 1e-3, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
 MODES = ("train", "forward", "decode")
+IMPLS = ("ssmbench", "hf", "mamba-ssm", "mlx-lm")  # --impl: ssmbench's own model, or the one a library ships (Backend.impls)
 
 
 class BackendUnavailable(RuntimeError):
@@ -48,6 +49,7 @@ class Backend(ABC):
     install_hint: str = ""
     priority: int = 0  # higher runs first for --backend auto (GPUs above CPUs)
     parity_checked: bool = True  # timing suites check the model against the reference first
+    impls: tuple = ("ssmbench",)  # --impl: whose implementation of the model it can run (ssmbench's own, hf, mamba-ssm)
 
     def __init__(self):
         """Refuses to construct where the backend cannot run (BackendUnavailable says why)."""
@@ -71,7 +73,9 @@ class Backend(ABC):
     # ------------------------------------------------------------------ model
     @abstractmethod
     def build(self, arch: str, weights: dict, cfg, *, scan: str | None, dtype: str) -> Any:
-        """A model handle from NumPy weights (mamba-ssm names for Mamba)."""
+        """A model handle from NumPy weights (mamba-ssm names for Mamba). A backend offering other
+        implementations (``impls``) takes ``impl=`` too, raising BackendUnavailable where that
+        implementation cannot run here."""
 
     @abstractmethod
     def weights(self, model) -> dict:

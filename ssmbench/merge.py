@@ -25,6 +25,6 @@ def latest_by_point(records: list[dict]) -> OrderedDict[tuple, dict]:
     out: OrderedDict = OrderedDict()
     for r in in_time_order(records):
         point = (r["suite"], "*", r["arch"], r["mode"], r["scan"], r["dtype"], r["config"], r["batch"], r["seq_len"])
-        k = (point_key(*point, source=r.get("model_source")), group_of(r))
+        k = (point_key(*point, source=r.get("model_source"), impl=r.get("impl")), group_of(r))
         out[k] = r
     return out

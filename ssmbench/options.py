@@ -16,7 +16,7 @@ from pathlib import Path
 from . import archs as arch_registry
 from . import backends as registry
 from .archs.mamba import Config as MambaConfig
-from .interface import DTYPES, MODES
+from .interface import DTYPES, IMPLS, MODES
 from .plan import QUICK_MODEL, QUICK_RUN, QUICK_SETTINGS, RunOptions, arch_config
 
 # Sizes and counts index int32 arrays somewhere (JAX's int32 token arrays, the Triton kernels'
@@ -236,6 +236,7 @@ def build_options(
     values=None,
     search="batch",
     model_path=None,
+    impl=None,
 ) -> RunOptions:
     """Validate every flag and combine defaults < --quick < --preset < explicit flags; --model
     (``model_path``) fixes the model (architecture and sizes) instead."""
@@ -259,6 +260,8 @@ def build_options(
     modes = split_list(mode) or None
     if modes:
         check_choice("--mode", modes, MODES)
+    impls = split_list(impl) or ["ssmbench"]
+    check_choice("--impl", impls, IMPLS)
     for flag, v in (
         ("--d-model", d_model),
         ("--layers", layers),
@@ -333,6 +336,7 @@ def build_options(
         dtypes=dtypes,
         quick=quick,
         checkpoint=checkpoint,
+        impls=list(dict.fromkeys(impls)),
         **run,
     )
     for a in archs:

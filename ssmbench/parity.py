@@ -19,6 +19,7 @@ import numpy as np
 
 from . import archs
 from .archs.mamba import Config as MambaConfig
+from .interface import BackendUnavailable
 
 MODEL = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)  # odd on purpose
 SETTINGS = {"mamba2": dict(d_state=6, headdim=10, ngroups=2, chunk_size=16)}  # 8 heads of 10 in 2 groups; 37 tokens = 2 chunks + 5
@@ -32,20 +33,27 @@ class Check:
     mode: str  # forward (parallel path) | decode (recurrent path)
     scan: str  # the Mamba scan; "recurrent" for decode, "attention" for the Transformer
     dtype: str
+    impl: str = "ssmbench"  # whose implementation (--impl): another's is checked as ssmbench's own is
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def check_for(arch: str, mode: str, scan: str, dtype: str) -> Check:
+def check_for(arch: str, mode: str, scan: str, dtype: str, impl: str = "ssmbench") -> Check:
     """The check that covers a timed point: train and forward share the parallel path."""
-    return Check(arch, "decode" if mode == "decode" else "forward", scan, dtype)
+    return Check(arch, "decode" if mode == "decode" else "forward", scan, dtype, impl)
 
 
-def checks_for(cls, names, dtypes=None, scans=None) -> list[Check]:
-    """Every check of one backend class over the architectures ``names``, its dtypes and its scans."""
+def checks_for(cls, names, dtypes=None, scans=None, impls=("ssmbench",)) -> list[Check]:
+    """Every check of one backend class over the architectures ``names``, its dtypes and its scans;
+    and each other implementation asked for (``impls``) that the backend runs, on Mamba's archs."""
     out = []
     for dtype in [d for d in cls.dtypes if dtypes is None or d in dtypes]:
+        for impl in (i for i in impls if i != "ssmbench" and i in cls.impls):
+            out += [Check(arch, mode, impl if mode == "forward" else archs.get(arch).DECODE_SCAN, dtype, impl) for arch in names
+                    if not archs.is_attention(arch) for mode in ("forward", "decode")]  # fmt: skip
+        if "ssmbench" not in impls:
+            continue
         for arch in names:
             a = archs.get(arch)
             if a.FIXED_SCAN:
@@ -111,6 +119,8 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
             res["passed"] = bool(np.isfinite(err) and err < res["tolerance"])
             if not np.isfinite(err):
                 res["error"] = "non-finite output"
+        except BackendUnavailable as e:  # an implementation that cannot run here (--impl)
+            res["error"], res["unavailable"] = str(e), True
         except Exception as e:  # noqa: BLE001 - a failing check is a result
             res["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         out.append(res)
@@ -118,8 +128,11 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
 
 
 def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
-    scan = c.scan if not archs.get(c.arch).FIXED_SCAN and c.mode == "forward" else None
-    model = b.build(c.arch, weights, cfg, scan=scan, dtype=c.dtype)
+    if c.impl != "ssmbench":
+        model = b.build(c.arch, weights, cfg, scan=None, dtype=c.dtype, impl=c.impl)
+    else:
+        scan = c.scan if not archs.get(c.arch).FIXED_SCAN and c.mode == "forward" else None
+        model = b.build(c.arch, weights, cfg, scan=scan, dtype=c.dtype)
     if c.mode == "forward":
         out = b.forward(model, b.tokens(tokens))
         b.synchronize(out)
@@ -129,7 +142,8 @@ def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
 
 def describe(res: dict) -> str:
     """One line for a failed check, naming the figure."""
-    what = f"{res['arch']} {res['mode']} scan {res['scan']} {res['dtype']}"
+    impl = f" ({res['impl']})" if res.get("impl", "ssmbench") != "ssmbench" else ""
+    what = f"{res['arch']}{impl} {res['mode']} scan {res['scan']} {res['dtype']}"
     if res.get("error"):
         return f"parity check failed ({what}): {res['error']}"
     return f"parity check failed ({what}): relative error {res['rel_err']:.2e} >= tolerance {res['tolerance']:.0e}"

@@ -44,6 +44,7 @@ class RunOptions:
     dtypes: list | None = None  # parity: the dtypes to check (None: every dtype the backend runs)
     quick: bool = False  # --quick: tiny sizes, and a short memory-ceiling search
     checkpoint: dict | None = None  # --model: the checkpoint's model_source {path, format, sha256}, arch and config
+    impls: list = field(default_factory=lambda: ["ssmbench"])  # --impl: whose implementations run the model
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Point:
     axis: str | None = None  # the axis a sweep or search varies (seq_len, batch, n_layers, d_state)
     op: bool = False  # time the op alone (ssmbench.ops: the scan, or attention), not the model
     model_source: dict | None = None  # --model: {path, format, sha256} of the checkpoint whose weights it runs
+    impl: str = "ssmbench"  # whose implementation runs the model (--impl); its scan is its own, named so
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,17 +84,18 @@ class Point:
         """Identity of a measurement, for --resume and for report rows (measurement settings
         such as warm-up or min-time are not part of it)."""
         args = (self.suite, self.backend, self.arch, self.mode, self.scan, self.dtype, self.config, self.batch, self.seq_len)
-        return point_key(*args, source=self.model_source)
+        return point_key(*args, source=self.model_source, impl=self.impl)
 
     def label(self) -> str:
         return f"{self.backend} {self.arch} {self.mode} {self.scan} {self.dtype} B{self.batch} L{self.seq_len}"
 
 
-def point_key(suite, backend, arch, mode, scan, dtype, config, batch, seq_len, source=None) -> tuple:
+def point_key(suite, backend, arch, mode, scan, dtype, config, batch, seq_len, source=None, impl=None) -> tuple:
     """A measurement's identity; ``source`` (a record's model_source) tells two checkpoints of the
-    same config apart, by their weights' hash."""
+    same config apart, by their weights' hash, and ``impl`` two implementations of one model
+    (records from before --impl are ssmbench's)."""
     cfg = tuple(sorted((k, v) for k, v in (config or {}).items() if not isinstance(v, (dict, list))))
-    return (suite, backend, arch, mode, scan, dtype, cfg, int(batch), int(seq_len), (source or {}).get("sha256"))
+    return (suite, backend, arch, mode, scan, dtype, cfg, int(batch), int(seq_len), (source or {}).get("sha256"), impl or "ssmbench")
 
 
 def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> list[Point]:
@@ -112,7 +115,7 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
             for mode in modes:
                 suite_batch = batch_for(mode) if batch_for else None
                 batch = opts.batch if opts.batch is not None else (suite_batch or opts.default_batch)
-                for scan, skip in _scans_for(cls, arch, mode, opts.scans):
+                for impl, scan, skip in _impl_scans(cls, backend, arch, mode, opts):
                     points.append(
                         Point(
                             suite=suite,
@@ -134,6 +137,7 @@ def expand_points(suite: str, opts: RunOptions, modes: list, batch_for=None) -> 
                             skip_reason=skip,
                             preset=opts.preset,
                             model_source=source,
+                            impl=impl,
                         )
                     )
     return points
@@ -151,6 +155,23 @@ def arch_config(opts: RunOptions, arch: str):
 def _source(opts: RunOptions) -> dict | None:
     """What a point's record carries of --model's checkpoint."""
     return {k: opts.checkpoint[k] for k in ("path", "format", "sha256")} if opts.checkpoint else None
+
+
+def _impl_scans(cls, backend: str, arch: str, mode: str, opts: RunOptions):
+    """[(impl, scan, skip reason or None)]: ssmbench's own model under each scan asked for, and each
+    other implementation once, under its own scan (its name; decode's is the recurrent step)."""
+    out = []
+    for impl in opts.impls:
+        if impl == "ssmbench":
+            out += [(impl, scan, skip) for scan, skip in _scans_for(cls, arch, mode, opts.scans)]
+            continue
+        skip = None
+        if cls is not None and impl not in cls.impls:
+            skip = f"{backend} runs {', '.join(cls.impls)}; not {impl}"
+        elif archs.is_attention(arch):
+            skip = f"{impl} is timed on mamba and mamba2; the Transformer baseline is ssmbench's own"
+        out.append((impl, archs.get(arch).DECODE_SCAN if mode == "decode" else impl, skip))
+    return out
 
 
 def _scans_for(cls, arch: str, mode: str, scans: list | None):

@@ -168,6 +168,8 @@ def flat_rows(records: list[dict]) -> list[dict]:
             "arch": rec["arch"],
             "mode": rec["mode"],
             "scan": rec["scan"],
+            "impl": rec.get("impl") or "ssmbench",
+            "impl_path": rec.get("impl_path"),
             "dtype": rec["dtype"],
             **{f"cfg_{k}": v for k, v in (rec.get("config") or {}).items() if not isinstance(v, (dict, list))},
             "batch": rec["batch"],

@@ -72,6 +72,7 @@ def make_record(
         "duration_s": round(duration_s, 3),
         "settings": {k: getattr(point, k) for k in ("seed", "warmup", "min_iters", "min_time", "repeats", "timeout", "memory_limit")},
     }
+    rec["impl"] = getattr(point, "impl", "ssmbench")
     for k in ("preset", "axis", "model_source"):
         if getattr(point, k, None):
             rec[k] = getattr(point, k)
@@ -81,7 +82,7 @@ def make_record(
 
 def record_key(rec: dict) -> tuple:
     args = (rec["suite"], rec["backend"], rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec["config"], rec["batch"], rec["seq_len"])
-    return point_key(*args, source=rec.get("model_source"))
+    return point_key(*args, source=rec.get("model_source"), impl=rec.get("impl"))
 
 
 class ResultWriter:

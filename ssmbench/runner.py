@@ -106,7 +106,7 @@ def measure_point(point: Point, run_id: str, env: dict, parity_result: dict | No
         return record(status="unavailable", error=f"{av.reason}; install: {av.install}")
     if parity_result is not None and parity_result["status"] != "ok":
         return record(
-            status="error",
+            status="unavailable" if parity_result["status"] == "unavailable" else "error",
             error=parity_result.get("error") or "parity check did not pass",
             device=parity_result.get("device"),
             metrics={"parity": parity_result.get("metrics") or {}},
@@ -128,13 +128,9 @@ def measure_point(point: Point, run_id: str, env: dict, parity_result: dict | No
     metrics = metrics_from(parts, point)
     if parity_result is not None:
         metrics["parity"] = parity_result["metrics"]
-    return record(
-        status="ok",
-        device=parts[0].get("device"),
-        params=parts[0].get("params"),
-        metrics=metrics,
-        env_backend=parts[0].get("versions", {}),
-    )
+    versions = parts[0].get("versions", {})
+    impl = {k: versions[k] for k in ("impl_version", "impl_path") if k in versions}  # --impl: whose code, which of its paths
+    return record(status="ok", device=parts[0].get("device"), params=parts[0].get("params"), metrics=metrics, env_backend=versions, **impl)
 
 
 def measure_checks(point: Point, run_id: str, env: dict) -> list[dict]:
@@ -144,11 +140,12 @@ def measure_checks(point: Point, run_id: str, env: dict) -> list[dict]:
     if not av.available:
         return [make_record(point, run_id, env, status="unavailable", error=f"{av.reason}; install: {av.install}", started_at=started)]
     res = run_worker(point).result
-    by_check = {parity.Check(r["arch"], r["mode"], r["scan"], r["dtype"]): r for r in res.get("checks") or []}
+    by_check = {_check_of(r): r for r in res.get("checks") or []}
     duration = (time.perf_counter() - t0) / max(1, len(point.checks))
     out = []
     for c in map(lambda d: parity.Check(**d), point.checks):
-        cp = replace(point, arch=c.arch, mode=c.mode, scan=c.scan, dtype=c.dtype, config=parity.model_config(c.arch).to_dict(), checks=None)
+        cfg = parity.model_config(c.arch).to_dict()
+        cp = replace(point, arch=c.arch, mode=c.mode, scan=c.scan, dtype=c.dtype, config=cfg, checks=None, impl=c.impl)
         r = by_check.get(c)
         kw = dict(device=res.get("device"), env_backend=res.get("versions", {}), started_at=started, duration_s=duration)
         if r is None:
@@ -156,6 +153,9 @@ def measure_checks(point: Point, run_id: str, env: dict) -> list[dict]:
             out.append(make_record(cp, run_id, env, status=res["status"] if res["status"] != "ok" else "error", error=why, **kw))
             continue
         metrics = {"rel_err": r["rel_err"], "tolerance": r["tolerance"], "passed": r["passed"]}
+        if r.get("unavailable"):  # an implementation (--impl) that cannot run here: said as a backend's would be
+            out.append(make_record(cp, run_id, env, status="unavailable", error=r["error"], **kw))
+            continue
         out.append(
             make_record(
                 cp,
@@ -183,7 +183,7 @@ class ParityGate:
         self.timeout = {}
         for p in points:
             if p.checks is None and not p.skip_reason:
-                self.needed.setdefault(p.backend, set()).add(parity.check_for(p.arch, p.mode, p.scan, p.dtype))
+                self.needed.setdefault(p.backend, set()).add(parity.check_for(p.arch, p.mode, p.scan, p.dtype, p.impl))
                 self.timeout[p.backend] = p.timeout
         self.results: dict[tuple, dict] = {}
         self.done: set[str] = set()
@@ -196,7 +196,7 @@ class ParityGate:
             return None
         if p.backend not in self.done:
             self._run(p.backend)
-        return self.results.get((p.backend, parity.check_for(p.arch, p.mode, p.scan, p.dtype)))
+        return self.results.get((p.backend, parity.check_for(p.arch, p.mode, p.scan, p.dtype, p.impl)))
 
     def _reusable(self, backend: str) -> dict:
         git = (self.env.get("ssmbench") or {}).get("git")
@@ -212,7 +212,7 @@ class ParityGate:
                     and e.get("versions") == self.env.get("versions")
                 ):
                     if r["status"] in ("ok", "error") and "rel_err" in (r.get("metrics") or {}):
-                        found[(backend, parity.Check(r["arch"], r["mode"], r["scan"], r["dtype"]))] = r
+                        found[(backend, _check_of(r))] = r
         return found
 
     def _run(self, backend: str) -> None:
@@ -229,7 +229,12 @@ class ParityGate:
         writer = ResultWriter(self.out_dir / f"parity-{self.run_id}.jsonl")
         for rec in measure_checks(point, self.run_id, self.env):
             writer.write(rec)
-            self.results[(backend, parity.Check(rec["arch"], rec["mode"], rec["scan"], rec["dtype"]))] = rec
+            self.results[(backend, _check_of(rec))] = rec
+
+
+def _check_of(rec: dict) -> parity.Check:
+    """The check a parity record (or a worker's check result) holds; those from before --impl are ssmbench's."""
+    return parity.Check(rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec.get("impl", "ssmbench"))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from . import analysis as an
 from . import archs
-from .fmt import arch_scan, fmt_bytes, fmt_num, md_table, pct
+from .fmt import arch_scan, fmt_bytes, fmt_num, md_table, pct, scan_label
 from .merge import latest_by_point
 from .results import group_of
 
@@ -390,7 +390,7 @@ def published_md(records) -> list[str]:
         for g, rec, v in pr.measured:
             ratio = f"{v / f.value:.3g}×" if isinstance(f.value, (int, float)) and f.value else ""
             ours = f"{v:,}" if isinstance(v, int) else fmt_num(v)
-            table.append(base + [ours, f"{g} {rec['suite']} {rec['scan']} {rec['dtype']}", ratio])
+            table.append(base + [ours, f"{g} {rec['suite']} {scan_label(rec)} {rec['dtype']}", ratio])
     out += md_table(["preset", "figure", "published", "their hardware", "ours", "where", "ratio"], table)
     return out
 

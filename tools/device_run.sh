@@ -84,7 +84,7 @@ for STEP in "$@"; do
                    $SSM sweep seqlen -b torch-cuda --preset mamba-130m --values 1024,16384 --mode decode --dtype bfloat16 --arch mamba $FAST --out $R ;;
     peer-ssd) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" ssd | tee "$OUT/peer-ssd.jsonl" ;;  # carry .peer (mamba_ssm's source)
     peer-tune) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" tune ${TUNE_ARGS:-} | tee -a "$OUT/peer-tune.jsonl" ;;  # TUNE_ARGS may name a --module in .peer
-    peer-ncu) PYTHONPATH=/tmp/site ncu -k regex:"${NCU_KERNELS:-chunk_grad|state_grad}" --launch-count ${NCU_COUNT:-4} --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+    peer-ncu) PYTHONPATH=/tmp/site:$REPO/.peer ncu -k regex:"${NCU_KERNELS:-chunk_grad|state_grad}" --launch-count ${NCU_COUNT:-4} --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
                 python3 "$REPO/tools/peer_mamba2.py" tune --lengths 2048 --candidates default > "$OUT/ncu.txt" 2>&1; echo "ncu exit $?"; grep -E "^  [a-z_]+kernel|Duration|Registers Per|Achieved Occupancy|Theoretical Occupancy|Compute \(SM\) Throughput|Memory Throughput" "$OUT/ncu.txt" ;;
     peer-host) PYTHONPATH=/tmp/site python3 "$REPO/tools/peer_mamba2.py" host --lengths 512,2048 | tee "$OUT/peer-host.jsonl" ;;
     peer-profile) PYTHONPATH=/tmp/site:$REPO/.peer python3 "$REPO/tools/peer_mamba2.py" profile --lengths 2048 | tee "$OUT/peer-profile.jsonl" ;;
@@ -95,6 +95,13 @@ for STEP in "$@"; do
     mamba2-jax) $SSM run throughput -b jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
     pallas-tune) python3 "$REPO/tools/tune_pallas_scan.py" ${TUNE_ARGS:-} | tee "$OUT/pallas-tune.jsonl" ;;  # the Pallas scan's tilings, alone
     pallas) $SSM run throughput -b jax-cuda --preset mamba-130m --arch mamba --scan pallas --mode train,forward --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 24's fused JAX scan
+    jax-torch) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --mode train,forward --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R
+               $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --arch mamba --mode train,forward --timeout 120 --out $R
+               $SSM sweep seqlen -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;  # issue 24's targets, one call
+    impls) P="/tmp/site:$REPO/.peer"  # carry .peer: mamba_ssm's source, whose Mamba-2 is pure Triton (its Mamba-1 needs a CUDA build)
+           PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset mamba2-130m --impl ssmbench,hf,mamba-ssm --mode train,forward --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 150 --out $R
+           PYTHONPATH=$P $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --impl ssmbench,hf,mamba-ssm --values 1024 --mode decode --dtype bfloat16 $FAST --out $R
+           $SSM run throughput -b torch-cuda --preset mamba-130m --arch mamba --impl ssmbench,hf --mode train,forward,decode --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R ;;  # issue 25: without mamba_ssm, transformers' torch fallback
     mamba2-both) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 240 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 23's jax-cuda ratio, one call
     *) echo "unknown step $STEP" ;;
   esac

@@ -132,6 +132,16 @@ CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (r
     "per_sm8": {"per_sm": 8},
     "per_sm1": {"per_sm": 1},  # one head run a group: no partial dB, dC to sum
     "per_sm16": {"per_sm": 16},
+    "per_sm6": {"per_sm": 6},
+    "per_sm12": {"per_sm": 12},
+    "c_k32": {"c_k": 32},  # chunk_grad_c alone: 255 registers and local-memory spills under ncu (reports/h100-2026-12-06-mamba2)
+    "c_warps8": {"c_warps": 8},
+    "c_k32_warps8": {"c_k": 32, "c_warps": 8},
+    "c_stages2": {"c_stages": 2},
+    "per_sm8_c_k32": {"per_sm": 8, "c_k": 32},
+    "per_sm8_c_warps8": {"per_sm": 8, "c_warps": 8},
+    "per_sm12_c_k32": {"per_sm": 12, "c_k": 32},
+    "per_sm12_c_warps8": {"per_sm": 12, "c_warps": 8},
     "stages2": {"stages": 2},
     "out_t64": {"out_t": 64},
     "out_k64": {"out_k": 64},
@@ -149,6 +159,9 @@ def run_tune(lengths, candidates=None):
     ssd_mod = importlib.import_module(SSD_MODULE)
     base = ssd_mod.TILINGS[torch.bfloat16]
     for L, i in each_length(lengths):
+        for mode in ("forward", "forward+backward"):  # mamba-ssm's, in the same call, for the ratio
+            with torch.no_grad() if mode == "forward" else torch.enable_grad():
+                emit(what="tune", module="mamba_ssm", tiling="-", mode=mode, L=L, gpu_alone_ms=gpu_alone_ms(step(theirs, i, mode)))
         for name in candidates or CANDIDATES:
             ssd_mod.TILINGS[torch.bfloat16] = replace(base, **CANDIDATES[name])
             for mode in ("forward", "forward+backward"):

@@ -30,6 +30,14 @@ CANDIDATES = {  # overrides of TILING's (tc, be, warps)
     "tc32_be16": {"tc": 32, "be": 16},
     "warps2": {"warps": 2},
     "warps8": {"warps": 8},
+    "warps1": {"warps": 1},  # after the first search (reports/h100-2026-12-06-jax): fewer warps, wider tiles, shorter chunks each won alone
+    "be64_warps2": {"be": 64, "warps": 2},
+    "tc4_warps2": {"tc": 4, "warps": 2},
+    "tc4_be64_warps2": {"tc": 4, "be": 64, "warps": 2},
+    "be64_warps1": {"be": 64, "warps": 1},
+    "be128_warps2": {"be": 128, "warps": 2},
+    "be128_warps4": {"be": 128, "warps": 4},
+    "tc4_be64": {"tc": 4, "be": 64},
 }
 
 

@@ -76,7 +76,14 @@ class TorchBackend(Backend):
         return v
 
     # ---------------------------------------------------------------- model
-    def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
+    impls = ("ssmbench", "hf")  # --impl: whose code runs the model (impls.py)
+
+    def build(self, arch, weights, cfg, *, scan=None, dtype="float32", impl="ssmbench"):
+        amp = None if dtype == "float32" else getattr(torch, dtype)
+        if impl != "ssmbench":
+            from . import impls
+
+            return impls.build(impl, arch, weights, cfg, self.device, amp)
         module = archs.framework_module(arch, "torch").build(cfg, scan or self.default_scan.get(arch))
         sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items() if k != "lm_head.weight"}
         module.load_state_dict(sd, strict=True)
@@ -89,7 +96,6 @@ class TorchBackend(Backend):
             weight_decay=ADAMW["weight_decay"],
             **self._adamw_kwargs(),
         )
-        amp = None if dtype == "float32" else getattr(torch, dtype)
         return _Model(module, opt, self.device_type, amp)
 
     def _adamw_kwargs(self) -> dict:
@@ -104,6 +110,8 @@ class TorchBackend(Backend):
     graph_forward = False  # the forward as one CUDA graph (graphs.StaticForward)
 
     def forward(self, model, tokens):
+        if not isinstance(model, _Model):  # another implementation (impls.py): its own path
+            return model.forward(tokens)
         if self.graph_forward and model.forward_graph is None:
             model.forward_graph = model.module.graph_refusal() or "CUDA graph"
         if model.forward_graph == "CUDA graph":
@@ -134,6 +142,8 @@ class TorchBackend(Backend):
     graph_train = False  # the train step as one CUDA graph (graphs.StaticTrainer)
 
     def train_step(self, model, tokens, targets):
+        if not isinstance(model, _Model):
+            return model.train_step(tokens, targets)
         if self.graph_train and model.train_graph is None:
             model.train_graph = model.module.graph_refusal() or "CUDA graph"
         if model.train_graph == "CUDA graph":
@@ -149,19 +159,27 @@ class TorchBackend(Backend):
         return loss
 
     def execution(self, model) -> dict:
+        if not isinstance(model, _Model):
+            return model.execution()
         how = {"train_step": model.train_graph, "forward": model.forward_graph}
         return {k: v for k, v in how.items() if v}
 
     def init_state(self, model, batch, capacity):
+        if not isinstance(model, _Model):
+            return model.init_state(batch, capacity)
         return model.module.init_state(batch, capacity, self.device, model.amp_dtype or torch.float32)
 
     def prefill(self, model, tokens, capacity):
+        if not isinstance(model, _Model):
+            return model.prefill(tokens, capacity)
         with torch.no_grad(), model.autocast():
             return model.module.prefill(tokens, capacity, model.amp_dtype or torch.float32)
 
     graph_decode = False  # decode as one CUDA graph per token (graphs.py)
 
     def decode_step(self, model, token, state):
+        if not isinstance(model, _Model):
+            return model.step(token, state)
         if self.graph_decode:
             batch = token.shape[0]
             if batch not in model.decoders:
@@ -269,6 +287,7 @@ class TorchCUDA(TorchBackend):
     device_type = "cuda"
     priority = 100
     scans = {arch: (*s, "triton") for arch, s in SCANS.items()}
+    impls = ("ssmbench", "hf", "mamba-ssm")
     default_scan = {"mamba": "triton", "mamba2": "triton"}  # the fused kernels: fastest measured on the H100 (docs/results.md)
     install_hint = "pip install torch  (a CUDA build, on a machine with an NVIDIA GPU and driver)"
 

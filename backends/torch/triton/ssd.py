@@ -78,6 +78,9 @@ class Tiling:
     grad_t: int = 64  # chunk_grad_c / chunk_grad_b / chunk_grad_x: a program's own steps (BT)
     grad_k: int = 32  # steps per tile of their loops over the other side (BK)
     grad_warps: int = 8
+    c_k: int = 0  # chunk_grad_c alone (0: grad_k / grad_warps / stages): it holds the most live tiles
+    c_warps: int = 0
+    c_stages: int = 0
     stages: int = 2  # num_stages of the kernels with dot loops
     heads_block: int = 8  # chunk_cumsum / dt_grad: heads per program
     per_sm: int = 4  # chunk_grad_c / chunk_grad_b: programs per SM to aim for (sets the head runs)
@@ -155,7 +158,8 @@ class _Plan:
     state_tiles: int  # (P, N) tiles a (sequence, head) state is split into
     out: dict  # chunk_output
     out_grid: tuple
-    grad: dict  # chunk_grad_c / chunk_grad_b / chunk_grad_x
+    grad: dict  # chunk_grad_b / chunk_grad_x
+    grad_c: dict  # chunk_grad_c
     grad_grid: tuple  # chunk_grad_x's: one program per (step tile, head, sequence, chunk)
     runs_grid: tuple  # chunk_grad_c/b's: one per (step tile, head run, sequence, chunk)
     runs: int  # head runs per group (their partials of dB and dC summed by grad_sums_kernel where > 1)
@@ -190,6 +194,10 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
         out={"T": T, "BT": out_t, "BK": out_k, "BP": BP, "NP": NP, "num_warps": tiling.out_warps, **dots},
         out_grid=((T // out_t) * cdiv(P, BP) * H * Bt * nc,),
         grad={"T": T, "BT": BT, "BK": BK, "PP": PP, "NP": NP, "num_warps": tiling.grad_warps, **dots},
+        grad_c={
+            **{"T": T, "BT": BT, "BK": min(BT, pad(tiling.c_k)) if tiling.c_k else BK, "PP": PP, "NP": NP, **dots},
+            **{"num_warps": tiling.c_warps or tiling.grad_warps, "num_stages": tiling.c_stages or tiling.stages},
+        },
         grad_grid=((T // BT) * H * Bt * nc,),
         runs_grid=(group_programs * runs,),
         runs=runs,
@@ -264,7 +272,7 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
         dBk, dCk = run_parts
     dat = torch.empty((Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, states, dCk, dat, *runs_common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
-    _launch(chunk_grad_c_kernel, p.runs_grid, (*args, *dCk.stride()[:4]), p.grad)
+    _launch(chunk_grad_c_kernel, p.runs_grid, (*args, *dCk.stride()[:4]), p.grad_c)
     args = (x, Cm, dy, da, dstates, dBk, *runs_common, *x.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3], *dBk.stride()[:4])
     _launch(chunk_grad_b_kernel, p.runs_grid, args, p.grad)
     dx = torch.empty((Bt, L, H, P), device=dev, dtype=x.dtype)
