@@ -139,6 +139,20 @@ def sweep(series_points: list, axis: str, title: str):
     return _finish(fig, ax, AXIS_LABEL.get(axis, axis), "ms per step (median)", title)
 
 
+def bars(rows: list, title: str):
+    """Horizontal bars, one per (label, value) of ``rows``, top to bottom: tokens/s of each backend
+    and implementation at each point of a throughput or latency run."""
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.24 * len(rows)))
+    ys = range(len(rows))[::-1]
+    ax.barh(list(ys), [v for _, v in rows], color=[f"C{i % 10}" for i in range(len(rows))])
+    ax.set_yticks(list(ys), [label for label, _ in rows], fontsize=7)
+    ax.set_xlabel("tokens/s")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0)
+    fig.tight_layout()
+    return fig
+
+
 def svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg")

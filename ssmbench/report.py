@@ -63,17 +63,9 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
         f"{len(records)} records" + (f" from {len(sources)} file(s)" if sources else "") + f", generated {now}.",
         "",
     ]
-    out += [
-        "Cells per backend/device: **tok/s** (tokens per second at the median step), **ms/step** median (IQR),",
-        f"and **peak** memory (see Machines for its source). {UNSTABLE_MARK} marks an unstable point: IQR >= 10% of the median.",
-        "The scan suite's ops alone: **ms/call** as called (eager, host launch costs included) and **graph ms**, the same",
-        "op replayed from a device graph (the device's time alone), where the backend captures graphs.",
-        "Parity rows: relative error ||out - ref|| / ||ref|| against the float64 reference, and the tolerance it must stay under.",
-        "",
-    ]
     failures = []
     for suite, t in tables(records).items():
-        out += [f"## {suite}", ""]
+        out += [f"## {suite}", ""] + secs.get(suite, [])  # what the run found, its plots first
         head = ROW_HEAD + ["params"]
         cells_of, names = {"parity": (parity_fields, PARITY_HEAD), "scan": (op_fields, OP_HEAD)}.get(suite, (cell_fields, CELL_HEAD))
         for g in t["groups"]:
@@ -87,8 +79,8 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
                 if rec and rec["status"] != "ok":
                     failures.append((suite, g, rec))
             rows.append(cells)
-        out += md_table(head, rows)
-        out += secs.get(suite, [])
+        summary = f"All {len(rows)} points of {suite}, by {' and '.join(t['groups'])}"
+        out += folded(summary, [LEGEND.get(suite, LEGEND["*"]), ""] + md_table(head, rows))
     out += secs.get("efficiency", [])
     out += secs.get("published", [])
     if failures:
@@ -99,6 +91,20 @@ def markdown(records: list[dict], sources: list[str] | None = None, figure=None)
         out += ["## Points that did not complete", ""] + md_table(["suite", "group", "point", "status", "message"], rows)
     out += machines_md(records)
     return "\n".join(out)
+
+
+LEGEND = {
+    "*": "Cells: **tok/s** at the median step, **ms/step** median (IQR), **peak** memory (Machines: its source); "
+    f"{UNSTABLE_MARK}: IQR >= 10% of the median.",
+    "scan": "Cells: **ms/call** as called (eager: the host's launch costs included), **graph ms** replayed from a device graph "
+    "(the device's time alone, where the backend captures graphs), **peak** memory.",
+    "parity": "Cells: relative error ||out - ref|| / ||ref|| against the float64 reference, and the tolerance it must stay under.",
+}
+
+
+def folded(summary: str, lines: list[str]) -> list[str]:
+    """``lines`` inside a collapsed <details> (GitHub renders it; ssmbench.html makes it one on the page)."""
+    return [f"<details><summary>{summary}</summary>", "", *lines, "</details>", ""]
 
 
 GRAPHED = (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from . import analysis as an
 from . import archs
-from .fmt import arch_scan, fmt_bytes, fmt_num, md_table, pct, scan_label
+from .fmt import arch_scan, fmt_bytes, fmt_num, md_table, model_label, pct, scan_label
 from .merge import latest_by_point
 from .results import group_of
 
@@ -49,6 +49,7 @@ def depth_md(records, figure: Figure | None) -> list[str]:
         "100% means cost exactly proportional to depth, above 100% a fixed cost (embedding, head, launch overhead) being amortised.",
         "",
     ]
+    out += _plot(figure, "depth", lambda: _plots().depth(ss))
     fits = []
     for s in ss:
         out += [f"*{_who(s.head)}*", ""]
@@ -76,7 +77,6 @@ def depth_md(records, figure: Figure | None) -> list[str]:
             ]
     if fits:
         out += ["Fits:", ""] + md_table(["series", "ms per layer (slope)", "intercept ms", "R²", "points"], fits)
-    out += _plot(figure, "depth", lambda: _plots().depth(ss))
     return out
 
 
@@ -91,6 +91,9 @@ def seqlen_md(records, figure: Figure | None) -> list[str]:
         "up to 2 for attention, and near 0 for Mamba's decode (O(1) state) against the Transformer's KV cache.",
         "",
     ]
+    for mode in dict.fromkeys(s.head["mode"] for s in ss):
+        out += _plot(figure, f"seqlen-{mode}", lambda mode=mode: plots.seqlen_latency(ss, mode))
+    out += _plot(figure, "seqlen-memory", lambda: plots.seqlen_memory(ss))
     rows = []
     for s in ss:
         lat = {v: an.median_ms(r) for v, r in s.points}
@@ -119,9 +122,6 @@ def seqlen_md(records, figure: Figure | None) -> list[str]:
                 for c in crossings
             ],
         )
-    for mode in dict.fromkeys(s.head["mode"] for s in ss):
-        out += _plot(figure, f"seqlen-{mode}", lambda mode=mode: plots.seqlen_latency(ss, mode))
-    out += _plot(figure, "seqlen-memory", lambda: plots.seqlen_memory(ss))
     return out
 
 
@@ -139,6 +139,8 @@ def ceiling_md(records, figure: Figure | None) -> list[str]:
         "resident memory above the process's once the framework started.",
         "",
     ]
+    for i, c in enumerate(cs):
+        out += _plot(figure, f"memory-{i}", lambda c=c: plots.ceiling(c))
     rows = []
     for c in cs:
         ceil = f"{c.ceiling}" if c.first_oom else f"≥ {c.ceiling}"
@@ -171,8 +173,6 @@ def ceiling_md(records, figure: Figure | None) -> list[str]:
         ],
         rows,
     )
-    for i, c in enumerate(cs):
-        out += _plot(figure, f"memory-{i}", lambda c=c: plots.ceiling(c))
     return out
 
 
@@ -190,9 +190,8 @@ def sweep_md(suite: str):
             fit = an.loglog_fit([v for v, _ in ok], [m for _, m in ok])
             rows.append([_who(pts[0][1]), ", ".join(f"{v}: {fmt_num(m)}" for v, m in ok), f"{fit.slope:.2f}" if fit else "-"])
         out += [f"**{an.AXIS_LABEL[axis]} sweep.** Median ms/step at each value; log-log slope (1: cost proportional to the value).", ""]
-        out += md_table(["series", "ms/step by value", "log-log slope"], rows)
         out += _plot(figure, suite, lambda: plots.sweep([(p[0][1], p) for p in ss.values()], axis, f"ms/step vs {an.AXIS_LABEL[axis]}"))
-        return out
+        return out + md_table(["series", "ms/step by value", "log-log slope"], rows)
 
     return md
 
@@ -236,8 +235,7 @@ def scan_md(records, figure: Figure | None) -> list[str]:
             cells.append("-" if not m else f"{fmt_num(m['step_ms']['median'])}{graph}" + (f" ({mult:.1f}×)" if mult else ""))
         top = (by_len[max(by_len)].get("metrics") or {}).get("achieved_bytes_per_s")
         rows.append([g, op, mode, dtype, *cells, fmt_num(top / 1e9) if top else "-"])
-    out += md_table(["where", "op", "mode", "dtype", *(f"L={L}" for L in lengths), "GB/s"], rows)
-    return out + _op_ratios(recs)
+    return _op_ratios(recs) + out + md_table(["where", "op", "mode", "dtype", *(f"L={L}" for L in lengths), "GB/s"], rows)
 
 
 def _device_ms(r: dict) -> float:
@@ -278,10 +276,10 @@ def _op_ratios(recs: list[dict]) -> list[str]:
                 claims.append([*where, SSD_VS_ATTENTION if other == "transformer" else SSD_VS_SCAN, _verdict(other, N, speedup)])
     if not rows:
         return []
-    out = ["", "Speed-up of each SSM's fastest scan (named) over the op against it (its time ÷ the SSM's; above 1: the SSM is faster):", ""]
+    out = ["Speed-up of each SSM's fastest scan (named) over the op against it (its time ÷ the SSM's; above 1: the SSM is faster):", ""]
     out += md_table(["where", "mode", "dtype", "SSM op", "against", "speed-up by length"], rows)
     if claims:
-        out += ["", "The Mamba-2 paper's claims (measured on an A100) against this device:", ""]
+        out += ["The Mamba-2 paper's claims (measured on an A100) against this device:", ""]
         out += md_table(["where", "mode", "dtype", "claim", "measured"], claims)
     return out
 
@@ -318,6 +316,41 @@ def _verdict(other: str, N: int, speedup: dict) -> str:
     if first <= 2048:
         return f"N {N}: faster from {first} on; holds"
     return f"N {N}: faster only from {first} on; later than the paper's 2K"
+
+
+# ---------------------------------------------------------------------------- throughput / latency
+def _runner(r: dict) -> str:
+    """Who ran a point: where, and the scan (with the implementation where it is not ssmbench's)."""
+    return f"{group_of(r)} {scan_label(r)}"
+
+
+def fastest_md(suite: str):
+    """Each point's fastest backend/implementation and how far behind the others are, with bars."""
+
+    def md(records, figure: Figure | None) -> list[str]:
+        points: dict[tuple, list] = {}
+        for r in latest_by_point(records).values():
+            if r["suite"] == suite and an.median_ms(r) is not None:
+                points.setdefault((r["arch"], r["mode"], r["dtype"], model_label(r), r["batch"], r["seq_len"]), []).append(r)
+        if not points:
+            return []
+        rows, bars = [], {}
+        for (_, mode, dtype, model, B, L), rs in points.items():
+            rs = sorted(rs, key=an.median_ms)
+            best = rs[0]
+            behind = ", ".join(f"{_runner(r)} {an.median_ms(r) / an.median_ms(best):.2f}×" for r in rs[1:]) or "-"
+            tok = (best.get("metrics") or {}).get("tokens_per_s")
+            rows.append([model, mode, dtype, f"{B} x {L}", _runner(best), fmt_num(tok), fmt_num(an.median_ms(best)), behind])
+            for r in rs:
+                tok_r = (r.get("metrics") or {}).get("tokens_per_s") or 0
+                bars.setdefault(mode, []).append((f"{model} {dtype} {B}x{L} · {_runner(r)}", tok_r))
+        out = ["**Fastest at each point**, and each other backend or implementation's step time as a multiple of it.", ""]
+        for mode, bs in bars.items():
+            if len(bs) > 1:
+                out += _plot(figure, f"{suite}-{mode}", lambda mode=mode, bs=bs: _plots().bars(bs[:40], f"{suite}, {mode}: tokens/s"))
+        return out + md_table(["model", "mode", "dtype", "B x L", "fastest", "tok/s", "ms/step", "others (× its time)"], rows)
+
+    return md
 
 
 # ---------------------------------------------------------------------------- hardware efficiency
@@ -359,6 +392,8 @@ def efficiency_md(records, figure: Figure | None) -> list[str]:
 
 SECTIONS = {
     "efficiency": efficiency_md,
+    "throughput": fastest_md("throughput"),
+    "latency": fastest_md("latency"),
     "scan": scan_md,
     "depth-scaling": depth_md,
     "seqlen": seqlen_md,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -303,6 +304,39 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     colours = {tuple((px * 8).astype(int)) for px in img.reshape(-1, 3)[::97]}
     assert len(colours) > 20, "no plot colours painted"  # text alone is black on white
     assert not math.isnan(float(img.mean()))
+
+
+PROBE = """<script>
+const wide = [...document.querySelectorAll('*')]
+  .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible');
+const f = document.querySelector('figure');
+document.body.setAttribute('data-probe', JSON.stringify({page: document.documentElement.scrollWidth, view: innerWidth,
+  scrolling: wide.length, figure: f ? f.getBoundingClientRect().bottom : null, fold: innerHeight,
+  closed: [...document.querySelectorAll('details')].filter(d => !d.open).length, tables: document.querySelectorAll('table').length}));
+</script></body>"""
+
+
+@pytest.mark.skipif(
+    chromium() is None and not os.environ.get("SSMBENCH_REQUIRE_BROWSER"), reason="no Chromium (make test installs Debian's)"
+)
+def test_html_report_puts_plots_above_the_fold_and_fits_1400_px_for_two_backends(tmp_path):
+    """At 1400 x 900 a report of two backends needs no sideways scrolling (the page and every
+    element) and its first plot is whole above the fold; the full tables are there, folded. The
+    layout is measured by Chromium itself (a probe script in a copy of the page; the report has none)."""
+    import json
+
+    from ssmbench.report import html_text
+
+    recs = all_suite_records()
+    recs += [{**r, "backend": "jax-cpu", "framework": "jax", "run_id": "run2"} for r in recs]  # the same points on a second backend
+    page = tmp_path / "report.html"
+    page.write_text(html_text(recs, ["x.jsonl"]).replace("</body>", PROBE))
+    cmd = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900", "--dump-dom", page.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
+    got = json.loads(re.search(r'data-probe="([^"]*)"', dom).group(1).replace("&quot;", '"'))
+    assert got["page"] <= got["view"] and got["scrolling"] == 0, got
+    assert got["figure"] is not None and got["figure"] <= got["fold"], got
+    assert got["closed"] >= 4 and got["tables"] >= 8, got
 
 
 def test_the_report_keeps_failed_and_skipped_sweep_points(run_cli, tmp_path):

@@ -66,14 +66,15 @@ def md(records):
 
 
 def md_tables(text: str) -> dict:
-    """{section heading: (header cells, [row cells, ...])} for every markdown table in the text."""
+    """{section heading: (header cells, [row cells, ...])} of each section's last markdown table: a
+    suite's full table, which follows what the run found."""
     out, heading, lines = {}, None, text.splitlines()
     i = 0
     while i < len(lines):
         line = lines[i]
         if line.startswith("## "):
             heading = line[3:]
-        elif line.startswith("| ") and heading not in out:
+        elif line.startswith("| "):
             rows = []
             while i < len(lines) and lines[i].startswith("|"):
                 rows.append([c.strip() for c in lines[i].strip()[1:-1].split(" | ")])

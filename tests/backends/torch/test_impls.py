@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import options
 
 from ssmbench import archs, parity
 from ssmbench.archs.mamba import Config as MambaConfig
@@ -13,7 +14,6 @@ from ssmbench.archs.mamba2 import Config as Mamba2Config
 from ssmbench.interface import BackendUnavailable
 from ssmbench.plan import expand_points
 from ssmbench.weights import init_weights
-from conftest import options
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
