@@ -14,7 +14,7 @@ TF     ?= $(if $(GPU),tensorflow[and-cuda],$(if $(filter Darwin,$(shell uname -s
 # ci-smoke: every suite on every backend, at the fewest points that still exercise it (< 5 min on
 # 2 cores). Train runs in throughput; forward in throughput and depth-scaling; decode in latency
 # and seqlen; the scan alone (fwd+bwd) vs attention in scan; every scan, dtype and path against
-# the reference in `make test` (parity: float32 here).
+# the reference in `make test` (parity: float32 here); the other implementations (--impl) each path once.
 SMOKE_OUT := reports/ci-smoke
 SMOKE_BASE := --backend all --quick --out $(SMOKE_OUT)/results --timeout 300
 SMOKE  := $(SMOKE_BASE) --arch all
@@ -53,6 +53,7 @@ ci-smoke: install
 	$(SSM) run seqlen $(SMOKE) --max-len 64 --mode decode
 	$(SSM) run scan $(SMOKE) --max-len 64 --mode train --scan sequential
 	$(SSM) run memory-ceiling $(SMOKE_BASE) --memory-limit 300MB
+	$(SSM) run throughput --backend torch-cpu --quick --out $(SMOKE_OUT)/results --timeout 300 --arch mamba,mamba2 --impl hf,mamba-ssm --mode train,forward,decode
 	$(SSM) report $(SMOKE_OUT)/results --format markdown --output $(SMOKE_OUT)/report.md
 	$(SSM) report $(SMOKE_OUT)/results --format html --output $(SMOKE_OUT)/report.html
 	@echo "ci-smoke report: $(SMOKE_OUT)/report.md, $(SMOKE_OUT)/report.html"
