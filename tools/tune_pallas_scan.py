@@ -38,6 +38,9 @@ CANDIDATES = {  # overrides of TILING's (tc, be, warps)
     "be128_warps2": {"be": 128, "warps": 2},
     "be128_warps4": {"be": 128, "warps": 4},
     "tc4_be64": {"tc": 4, "be": 64},
+    "be16_warps2": {"be": 16, "warps": 2},
+    "tc16_warps2": {"tc": 16, "warps": 2},  # half the kept states (memory)
+    "tc16_be64_warps2": {"tc": 16, "be": 64, "warps": 2},
 }
 
 

@@ -78,7 +78,8 @@ class Tiling:
     grad_t: int = 64  # chunk_grad_c / chunk_grad_b / chunk_grad_x: a program's own steps (BT)
     grad_k: int = 32  # steps per tile of their loops over the other side (BK)
     grad_warps: int = 8
-    c_k: int = 0  # chunk_grad_c alone (0: grad_k / grad_warps / stages): it holds the most live tiles
+    c_t: int = 0  # chunk_grad_c alone (0: grad_t / grad_k / grad_warps / stages): it holds the most live tiles
+    c_k: int = 0
     c_warps: int = 0
     c_stages: int = 0
     stages: int = 2  # num_stages of the kernels with dot loops
@@ -160,6 +161,7 @@ class _Plan:
     out_grid: tuple
     grad: dict  # chunk_grad_b / chunk_grad_x
     grad_c: dict  # chunk_grad_c
+    c_grid: tuple  # chunk_grad_c's: as runs_grid, at its own step tile
     grad_grid: tuple  # chunk_grad_x's: one program per (step tile, head, sequence, chunk)
     runs_grid: tuple  # chunk_grad_c/b's: one per (step tile, head run, sequence, chunk)
     runs: int  # head runs per group (their partials of dB and dC summed by grad_sums_kernel where > 1)
@@ -180,6 +182,7 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
     out_k, BP = min(out_t, pad(tiling.out_k)), min(PP, pad(tiling.out_p))
     BT = min(T, pad(tiling.grad_t))
     BK = min(BT, pad(tiling.grad_k))
+    BTc = min(T, pad(tiling.c_t)) if tiling.c_t else BT
     BH = min(next_power_of_2(tiling.heads_block), next_power_of_2(H))
     state_tiles = cdiv(P, BPs) * cdiv(N, BNs)
     group_programs = (T // BT) * G * Bt * nc
@@ -195,11 +198,12 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
         out_grid=((T // out_t) * cdiv(P, BP) * H * Bt * nc,),
         grad={"T": T, "BT": BT, "BK": BK, "PP": PP, "NP": NP, "num_warps": tiling.grad_warps, **dots},
         grad_c={
-            **{"T": T, "BT": BT, "BK": min(BT, pad(tiling.c_k)) if tiling.c_k else BK, "PP": PP, "NP": NP, **dots},
+            **{"T": T, "BT": BTc, "BK": min(BTc, pad(tiling.c_k or tiling.grad_k)), "PP": PP, "NP": NP, **dots},
             **{"num_warps": tiling.c_warps or tiling.grad_warps, "num_stages": tiling.c_stages or tiling.stages},
         },
         grad_grid=((T // BT) * H * Bt * nc,),
         runs_grid=(group_programs * runs,),
+        c_grid=((T // BTc) * G * Bt * nc * runs,),
         runs=runs,
         heads={"T": T, "BH": BH},
         heads_grid=(cdiv(H, BH) * Bt * nc,),
@@ -272,7 +276,7 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
         dBk, dCk = run_parts
     dat = torch.empty((Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, states, dCk, dat, *runs_common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
-    _launch(chunk_grad_c_kernel, p.runs_grid, (*args, *dCk.stride()[:4]), p.grad_c)
+    _launch(chunk_grad_c_kernel, p.c_grid, (*args, *dCk.stride()[:4]), p.grad_c)
     args = (x, Cm, dy, da, dstates, dBk, *runs_common, *x.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3], *dBk.stride()[:4])
     _launch(chunk_grad_b_kernel, p.runs_grid, args, p.grad)
     dx = torch.empty((Bt, L, H, P), device=dev, dtype=x.dtype)

@@ -99,7 +99,7 @@ CASES = {  # (Bt, L, H, P, G, N), T, initial state, tiling (None: fp32's default
         (1, 64, 2, 6, 2, 18),
         32,
         True,
-        ts.Tiling(out_t=32, out_k=16, grad_t=32, grad_k=16, state_n=16, c_k=32, c_warps=2, c_stages=1),
+        ts.Tiling(out_t=32, out_k=16, grad_t=32, grad_k=16, state_n=16, c_t=16, c_k=16, c_warps=2, c_stages=1),
     ),
     "shorter than one chunk": ((2, 5, 4, 6, 2, 5), 16, False, None),
     "more chunks than grad_sums_kernel sums in one block of rows": ((2, 150, 2, 4, 1, 4), 16, False, None),
