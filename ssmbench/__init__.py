@@ -15,19 +15,26 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from pathlib import Path
+
 import numpy as np
 
 from . import archs
 from .checkpoints import load_any as load_weights
+from .checkpoints import open_checkpoint
 from .weights import infer_config
 
 __all__ = ["__version__", "load_weights", "logits", "decode_logits"]
 
 
 def _prepare(weights, tokens, ngroups):
-    if not isinstance(weights, dict):
-        weights = load_weights(weights)
-    arch, cfg = infer_config(weights, ngroups)
+    if not isinstance(weights, dict) and Path(weights).is_dir():  # a checkpoint folder: its config.json says ngroups
+        ck = open_checkpoint(weights)
+        weights, arch = ck.load(), ck.arch
+        cfg = archs.config(arch, {**ck.config, **({"ngroups": ngroups} if ngroups and arch == "mamba2" else {})})
+    else:
+        weights = weights if isinstance(weights, dict) else load_weights(weights)
+        arch, cfg = infer_config(weights, ngroups)
     tokens = np.asarray(tokens)
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (batch, length), got shape {tokens.shape}")
@@ -38,7 +45,8 @@ def _prepare(weights, tokens, ngroups):
 
 def logits(backend: str, weights, tokens, *, scan: str | None = None, dtype: str = "float32", ngroups: int | None = None) -> np.ndarray:
     """Logits of the parallel (training / prefill) path. tokens (B, L) -> (B, L, V). ``ngroups``:
-    Mamba-2's groups of heads sharing B and C, which its shapes do not tell (1 unless given)."""
+    Mamba-2's groups of heads sharing B and C, which its shapes do not tell (a checkpoint folder's
+    config.json does; else 1 unless given)."""
     weights, arch, cfg, tokens = _prepare(weights, tokens, ngroups)
     if backend == "reference":
         return archs.get(arch).logits(weights, tokens, cfg)

@@ -106,16 +106,22 @@ def test_a_mamba_ssm_folder_with_a_bf16_pytorch_model_bin(tmp_path):
 
 
 def test_the_checkpoints_logits_are_the_references_through_the_python_api(tmp_path):
-    """ssmbench.logits on a Hugging Face Mamba-2 folder (2 groups, told) equals the float64
-    reference on the weights it was made from."""
+    """ssmbench.logits on a Hugging Face Mamba-2 folder (2 groups) equals the float64 reference on
+    the weights it was made from: given the folder, its config.json tells the groups; given the
+    weights alone, the caller does."""
     import ssmbench
 
     torch = pytest.importorskip("torch")  # noqa: F841 - the backend's framework
     w = write_checkpoint(tmp_path / "ck", "hf", "mamba2", M2)
     tokens = np.random.default_rng(0).integers(0, M2.vocab, (2, 19))
-    got = ssmbench.logits("torch-cpu", load_weights(tmp_path / "ck"), tokens, ngroups=2)
     want = archs.mamba2.logits({k: v.astype(np.float64) for k, v in w.items()}, tokens, M2)
-    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+    for got in (
+        ssmbench.logits("torch-cpu", tmp_path / "ck", tokens),
+        ssmbench.logits("torch-cpu", load_weights(tmp_path / "ck"), tokens, ngroups=2),
+    ):
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+    one_group = ssmbench.logits("torch-cpu", load_weights(tmp_path / "ck"), tokens)  # the shapes alone: 1 group, another model
+    assert np.linalg.norm(one_group - want) / np.linalg.norm(want) > 1e-2
 
 
 @pytest.mark.parametrize("arch", ["mamba", "mamba2"])
