@@ -113,7 +113,8 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
             refs[c.arch] = archs.get(c.arch).logits(weights[c.arch], tokens, cfg)
         res = {**c.to_dict(), "tolerance": TOLERANCE[c.dtype], "rel_err": None, "passed": False, "error": None}
         try:
-            got = _logits(backend, c, weights[c.arch], cfg, tokens)
+            got, how = _logits(backend, c, weights[c.arch], cfg, tokens)
+            res.update(how)  # another implementation's version and code path (--impl), failed or not
             err = float(np.linalg.norm(got.astype(np.float64) - refs[c.arch]) / np.linalg.norm(refs[c.arch]))
             res["rel_err"] = err if np.isfinite(err) else None
             res["passed"] = bool(np.isfinite(err) and err < res["tolerance"])
@@ -127,7 +128,8 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
     return out
 
 
-def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
+def _logits(b, c: Check, weights, cfg, tokens) -> tuple[np.ndarray, dict]:
+    """The check's logits, and (for another implementation) its version and code path."""
     if c.impl != "ssmbench":
         model = b.build(c.arch, weights, cfg, scan=None, dtype=c.dtype, impl=c.impl)
     else:
@@ -136,8 +138,10 @@ def _logits(b, c: Check, weights, cfg, tokens) -> np.ndarray:
     if c.mode == "forward":
         out = b.forward(model, b.tokens(tokens))
         b.synchronize(out)
-        return b.to_numpy(out)
-    return decode_all(b, model, tokens)
+        out = b.to_numpy(out)
+    else:
+        out = decode_all(b, model, tokens)
+    return out, (b.execution(model) if c.impl != "ssmbench" else {})
 
 
 def describe(res: dict) -> str:

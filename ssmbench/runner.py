@@ -156,6 +156,7 @@ def measure_checks(point: Point, run_id: str, env: dict) -> list[dict]:
         if r.get("unavailable"):  # an implementation (--impl) that cannot run here: said as a backend's would be
             out.append(make_record(cp, run_id, env, status="unavailable", error=r["error"], **kw))
             continue
+        kw |= {k: r[k] for k in ("impl_version", "impl_path") if k in r}
         out.append(
             make_record(
                 cp,

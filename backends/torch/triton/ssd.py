@@ -93,8 +93,13 @@ class Tiling:
 # other side cut forward + backward from 2.14 to 1.23 ms at 2048 (0.60 -> 0.37 at 512, 8.0 ->
 # 4.5 at 8192); 32-step dots in chunk_state cut the forward 8-10% (tools/peer_mamba2.py tune,
 # docs/results.md). fp32 dots are IEEE (FMA, not tensor cores), whose registers grow with the
-# tiles: smaller ones (chunk_grad_c still spills 324 bytes); not yet timed.
-_SIXTEEN_BIT = Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3)
+# tiles: smaller ones (chunk_grad_c still spills 324 bytes); not yet timed. A later search (fourth
+# session, reports/h100-2026-12-06-mamba2 tune-5..7): ncu showed chunk_grad_c at 255 registers with
+# local-memory spills; 32-step tiles over the other side in it alone (c_k) and 12 programs an SM
+# (more head runs, their sums now one kernel) took forward + backward to 0.334 / 1.164-1.166 /
+# 4.35 ms at 512 / 2048 / 8192 (from 0.363 / 1.208-1.211 / 4.57), mamba-ssm's 0.403 / 1.138-1.149 /
+# 4.53 in the same calls. More warps or shorter step tiles for chunk_grad_c were slower.
+_SIXTEEN_BIT = Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3, c_k=32, per_sm=12)
 TILINGS = {
     torch.bfloat16: _SIXTEEN_BIT,
     torch.float16: _SIXTEEN_BIT,

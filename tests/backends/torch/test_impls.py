@@ -112,3 +112,4 @@ def test_cli_records_carry_the_impl_its_version_and_path(run_cli, tmp_path):
     assert "recurrent (hf)" in out  # the table tells the two decode rows apart
     parity_recs = [json.loads(line) for f in tmp_path.glob("parity-*.jsonl") for line in f.read_text().splitlines()]
     assert {(r["impl"], r["mode"]) for r in parity_recs} >= {("hf", "forward"), ("hf", "decode")}
+    assert all(r["impl_version"] and r["impl_path"] for r in parity_recs if r["impl"] == "hf")  # a failed check says whose code too

@@ -89,17 +89,17 @@ def run_both(ins, T, seed=1):
 
 CASES = {  # (Bt, L, H, P, G, N), T, initial state, tiling (None: fp32's default)
     "ragged last chunk, initial state, 2 groups": ((2, 37, 4, 6, 2, 5), 16, True, None),
-    "2 step tiles a chunk (the 2nd past L), split state tiles, a run a head": (
+    "2 step tiles a chunk (the 2nd past L; chunk_grad_c's one), split state tiles, a run a head": (
         (1, 40, 4, 20, 1, 5),
         32,
         False,
-        ts.Tiling(out_t=16, out_k=16, grad_t=16, grad_k=16, state_p=16, state_k=16, per_sm=10**6),
+        ts.Tiling(out_t=16, out_k=16, grad_t=16, grad_k=16, state_p=16, state_k=16, per_sm=10**6, c_t=32),  # chunk_grad_c: its own grid
     ),
     "inner tiles smaller than a program's (chunk_grad_c's its own), whole chunks, a head a group": (
         (1, 64, 2, 6, 2, 18),
         32,
         True,
-        ts.Tiling(out_t=32, out_k=16, grad_t=32, grad_k=16, state_n=16, c_t=16, c_k=16, c_warps=2, c_stages=1),
+        ts.Tiling(out_t=32, out_k=16, grad_t=32, grad_k=32, state_n=16, c_k=16, c_warps=2, c_stages=1),
     ),
     "shorter than one chunk": ((2, 5, 4, 6, 2, 5), 16, False, None),
     "more chunks than grad_sums_kernel sums in one block of rows": ((2, 150, 2, 4, 1, 4), 16, False, None),
