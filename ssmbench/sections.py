@@ -318,6 +318,19 @@ def _verdict(other: str, N: int, speedup: dict) -> str:
     return f"N {N}: faster only from {first} on; later than the paper's 2K"
 
 
+# ---------------------------------------------------------------------------- parity
+def parity_md(records, figure: Figure | None) -> list[str]:
+    """How many checks passed, and each that did not, in a line."""
+    recs = [r for r in latest_by_point(records).values() if r["suite"] == "parity"]
+    if not recs:
+        return []
+    bad = [r for r in recs if r["status"] != "ok"]
+    out = [f"**{len(recs) - len(bad)} of {len(recs)} checks passed** against the float64 reference.", ""]
+    for r in bad:
+        out += [f"- {group_of(r)} · {arch_scan(r)} · {r['mode']} · {r['dtype']}: {r['status']}, {(r.get('error') or '')[:200]}"]
+    return out + ([""] if bad else [])
+
+
 # ---------------------------------------------------------------------------- throughput / latency
 def _runner(r: dict) -> str:
     """Who ran a point: where, and the scan (with the implementation where it is not ssmbench's)."""
@@ -392,6 +405,7 @@ def efficiency_md(records, figure: Figure | None) -> list[str]:
 
 SECTIONS = {
     "efficiency": efficiency_md,
+    "parity": parity_md,
     "throughput": fastest_md("throughput"),
     "latency": fastest_md("latency"),
     "scan": scan_md,

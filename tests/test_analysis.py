@@ -347,3 +347,21 @@ def test_the_report_keeps_failed_and_skipped_sweep_points(run_cli, tmp_path):
 
     md = markdown(recs)
     assert "timeout at 128" in md and "not run: seq_len 128 already ended timeout" in md
+
+
+def test_the_report_leads_each_suite_with_what_it_found():
+    """Parity says how many checks passed and names each failure; throughput names the fastest
+    backend or implementation at each point and the others' multiples of its time; then the full
+    tables, folded."""
+    from ssmbench.report import markdown
+
+    ok = rec("parity", mode="forward", scan="chunked")
+    bad = {**rec("parity", mode="decode", scan="recurrent", status="error"), "error": "relative error 4.1e-01 >= tolerance 3e-02"}
+    fast = rec("throughput", ms=10.0)
+    hf = {**rec("throughput", ms=25.0, scan="hf"), "impl": "hf"}
+    md = markdown([ok, bad, fast, hf])
+    assert "**1 of 2 checks passed**" in md and "Test CPU · mamba · decode · float32: error, relative error 4.1e-01" in md
+    assert "| torch-cpu · Test CPU chunked |" in md and "torch-cpu · Test CPU hf 2.50×" in md
+    for suite in ("parity", "throughput"):
+        section = md.split(f"## {suite}\n")[1].split("\n## ")[0]
+        assert section.index("<details><summary>All ") > section.index("**"), suite  # what it found, then the table

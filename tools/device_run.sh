@@ -104,6 +104,7 @@ for STEP in "$@"; do
     impls-fallback)  # issue 25: without mamba_ssm importable, transformers runs its torch fallback
            $SSM run throughput -b torch-cuda --preset mamba-130m --arch mamba --impl ssmbench,hf --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R
            $SSM run throughput -b torch-cuda --preset mamba2-130m --impl hf --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R ;;
+    jax-peer) python3 "$REPO/.peer/time_jax_peer.py" --scan both | tee "$OUT/jax-peer.jsonl" ;;  # issue 24's fairness table: a public JAX Mamba (vvvm23/mamba-jax) at 130M; carry .peer and .whl-peer (its wheels), never committed
     mamba2-both) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 240 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 23's jax-cuda ratio, one call
     *) echo "unknown step $STEP" ;;
   esac

@@ -33,7 +33,9 @@ HF_NAMES = {"backbone.embedding.weight": "backbone.embeddings.weight"}  # ours -
 
 
 class _Warnings(logging.Handler):
-    """transformers' warnings of this process: the fallbacks it takes say so once (warning_once)."""
+    """transformers' warnings of this process: each fallback it takes says so once (warning_once),
+    so a model's code path is read from everything said since the process started (a worker
+    builds one model; the parity worker's later models share the first one's warnings)."""
 
     def __init__(self):
         super().__init__(logging.WARNING)
@@ -136,8 +138,7 @@ class HF(External):
     impl = "hf"
 
     def __init__(self, arch, weights, cfg, device, amp_dtype):
-        seen = _warnings()
-        self.first_warning = len(seen.messages)
+        _warnings()  # listening before transformers is imported: some versions warn as they build a model
         module = _hf_module(arch, cfg)
         _load(module, {HF_NAMES.get(k, k): torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()})
         super().__init__(module.to(device), device, amp_dtype)
@@ -171,7 +172,7 @@ class HF(External):
     def execution(self) -> dict:
         import transformers
 
-        said = _warnings().messages[self.first_warning :]
+        said = _warnings().messages  # the process's: transformers says each fallback once a process
         fell = sorted({n for m in said for n in re.findall(r"`(\w+)` is falling back", m)})  # transformers 5
         if any("fast path is not available" in m for m in said):  # transformers 4: all of the mixer or none
             fell.append("the fast path (a kernel package missing)")
