@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 
 LIBRARIES = ("numpy", "torch", "triton", "jax", "jaxlib", "jax-metal", "tensorflow", "tensorflow-cpu", "mlx", "safetensors")
+LIBRARIES += ("transformers", "mamba-ssm", "causal-conv1d")  # --impl: whose code, and the kernels it picks up
+
 ENV_VARS = (
     "CUDA_VISIBLE_DEVICES",
     "XLA_FLAGS",
