@@ -34,14 +34,22 @@ class Check:
     scan: str  # the Mamba scan; "recurrent" for decode, "attention" for the Transformer
     dtype: str
     impl: str = "ssmbench"  # whose implementation (--impl): another's is checked as ssmbench's own is
+    ngroups: int | None = None  # another implementation's Mamba-2 is checked at the timed model's groups (None: SETTINGS')
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def check_for(arch: str, mode: str, scan: str, dtype: str, impl: str = "ssmbench") -> Check:
-    """The check that covers a timed point: train and forward share the parallel path."""
-    return Check(arch, "decode" if mode == "decode" else "forward", scan, dtype, impl)
+def check_for(arch: str, mode: str, scan: str, dtype: str, impl: str = "ssmbench", ngroups: int | None = None) -> Check:
+    """The check that covers a timed point: train and forward share the parallel path. ssmbench's
+    own Mamba-2 is checked at 2 groups, which covers every count; another implementation at the
+    point's own (``ngroups``), so one that is right for 1-group models only (transformers' norm
+    was per model, not per group, until a fix) can still be timed on them, and is refused on others."""
+    groups = None
+    if impl != "ssmbench" and arch == "mamba2":
+        heads = MODEL.expand * MODEL.d_model // SETTINGS["mamba2"]["headdim"]
+        groups = ngroups if ngroups and heads % ngroups == 0 else SETTINGS["mamba2"]["ngroups"]  # else the default's 2
+    return Check(arch, "decode" if mode == "decode" else "forward", scan, dtype, impl, groups)
 
 
 def checks_for(cls, names, dtypes=None, scans=None, impls=("ssmbench",)) -> list[Check]:
@@ -50,7 +58,7 @@ def checks_for(cls, names, dtypes=None, scans=None, impls=("ssmbench",)) -> list
     out = []
     for dtype in [d for d in cls.dtypes if dtypes is None or d in dtypes]:
         for impl in (i for i in impls if i != "ssmbench" and i in cls.impls):
-            out += [Check(arch, mode, impl if mode == "forward" else archs.get(arch).DECODE_SCAN, dtype, impl) for arch in names
+            out += [check_for(arch, mode, impl if mode == "forward" else archs.get(arch).DECODE_SCAN, dtype, impl) for arch in names
                     if not archs.is_attention(arch) for mode in ("forward", "decode")]  # fmt: skip
         if "ssmbench" not in impls:
             continue
@@ -94,8 +102,9 @@ def decode_all(b, model, tokens) -> np.ndarray:
     return np.stack(steps, axis=1)
 
 
-def model_config(arch: str):
-    return archs.get(arch).config_for(MODEL, **SETTINGS.get(arch, {}))
+def model_config(arch: str, ngroups: int | None = None):
+    """The odd-shaped model a check runs (``ngroups``: Mamba-2's groups, where not SETTINGS')."""
+    return archs.get(arch).config_for(MODEL, **{**SETTINGS.get(arch, {}), **({"ngroups": ngroups} if ngroups else {})})
 
 
 def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
@@ -107,15 +116,15 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
     refs, weights = {}, {}
     out = []
     for c in checks:
-        cfg = model_config(c.arch)
-        if c.arch not in refs:
-            weights[c.arch] = init_weights(c.arch, cfg, seed=seed + 1, jitter=True)
-            refs[c.arch] = archs.get(c.arch).logits(weights[c.arch], tokens, cfg)
+        cfg, key = model_config(c.arch, c.ngroups), (c.arch, c.ngroups)
+        if key not in refs:
+            weights[key] = init_weights(c.arch, cfg, seed=seed + 1, jitter=True)
+            refs[key] = archs.get(c.arch).logits(weights[key], tokens, cfg)
         res = {**c.to_dict(), "tolerance": TOLERANCE[c.dtype], "rel_err": None, "passed": False, "error": None}
         try:
-            got, how = _logits(backend, c, weights[c.arch], cfg, tokens)
+            got, how = _logits(backend, c, weights[key], cfg, tokens)
             res.update(how)  # another implementation's version and code path (--impl), failed or not
-            err = float(np.linalg.norm(got.astype(np.float64) - refs[c.arch]) / np.linalg.norm(refs[c.arch]))
+            err = float(np.linalg.norm(got.astype(np.float64) - refs[key]) / np.linalg.norm(refs[key]))
             res["rel_err"] = err if np.isfinite(err) else None
             res["passed"] = bool(np.isfinite(err) and err < res["tolerance"])
             if not np.isfinite(err):

@@ -144,7 +144,7 @@ def measure_checks(point: Point, run_id: str, env: dict) -> list[dict]:
     duration = (time.perf_counter() - t0) / max(1, len(point.checks))
     out = []
     for c in map(lambda d: parity.Check(**d), point.checks):
-        cfg = parity.model_config(c.arch).to_dict()
+        cfg = parity.model_config(c.arch, c.ngroups).to_dict()
         cp = replace(point, arch=c.arch, mode=c.mode, scan=c.scan, dtype=c.dtype, config=cfg, checks=None, impl=c.impl)
         r = by_check.get(c)
         kw = dict(device=res.get("device"), env_backend=res.get("versions", {}), started_at=started, duration_s=duration)
@@ -184,7 +184,7 @@ class ParityGate:
         self.timeout = {}
         for p in points:
             if p.checks is None and not p.skip_reason:
-                self.needed.setdefault(p.backend, set()).add(parity.check_for(p.arch, p.mode, p.scan, p.dtype, p.impl))
+                self.needed.setdefault(p.backend, set()).add(_check_for(p))
                 self.timeout[p.backend] = p.timeout
         self.results: dict[tuple, dict] = {}
         self.done: set[str] = set()
@@ -197,7 +197,7 @@ class ParityGate:
             return None
         if p.backend not in self.done:
             self._run(p.backend)
-        return self.results.get((p.backend, parity.check_for(p.arch, p.mode, p.scan, p.dtype, p.impl)))
+        return self.results.get((p.backend, _check_for(p)))
 
     def _reusable(self, backend: str) -> dict:
         git = (self.env.get("ssmbench") or {}).get("git")
@@ -233,9 +233,14 @@ class ParityGate:
             self.results[(backend, _check_of(rec))] = rec
 
 
+def _check_for(p: Point) -> parity.Check:
+    return parity.check_for(p.arch, p.mode, p.scan, p.dtype, p.impl, (p.config or {}).get("ngroups"))
+
+
 def _check_of(rec: dict) -> parity.Check:
     """The check a parity record (or a worker's check result) holds; those from before --impl are ssmbench's."""
-    return parity.Check(rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec.get("impl", "ssmbench"))
+    groups = rec["ngroups"] if "ngroups" in rec else (rec.get("config") or {}).get("ngroups")
+    return parity.check_for(rec["arch"], rec["mode"], rec["scan"], rec["dtype"], rec.get("impl", "ssmbench"), groups)
 
 
 @dataclass

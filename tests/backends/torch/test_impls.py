@@ -113,3 +113,19 @@ def test_cli_records_carry_the_impl_its_version_and_path(run_cli, tmp_path):
     parity_recs = [json.loads(line) for f in tmp_path.glob("parity-*.jsonl") for line in f.read_text().splitlines()]
     assert {(r["impl"], r["mode"]) for r in parity_recs} >= {("hf", "forward"), ("hf", "decode")}
     assert all(r["impl_version"] and r["impl_path"] for r in parity_recs if r["impl"] == "hf")  # a failed check says whose code too
+
+
+def test_another_implementations_mamba2_is_checked_at_the_timed_models_groups():
+    """ssmbench's own Mamba-2 is checked at 2 groups (covering every count); another implementation
+    at the point's own, so one right for 1-group models only is timed on those and refused on others."""
+    from ssmbench.runner import ParityGate
+
+    for groups in (1, 4):
+        opts = options(backend=["torch-cpu"], arch="mamba2", impl=["ssmbench,hf"], ngroups=groups, headdim=16, d_model=32, layers=1)
+        gate = ParityGate(expand_points("throughput", opts, ["forward"]), ".", "r", {})
+        checks = {c.impl: c for c in gate.needed["torch-cpu"]}
+        assert checks["hf"].ngroups == groups and checks["ssmbench"].ngroups is None
+        assert parity.model_config("mamba2", checks["hf"].ngroups).ngroups == groups
+    assert parity.check_for("mamba2", "forward", "hf", "float32", "hf", 3).ngroups == 2  # 3 does not divide the check's 8 heads
+    res = parity.run_checks(tb.TorchCPU(), [parity.check_for("mamba2", "forward", "hf", "float32", "hf", 4)])
+    assert res[0]["passed"] and res[0]["ngroups"] == 4, res
