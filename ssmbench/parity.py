@@ -137,13 +137,19 @@ def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:
     return out
 
 
+def build_model(b, arch: str, weights, cfg, *, mode: str, scan: str, dtype: str, impl: str = "ssmbench"):
+    """The model a timed point or a check runs: ssmbench's under ``scan`` (none where the arch fixes
+    it or decode runs the recurrent step), or another implementation on its own scan (--impl;
+    BackendUnavailable where it cannot run here)."""
+    if impl != "ssmbench":
+        return b.build(arch, weights, cfg, scan=None, dtype=dtype, impl=impl)
+    own = scan if not archs.get(arch).FIXED_SCAN and mode != "decode" else None
+    return b.build(arch, weights, cfg, scan=own, dtype=dtype)
+
+
 def _logits(b, c: Check, weights, cfg, tokens) -> tuple[np.ndarray, dict]:
     """The check's logits, and (for another implementation) its version and code path."""
-    if c.impl != "ssmbench":
-        model = b.build(c.arch, weights, cfg, scan=None, dtype=c.dtype, impl=c.impl)
-    else:
-        scan = c.scan if not archs.get(c.arch).FIXED_SCAN and c.mode == "forward" else None
-        model = b.build(c.arch, weights, cfg, scan=scan, dtype=c.dtype)
+    model = build_model(b, c.arch, weights, cfg, mode=c.mode, scan=c.scan, dtype=c.dtype, impl=c.impl)
     if c.mode == "forward":
         out = b.forward(model, b.tokens(tokens))
         b.synchronize(out)

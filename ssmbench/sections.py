@@ -327,7 +327,7 @@ def parity_md(records, figure: Figure | None) -> list[str]:
     bad = [r for r in recs if r["status"] != "ok"]
     out = [f"**{len(recs) - len(bad)} of {len(recs)} checks passed** against the float64 reference.", ""]
     for r in bad:
-        out += [f"- {group_of(r)} · {arch_scan(r)} · {r['mode']} · {r['dtype']}: {r['status']}, {(r.get('error') or '')[:200]}"]
+        out += [f"- {_who(r)}: {r['status']}, {(r.get('error') or '')[:200]}"]
     return out + ([""] if bad else [])
 
 

@@ -23,6 +23,7 @@ from .checkpoints import checkpoint_weights
 from .envinfo import peak_rss_bytes
 from .interface import BackendUnavailable
 from .measure import time_steps
+from .parity import build_model
 from .plan import Point
 from .stats import summarize
 from .weights import count_params, init_weights
@@ -141,14 +142,10 @@ def measure(point: Point, out_path: str | None = None) -> dict:
             weights = checkpoint_weights(point.model_source) if point.model_source else init_weights(point.arch, cfg, point.seed)
             res["params"] = count_params(weights)
             backend.reset_peak_memory()
-            if point.impl != "ssmbench":  # another implementation (--impl), on its own scan
-                try:
-                    model = backend.build(point.arch, weights, cfg, scan=None, dtype=point.dtype, impl=point.impl)
-                except BackendUnavailable as e:
-                    return {**res, "status": "unavailable", "error": str(e)}
-            else:
-                scan = point.scan if not archs.get(point.arch).FIXED_SCAN and point.mode != "decode" else None
-                model = backend.build(point.arch, weights, cfg, scan=scan, dtype=point.dtype)
+            try:
+                model = build_model(backend, point.arch, weights, cfg, mode=point.mode, scan=point.scan, dtype=point.dtype, impl=point.impl)
+            except BackendUnavailable as e:  # another implementation (--impl) that cannot run here
+                return {**res, "status": "unavailable", "error": str(e)}
             del weights
             step = make_step(backend, model, point, cfg.vocab)
         meter = backend.energy_joules if backend.energy_joules() is not None else None

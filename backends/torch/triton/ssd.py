@@ -203,9 +203,15 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
         out_grid=((T // out_t) * cdiv(P, BP) * H * Bt * nc,),
         grad={"T": T, "BT": BT, "BK": BK, "PP": PP, "NP": NP, "num_warps": tiling.grad_warps, **dots},
         grad_c={
-            **{"T": T, "BT": BTc, "BK": min(BTc, pad(tiling.c_k or tiling.grad_k)), "PP": PP, "NP": NP, **dots},
-            **{"num_warps": tiling.c_warps or tiling.grad_warps, "num_stages": tiling.c_stages or tiling.stages},
-        },
+            "T": T,
+            "BT": BTc,
+            "BK": min(BTc, pad(tiling.c_k or tiling.grad_k)),
+            "PP": PP,
+            "NP": NP,
+            **dots,
+            "num_warps": tiling.c_warps or tiling.grad_warps,
+            "num_stages": tiling.c_stages or tiling.stages,
+        },  # fmt: skip
         grad_grid=((T // BT) * H * Bt * nc,),
         runs_grid=(group_programs * runs,),
         c_grid=((T // BTc) * G * Bt * nc * runs,),
