@@ -48,6 +48,7 @@ from . import cdiv, lastdim_contiguous, next_power_of_2, triton
 from .ssd_kernels import (
     chunk_cumsum_kernel,
     chunk_grad_b_kernel,
+    chunk_grad_c_hoisted_kernel,
     chunk_grad_c_kernel,
     chunk_grad_x_kernel,
     chunk_output_kernel,
@@ -82,6 +83,7 @@ class Tiling:
     c_k: int = 0
     c_warps: int = 0
     c_stages: int = 0
+    c_hoist: bool = False  # chunk_grad_c_hoisted_kernel: C_t·B_s once a run of heads, not once a head
     stages: int = 2  # num_stages of the kernels with dot loops
     heads_block: int = 8  # chunk_cumsum / dt_grad: heads per program
     per_sm: int = 4  # chunk_grad_c / chunk_grad_b: programs per SM to aim for (sets the head runs)
@@ -169,6 +171,7 @@ class _Plan:
     c_grid: tuple  # chunk_grad_c's: as runs_grid, at its own step tile
     grad_grid: tuple  # chunk_grad_x's: one program per (step tile, head, sequence, chunk)
     runs_grid: tuple  # chunk_grad_c/b's: one per (step tile, head run, sequence, chunk)
+    c_kernel: object  # chunk_grad_c_kernel or its hoisted form (Tiling.c_hoist)
     runs: int  # head runs per group (their partials of dB and dC summed by grad_sums_kernel where > 1)
     heads: dict  # chunk_cumsum / dt_grad
     heads_grid: tuple
@@ -211,10 +214,12 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
             **dots,
             "num_warps": tiling.c_warps or tiling.grad_warps,
             "num_stages": tiling.c_stages or tiling.stages,
+            **({"HSP": next_power_of_2(H // G // runs)} if tiling.c_hoist else {}),
         },  # fmt: skip
         grad_grid=((T // BT) * H * Bt * nc,),
         runs_grid=(group_programs * runs,),
         c_grid=((T // BTc) * G * Bt * nc * runs,),
+        c_kernel=chunk_grad_c_hoisted_kernel if tiling.c_hoist else chunk_grad_c_kernel,
         runs=runs,
         heads={"T": T, "BH": BH},
         heads_grid=(cdiv(H, BH) * Bt * nc,),
@@ -287,7 +292,7 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
         dBk, dCk = run_parts
     dat = torch.empty((Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, states, dCk, dat, *runs_common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
-    _launch(chunk_grad_c_kernel, p.c_grid, (*args, *dCk.stride()[:4]), p.grad_c)
+    _launch(p.c_kernel, p.c_grid, (*args, *dCk.stride()[:4]), p.grad_c)
     args = (x, Cm, dy, da, dstates, dBk, *runs_common, *x.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3], *dBk.stride()[:4])
     _launch(chunk_grad_b_kernel, p.runs_grid, args, p.grad)
     dx = torch.empty((Bt, L, H, P), device=dev, dtype=x.dtype)
