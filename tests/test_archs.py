@@ -17,7 +17,7 @@ CONTRACT = (
 )  # fmt: skip
 FRAMEWORK_CONTRACT = {  # what each framework's backend calls of an architecture's module there
     "torch": ("build", "op", "op_graph_refusal"),
-    "jax": ("forward", "init_state", "prefill", "step", "op"),
+    "jax": ("EMBEDDING", "hidden", "forward", "init_state", "prefill", "step", "op"),
     "tf": ("Model", "op"),
 }
 FRAMEWORK_IMPORT = {"torch": "torch", "jax": "jax", "tf": "tensorflow"}

@@ -4,7 +4,9 @@ Plain JAX over a dict of arrays under each architecture's state-dict names; each
 its own module here (mamba.py, transformer.py: pure functions, ssmbench.archs' math line for
 line), built through the architecture registry; the scans are in scans.py. The train step (optax
 AdamW), the forward pass, prefill and the decode step are jitted; the first call (trace + XLA
-compile) is what the harness times as compile_s.
+compile) is what the harness times as compile_s. Where ``fused_loss`` is set (jax-cuda) the train
+step's LM head and cross-entropy are one op (layers.head_loss); the decode step reads weights cast
+once to the compute dtype (_Model.decode_params), as torch-cuda's decode copy.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ try:
     import jax
     import jax.numpy as jnp
 
-    from .layers import cross_entropy
+    from .layers import HEAD_CAST, cross_entropy, head_loss
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -36,19 +38,40 @@ METAL_EXTRA = "pip install 'ssmbench[jax-metal]'  (macOS on Apple silicon: jax==
 
 # ============================================================================ backend
 class _Model:
-    """Parameters, optimiser state and the jitted functions of one built model."""
+    """Parameters, optimiser state and the jitted functions of one built model. ``fused_loss``
+    (the backend's, settable here) picks the train step's loss."""
 
     def __init__(self, backend, arch, params, cfg, scan, dtype):
         import optax
 
         self.arch, self.cfg, self.scan, self.device = arch, cfg, scan, backend.device
         self.net = archs.framework_module(arch, "jax")  # the architecture's functions
-        self.params = params
+        self.params, self.fused_loss = params, backend.fused_loss
         self.dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[dtype]
         self.opt = optax.adamw(ADAMW["lr"], b1=ADAMW["b1"], b2=ADAMW["b2"], eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
         self.opt_state = self.opt.init(params)
         self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
         self._jit = {}
+
+    @property
+    def params(self):
+        return self._params
+
+    @params.setter
+    def params(self, params):  # a train step's new params: the decode params are cast again when next asked for
+        self._params, self._decode = params, None
+
+    def decode_params(self):
+        """The params the decode step reads: every ``linear`` weight (2-D, ``*.weight``, not the
+        embedding, which the lookup reads in fp32) and the tied head (HEAD_CAST) cast once to the
+        compute dtype, where ``linear`` would cast them every token; in fp32 the params themselves."""
+        if self.dtype == jnp.float32:
+            return self.params
+        if self._decode is None:
+            emb = self.net.EMBEDDING
+            cast = {k: v.astype(self.dtype) for k, v in self.params.items() if k.endswith(".weight") and v.ndim == 2 and k != emb}
+            self._decode = {**self.params, **cast, HEAD_CAST: self.params[emb].astype(self.dtype)}
+        return self._decode
 
     def ensure_chunk(self, tokens):
         if self.scan == "chunked" and self.chunk is None and hasattr(self.net, "max_log_decay_step"):
@@ -60,18 +83,23 @@ class _Model:
         return partial(fn, cfg=self.cfg, dtype=self.dtype, scan=self.scan, chunk=self.chunk)
 
     def jitted(self, name):
-        if name not in self._jit:
-            self._jit[name] = self._build(name)
-        return self._jit[name]
+        key = (name, self.fused_loss) if name == "train" else name
+        if key not in self._jit:
+            self._jit[key] = self._build(name)
+        return self._jit[key]
 
     def _build(self, name):
         if name == "forward":
             return jax.jit(self._parallel(self.net.forward))
         if name == "train":
-            fwd, opt = self._parallel(self.net.forward), self.opt
+            opt, dtype, emb, fused = self.opt, self.dtype, self.net.EMBEDDING, self.fused_loss
+            hidden, fwd = self._parallel(self.net.hidden), self._parallel(self.net.forward)
+
+            def loss_fn(p, x, y):
+                return head_loss(hidden(p, x), p[emb], y, dtype) if fused else cross_entropy(fwd(p, x), y)
 
             def train(params, opt_state, x, y):
-                loss, grads = jax.value_and_grad(lambda p: cross_entropy(fwd(p, x), y))(params)
+                loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
                 updates, opt_state = opt.update(grads, opt_state, params)
                 return jax.tree_util.tree_map(lambda a, u: a + u, params, updates), opt_state, loss
 
@@ -91,6 +119,7 @@ class JaxBackend(Backend):
     dtypes = ("float32", "bfloat16", "float16")
     install_hint = "pip install 'jax[cpu]' optax"
     platform = "cpu"
+    fused_loss = False  # the train step's head + loss as one op (layers.head_loss): jax-cuda only, 25% slower than XLA's own on CPU
 
     def __init__(self):
         super().__init__()
@@ -165,7 +194,7 @@ class JaxBackend(Backend):
         return model.jitted("prefill")(model.params, tokens, self.init_state(model, tokens.shape[0], capacity))
 
     def decode_step(self, model, token, state):
-        return model.jitted("step")(model.params, token, state)
+        return model.jitted("step")(model.decode_params(), token, state)
 
     # ---------------------------------------------------------------- ops alone
     ops_supported = True
@@ -288,6 +317,7 @@ class JaxCUDA(JaxBackend):
     install_hint = "pip install 'jax[cuda13]' optax  (on a machine with an NVIDIA GPU)"
     scans = {**SCANS, "mamba": (*SCANS["mamba"], "pallas")}  # the fused Pallas scan compiles for GPUs only
     default_scan = {"mamba": "pallas", "mamba2": "ssd"}  # mamba-130m trains in 171 ms (associative: out of memory), docs/results.md
+    fused_loss = True  # no (tokens, V) logits kept for the backward (issue 24: memory)
 
 
 class JaxMetal(JaxBackend):

@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import math
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
 from .scans import sl
+
+F32 = jnp.float32
+HEAD_CAST = "head.cast"  # the decode params' tied head, the embedding cast once to the compute dtype (backend.py)
+CHUNK_ELEMENTS = 1 << 28  # logits per chunk of the fused head + loss, as torch's head.py
 
 
 def rmsnorm(x, w, eps=1e-5):
@@ -24,6 +31,12 @@ def linear(x, w, dtype, b=None):
     """x @ w.T in the compute dtype (w is (out, in) as in torch)."""
     y = jnp.einsum("...i,oi->...o", x.astype(dtype), w.astype(dtype))
     return y if b is None else y + b.astype(dtype)
+
+
+def head(p, x, emb, dtype):
+    """The tied LM head: x (..., D) -> logits (..., V) fp32, from p[HEAD_CAST] where the params
+    carry it (decode), else from the embedding ``emb`` (V, D) cast here."""
+    return linear(x, p.get(HEAD_CAST, emb), dtype).astype(F32)
 
 
 def split(x, sizes, axis=-1):
@@ -49,3 +62,67 @@ def cross_entropy(logits, targets):
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return jnp.mean(lse - picked)
+
+
+def chunk_rows(T, V):
+    """Tokens a chunk of the fused head + loss: equal chunks of about CHUNK_ELEMENTS logits."""
+    return -(-T // math.ceil(T * V / CHUNK_ELEMENTS))
+
+
+def head_loss(x, w, targets, dtype, rows=None):
+    """The LM head and the cross-entropy as one op, a chunk of tokens at a time (torch's head.py):
+
+        logits = x Wᵀ                       x (T, D) the final norm's output, W (V, D) the tied embedding
+        loss   = mean_t [ lse(logits_t) - logits_t[y_t] ],   lse(l) = log Σ_v exp(l_v)
+
+    The loss is a scalar, so its gradient is known in the forward: for each chunk of ``rows``
+    tokens (default ``chunk_rows``; T padded up to whole chunks, the padded rows masked out of
+    the loss and both gradients)
+
+        l    = x_c Wᵀ                       (rows, V) in the compute dtype, one chunk's at a time
+        g    = (softmax(l) - onehot(y_c)) / T, the softmax in fp32, g rounded to the compute dtype
+        dx_c = g W,   dW += gᵀ x_c          compute-dtype operands, fp32 accumulation
+
+    and the backward only scales dx and dW by the incoming gradient. x (..., D) fp32, w (V, D)
+    fp32, targets (...) int in [0, V) -> scalar fp32."""
+    V, D = w.shape
+    x, targets = x.reshape(-1, D), targets.reshape(-1)
+    return _head_loss(jnp.dtype(dtype), min(rows or chunk_rows(x.shape[0], V), x.shape[0]), x, w, targets)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _head_loss(dtype, rows, x, w, y):
+    return _head_loss_fwd(dtype, rows, x, w, y)[0]
+
+
+def _head_loss_fwd(dtype, rows, x, w, y):
+    (T, D), V = x.shape, w.shape[0]
+    n = -(-T // rows)
+    pad = n * rows - T
+    x = jnp.concatenate([x, jnp.zeros((pad, D), x.dtype)]) if pad else x
+    y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)]) if pad else y
+    scale = jnp.where(jnp.arange(n * rows) < T, 1.0 / T, 0.0)  # 0 on the padded rows
+    wd = w.astype(dtype)
+
+    def chunk(carry, c):
+        total, dw = carry
+        xc, yc, sc = c
+        xc = xc.astype(dtype)
+        lf = jnp.einsum("rd,vd->rv", xc, wd).astype(F32)  # the logits, rounded to the compute dtype
+        lse = jax.nn.logsumexp(lf, axis=-1)
+        total += jnp.sum(sc * (lse - jnp.take_along_axis(lf, yc[:, None], axis=-1)[:, 0]))
+        g = ((jnp.exp(lf - lse[:, None]) - (jnp.arange(V) == yc[:, None])) * sc[:, None]).astype(dtype)
+        dw += jnp.einsum("rv,rd->vd", g, xc, preferred_element_type=F32)
+        return (total, dw), jnp.einsum("rv,vd->rd", g, wd, preferred_element_type=F32)
+
+    init = (jnp.zeros((), F32), jnp.zeros((V, D), F32))
+    (total, dw), dx = jax.lax.scan(chunk, init, (x.reshape(n, rows, D), y.reshape(n, rows), scale.reshape(n, rows)))
+    return total, (dx.reshape(n * rows, D)[:T], dw)
+
+
+def _head_loss_bwd(dtype, rows, res, ct):
+    dx, dw = res
+    return dx * ct, dw * ct, None
+
+
+_head_loss.defvjp(_head_loss_fwd, _head_loss_bwd)

@@ -4,14 +4,18 @@ scans.py.
 
 What backend.py calls (every JAX architecture module has these):
 
-    forward(p, tokens, *, cfg, dtype, scan, chunk)        logits (B, L, V) fp32, the parallel path
+    hidden(p, tokens, *, cfg, dtype, scan, chunk)         the final norm's output (B, L, D) fp32
+    forward(p, tokens, *, cfg, dtype, scan, chunk)        logits (B, L, V) fp32 (the tied head of
+                                                          ``hidden``), the parallel path
     init_state(cfg, batch, capacity, dtype, device)       the empty decode state
     prefill(p, tokens, state, *, cfg, dtype, scan, chunk) the decode state after ``tokens``
     step(p, token, state, *, cfg, dtype)                  (logits (B, V), the next state)
     op(scan, inputs)                                      the scan alone (ssmbench.ops), and its
                                                           inputs in the layout it takes
 
-and, for the chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
+EMBEDDING, the embedding's key (the tied head's weight), and, for the chunked scan's static
+chunk, ``max_log_decay_step`` (the bound it is chosen from). ``step`` reads the head from
+p[layers.HEAD_CAST] where the params carry it (backend.py's decode params).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import causal_conv, linear, rmsnorm, split
+from .layers import causal_conv, head, linear, rmsnorm, split
 from .scans import SCAN_FNS, scan_sequential
+
+EMBEDDING = "backbone.embedding.weight"
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -45,8 +51,8 @@ def _ssm_params(p, i, xc, dtype):
 
 
 def _layers(p, tokens, *, cfg, dtype, scan, chunk, return_state):
-    emb = p["backbone.embedding.weight"]
-    hidden, residual, states = emb[tokens], None, []
+    """-> (the final norm's output (B, L, D) fp32, [(conv, ssm)] per layer if return_state)."""
+    hidden, residual, states = p[EMBEDDING][tokens], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
@@ -61,12 +67,16 @@ def _layers(p, tokens, *, cfg, dtype, scan, chunk, return_state):
             pad = jnp.zeros((x_in.shape[0], max(0, K - L), x_in.shape[2]), jnp.float32)
             conv_state = jnp.swapaxes(jnp.concatenate([pad, x_in], axis=1)[:, -K:], 1, 2)  # (B, E, K)
             states.append((conv_state, h_last))
-    x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return linear(x, emb, dtype).astype(jnp.float32), states
+    return rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"]), states
+
+
+def hidden(p, tokens, *, cfg, dtype, scan, chunk):
+    """tokens (B, L) -> the final norm's output (B, L, D) fp32, the LM head's input."""
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=False)[0]
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=False)[0]
+    return head(p, hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -83,8 +93,7 @@ def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
 
 def step(p, token, state, *, cfg, dtype):
     """token (B,), state [(conv (B, E, K), ssm (B, E, N))] -> logits (B, V), new state."""
-    emb = p["backbone.embedding.weight"]
-    hidden, residual, new = emb[token], None, []
+    hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         mix = pre + "mixer."
@@ -101,13 +110,12 @@ def step(p, token, state, *, cfg, dtype):
         hidden = linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return linear(x, emb, dtype).astype(jnp.float32), new
+    return head(p, x, p[EMBEDDING], dtype), new
 
 
 def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:
     """max over layers of max(Δ) * max|A|: the bound the chunked scan's chunk is chosen from."""
-    emb = p["backbone.embedding.weight"]
-    hidden, residual, worst = emb[tokens], None, 0.0
+    hidden, residual, worst = p[EMBEDDING][tokens], None, 0.0
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual

@@ -36,10 +36,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import causal_conv, linear, rmsnorm, split
+from .layers import causal_conv, head, linear, rmsnorm, split
 from .scans import sl
 
 F32 = jnp.float32
+EMBEDDING = "backbone.embedding.weight"
 MASKED = -1e30  # the exponent of a masked decay: exp gives exactly 0 (finite, so no inf meets Metal's fast math)
 
 
@@ -165,8 +166,8 @@ def _out(p, mix, y, x, z, cfg, dtype):
 
 
 def _layers(p, tokens, *, cfg, dtype, scan, return_state):
-    emb = p["backbone.embedding.weight"]
-    hidden, residual, states = emb[tokens], None, []
+    """-> (the final norm's output (B, L, D) fp32, [(conv, ssm)] per layer if return_state)."""
+    hidden, residual, states = p[EMBEDDING][tokens], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         mix = pre + "mixer."
@@ -180,13 +181,17 @@ def _layers(p, tokens, *, cfg, dtype, scan, return_state):
             K, L = cfg.d_conv, xBC.shape[1]
             pad = jnp.zeros((xBC.shape[0], max(0, K - L), xBC.shape[2]), F32)
             states.append((jnp.swapaxes(jnp.concatenate([pad, xBC], axis=1)[:, -K:], 1, 2), S))  # conv (B, E + 2GN, K)
-    x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return linear(x, emb, dtype).astype(F32), states
+    return rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"]), states
+
+
+def hidden(p, tokens, *, cfg, dtype, scan, chunk):
+    """tokens (B, L) -> the final norm's output (B, L, D) fp32. ``chunk`` is Mamba-1's; the SSD's is cfg.chunk_size."""
+    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=False)[0]
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    """tokens (B, L) -> logits (B, L, V) fp32. ``chunk`` is Mamba-1's; the SSD's is cfg.chunk_size."""
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=False)[0]
+    """tokens (B, L) -> logits (B, L, V) fp32."""
+    return head(p, hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -203,8 +208,7 @@ def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
 
 def step(p, token, state, *, cfg, dtype):
     """token (B,), state [(conv (B, E + 2GN, K), ssm (B, H, P, N))] -> logits (B, V), new state."""
-    emb = p["backbone.embedding.weight"]
-    hidden, residual, new = emb[token], None, []
+    hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         mix = pre + "mixer."
@@ -218,7 +222,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = _out(p, mix, y, x, z, cfg, dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return linear(x, emb, dtype).astype(F32), new
+    return head(p, x, p[EMBEDDING], dtype), new
 
 
 def op(scan: str, inputs: dict):

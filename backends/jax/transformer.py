@@ -11,7 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import layernorm, linear
+from .layers import head, layernorm, linear
+
+EMBEDDING = "transformer.wte.weight"
 
 
 def _sinusoidal(L, D, offset):
@@ -33,8 +35,9 @@ def _attend(q, k, v, mask):
 
 
 def _run(p, tokens, *, cfg, dtype, caches=None, pos=0):
-    """tokens (B, L). With caches [(k, v) (B, H, cap, hd)] the new keys are written at pos.."""
-    emb = p["transformer.wte.weight"]
+    """tokens (B, L) -> (the final norm's output (B, L, D) fp32, the caches). With caches
+    [(k, v) (B, H, cap, hd)] the new keys are written at pos.."""
+    emb = p[EMBEDDING]
     Bt, L = tokens.shape
     D, n_head = emb.shape[1], cfg.n_head
     x = emb[tokens] + _sinusoidal(L, D, pos)
@@ -59,12 +62,16 @@ def _run(p, tokens, *, cfg, dtype, caches=None, pos=0):
         m = layernorm(x, p[pre + "ln_2.weight"], p[pre + "ln_2.bias"])
         m = jax.nn.gelu(linear(m, p[pre + "mlp.c_fc.weight"], dtype, p[pre + "mlp.c_fc.bias"]), approximate=True)
         x = x + linear(m, p[pre + "mlp.c_proj.weight"], dtype, p[pre + "mlp.c_proj.bias"]).astype(jnp.float32)
-    x = layernorm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"])
-    return linear(x, emb, dtype).astype(jnp.float32), new
+    return layernorm(x, p["transformer.ln_f.weight"], p["transformer.ln_f.bias"]), new
+
+
+def hidden(p, tokens, *, cfg, dtype, scan=None, chunk=None):
+    """tokens (B, L) -> the final norm's output (B, L, D) fp32, the LM head's input."""
+    return _run(p, tokens, cfg=cfg, dtype=dtype)[0]
 
 
 def forward(p, tokens, *, cfg, dtype, scan=None, chunk=None):
-    return _run(p, tokens, cfg=cfg, dtype=dtype)[0]
+    return head(p, hidden(p, tokens, cfg=cfg, dtype=dtype), p[EMBEDDING], dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -83,8 +90,8 @@ def prefill(p, tokens, state, *, cfg, dtype, scan=None, chunk=None):
 def step(p, token, state, *, cfg, dtype):
     """token (B,) at the state's position -> (logits (B, V), (caches, position + 1))."""
     caches, pos = state
-    logits, caches = _run(p, token[:, None], cfg=cfg, dtype=dtype, caches=caches, pos=pos)
-    return logits[:, 0], (caches, pos + 1)
+    x, caches = _run(p, token[:, None], cfg=cfg, dtype=dtype, caches=caches, pos=pos)
+    return head(p, x[:, 0], p[EMBEDDING], dtype), (caches, pos + 1)
 
 
 def op(scan: str, inputs: dict):

@@ -1,0 +1,181 @@
+"""The LM head on JAX: the fused head + cross-entropy (layers.head_loss, jax-cuda's train step)
+against the unfused loss and a float64 NumPy one, values and gradients, at shapes that need
+padded chunks; and the decode step's params cast once to the compute dtype (decode_params)."""
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+jl = pytest.importorskip("ssmbench.backends.jax.layers")
+
+from ssmbench import backends as registry  # noqa: E402
+from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
+from ssmbench.archs.mamba2 import Config as Mamba2Config  # noqa: E402
+from ssmbench.archs.transformer import Config as TransformerConfig  # noqa: E402
+from ssmbench.weights import init_weights  # noqa: E402
+
+jnp = jax.numpy
+CFGS = {
+    "mamba": MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2),
+    "mamba2": Mamba2Config(vocab=23, d_model=40, n_layers=2, d_state=6, d_conv=3, expand=2, headdim=10, ngroups=2, chunk_size=16),
+    "transformer": TransformerConfig(vocab=23, d_model=40, n_layers=2, n_head=2),
+}
+# bf16: the fused and unfused losses differ in where they round (the unfused rounds dx and dW to
+# bf16 after its matmuls, the fused accumulates dW over chunks in fp32): both gradients sit some
+# 3e-3 from float64 and from each other, the loss within 3e-4
+TOL = {"float32": (1e-6, 1e-5), "bfloat16": (1e-3, 1e-2)}  # (loss, gradients) relative
+
+
+def rel(a, ref):
+    a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(a.reshape(ref.shape) - ref) / np.linalg.norm(ref))
+
+
+def float64_loss(x, w, y):
+    """(loss, dloss/dx, dloss/dW) in float64: the mean cross-entropy of x Wᵀ."""
+    x, w, y = x.reshape(-1, x.shape[-1]).astype(np.float64), w.astype(np.float64), y.reshape(-1)
+    T, logits = len(y), x @ w.T
+    m = logits.max(-1, keepdims=True)
+    lse = (m + np.log(np.exp(logits - m).sum(-1, keepdims=True)))[:, 0]
+    g = np.exp(logits - lse[:, None])
+    g[np.arange(T), y] -= 1
+    g /= T
+    return np.mean(lse - logits[np.arange(T), y]), g @ w, g.T @ x
+
+
+# (token shape, V, D, rows): T not a multiple of the chunk (37 = 4 x 8 + 5, 38 = 2 x 16 + 6,
+# 150 = 3 x 40 + 30), V odd, several chunks; None: the default (one chunk here)
+SHAPES = [((37,), 29, 12, 8), ((2, 19), 31, 16, 16), ((2, 19), 31, 16, None), ((3, 50), 257, 24, 40)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("shape,V,D,rows", SHAPES)
+def test_fused_head_loss_matches_unfused_and_float64(shape, V, D, rows, dtype, rng):
+    x = rng.standard_normal((*shape, D)).astype(np.float32)
+    w = (0.5 * rng.standard_normal((V, D))).astype(np.float32)
+    y = rng.integers(0, V, shape)
+    if rows:
+        assert -(-np.prod(shape) // rows) > 1 and np.prod(shape) % rows  # several chunks, the last padded
+    dt, yj = jnp.dtype(dtype), jnp.asarray(y)
+
+    def fused(x, w):  # 2.5 x: the backward scales by the incoming gradient
+        return 2.5 * jl.head_loss(x, w, yj, dt, rows)
+
+    def unfused(x, w):
+        return 2.5 * jl.cross_entropy(jl.linear(x, w, dt).astype(jnp.float32), yj)
+
+    loss, grads = jax.value_and_grad(fused, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
+    ref_loss, ref_grads = jax.value_and_grad(unfused, argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
+    l64, *g64 = float64_loss(x, w, y)
+    tol_loss, tol_grad = TOL[dtype]
+    assert loss.dtype == np.float32 and loss.shape == ()
+    assert abs(float(loss) - float(ref_loss)) < tol_loss * abs(float(ref_loss))
+    assert abs(float(loss) - 2.5 * l64) < tol_loss * 2.5 * l64
+    for g, r, r64 in zip(grads, ref_grads, g64):
+        assert g.dtype == np.float32 and g.shape == r.shape
+        assert rel(g, r) < tol_grad
+        assert rel(g, 2.5 * r64) < tol_grad
+
+
+def test_default_chunks_at_mamba_130m_train_shape():
+    """8 x 2048 tokens, V = 50,280: 4 chunks of 4096 tokens (about 2^28 logits each), no padding."""
+    assert jl.chunk_rows(8 * 2048, 50280) == 4096
+
+
+def test_fused_loss_on_jax_cuda_only():
+    """On the 2-core CPU an earlier version was 25% slower than XLA's own loss; Metal lowers no while loop."""
+    from ssmbench.backends.jax.backend import JaxCPU, JaxCUDA, JaxMetal
+
+    assert (JaxCPU.fused_loss, JaxCUDA.fused_loss, JaxMetal.fused_loss) == (False, True, False)
+
+
+def _avals(jaxpr):
+    """The shapes of every value a (closed) jaxpr computes, sub-jaxprs included."""
+    out = []
+    for eqn in getattr(jaxpr, "jaxpr", jaxpr).eqns:
+        out += [tuple(v.aval.shape) for v in eqn.outvars if hasattr(v.aval, "shape")]
+        for sub in eqn.params.values():
+            if hasattr(sub, "eqns") or hasattr(sub, "jaxpr"):
+                out += _avals(sub)
+    return out
+
+
+def test_train_step_fused_loss_matches_unfused(monkeypatch, rng):
+    """One AdamW step of a small Mamba in fp32, fused and unfused loss: the same loss and nearly
+    the same new weights. The chunk is made small so 74 tokens take 4 chunks of 19, the last with
+    2 padded rows; the fused step never forms a (tokens, V) array, the unfused one does."""
+    cfg = CFGS["mamba"]
+    monkeypatch.setattr(jl, "CHUNK_ELEMENTS", 20 * cfg.vocab)
+    assert jl.chunk_rows(74, cfg.vocab) == 19  # 4 x 19 = 76 > 74
+    b, w = registry.get("jax-cpu"), init_weights("mamba", cfg, seed=1)
+    toks = b.tokens(rng.integers(0, cfg.vocab, (2, 37)))
+    out = {}
+    for fused in (False, True):
+        m = b.build("mamba", w, cfg, dtype="float32")
+        assert m.fused_loss is False  # jax-cpu's default, flipped here
+        m.fused_loss = fused
+        shapes = _avals(jax.make_jaxpr(m.jitted("train"))(m.params, m.opt_state, toks, toks))
+        assert ((2, 37, cfg.vocab) in shapes or (74, cfg.vocab) in shapes) is not fused
+        loss = float(b.train_step(m, toks, toks))
+        out[fused] = loss, b.weights(m)
+    (loss, new), (ref_loss, ref_new) = out[True], out[False]
+    assert abs(loss - ref_loss) < 1e-6 * ref_loss
+    for k in ref_new:
+        np.testing.assert_allclose(new[k], ref_new[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    moved = np.abs(ref_new["backbone.embedding.weight"] - w["backbone.embedding.weight"]).max()
+    assert moved > 1e-4  # the step did move the tied weight (lr 1e-3)
+
+
+# ---------------------------------------------------------------- decode params
+LINEAR_WEIGHTS = {  # what each architecture runs through ``linear``, per layer
+    "mamba": ("mixer.in_proj.weight", "mixer.x_proj.weight", "mixer.dt_proj.weight", "mixer.out_proj.weight"),
+    "mamba2": ("mixer.in_proj.weight", "mixer.out_proj.weight"),
+    "transformer": ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"),
+}
+
+
+def _decode(b, m, params, toks, n=3):
+    """Logits (n, B, V) of n decode steps from params after a prefill of toks."""
+    state, out = b.prefill(m, toks, toks.shape[1] + n), []
+    for t in range(n):
+        logits, state = m.jitted("step")(params, toks[:, t], state)
+        out.append(np.asarray(logits))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
+def test_decode_from_precast_weights_matches_casting_each_token(arch, rng):
+    """bf16 decode from params whose linear weights and tied head are cast once gives the logits of
+    the step that casts the fp32 params every token; the embedding, conv, norms, A and biases stay
+    fp32. In fp32 the decode params are the params themselves."""
+    cfg, b = CFGS[arch], registry.get("jax-cpu")
+    m = b.build(arch, init_weights(arch, cfg, seed=2), cfg, dtype="bfloat16")
+    pre = "transformer.h" if arch == "transformer" else "backbone.layers"
+    want = {f"{pre}.{i}.{s}" for i in range(cfg.n_layers) for s in LINEAR_WEIGHTS[arch]}
+    dp = m.decode_params()
+    assert {k for k, v in dp.items() if v.dtype == jnp.bfloat16} == want | {jl.HEAD_CAST}
+    assert set(dp) - set(m.params) == {jl.HEAD_CAST} and dp is m.decode_params()  # cached
+    np.testing.assert_array_equal(np.asarray(dp[jl.HEAD_CAST]), np.asarray(m.params[m.net.EMBEDDING].astype(jnp.bfloat16)))
+    toks = b.tokens(rng.integers(0, cfg.vocab, (2, 5)))
+    got, ref = _decode(b, m, dp, toks), _decode(b, m, m.params, toks)
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    logits, _ = b.decode_step(m, toks[:, 0], b.prefill(m, toks, 8))  # the backend's step reads them
+    np.testing.assert_array_equal(np.asarray(logits), got[0])
+    m32 = b.build(arch, init_weights(arch, cfg, seed=2), cfg)
+    assert m32.decode_params() is m32.params
+
+
+def test_decode_params_follow_a_train_step(rng):
+    """After a train step the decode params are cast from the new weights (a stale cache would
+    hold the old casts, and the old fp32 arrays, which the step donated)."""
+    cfg, b = CFGS["mamba"], registry.get("jax-cpu")
+    m = b.build("mamba", init_weights("mamba", cfg, seed=3), cfg, dtype="bfloat16")
+    toks = b.tokens(rng.integers(0, cfg.vocab, (2, 9)))
+    old = np.asarray(m.decode_params()[jl.HEAD_CAST], np.float32)
+    b.train_step(m, toks, toks)
+    dp = m.decode_params()
+    for k, v in dp.items():
+        src = m.params[m.net.EMBEDDING if k == jl.HEAD_CAST else k]
+        np.testing.assert_array_equal(np.asarray(v, np.float32), np.asarray(src.astype(v.dtype), np.float32), err_msg=k)
+    assert (np.asarray(dp[jl.HEAD_CAST], np.float32) != old).mean() > 0.5  # the head really moved
+    np.testing.assert_allclose(_decode(b, m, dp, toks), _decode(b, m, m.params, toks), rtol=1e-6, atol=1e-6)
