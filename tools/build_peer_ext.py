@@ -50,6 +50,7 @@ def build(name: str, build_dir: str) -> str:
     major, minor = torch.cuda.get_device_capability()
     arch = f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"
     sources = sorted(str(p) for p in src.iterdir() if p.suffix in (".cpp", ".cu"))
+    os.makedirs(build_dir, exist_ok=True)  # load() takes a lock file in it
     t = time.perf_counter()
     load(name, sources, extra_cflags=["-O3", "-std=c++17"], extra_cuda_cflags=[*NVCC, arch], build_directory=build_dir, verbose=False)
     return f"{name}: built in {time.perf_counter() - t:.0f} s ({len(sources)} files, sm_{major}{minor})"

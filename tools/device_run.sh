@@ -96,6 +96,7 @@ for STEP in "$@"; do
     pallas-tune) python3 "$REPO/tools/tune_pallas_scan.py" ${TUNE_ARGS:-} | tee "$OUT/pallas-tune.jsonl" ;;  # the Pallas scan's tilings, alone
     pallas) $SSM run throughput -b jax-cuda --preset mamba-130m --arch mamba --scan pallas --mode train,forward --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 24's fused JAX scan
     jax-torch) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --mode train,forward --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
+    jax-torch-seed) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --arch mamba --mode train,forward --timeout 120 --out $R ;;  # issue 24: seed 000's config
     jax-torch-more) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --arch mamba --mode train,forward --timeout 120 --out $R
                $SSM sweep seqlen -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;  # issue 24's targets, one call
     impls) P="/tmp/site:$REPO/.peer"  # carry .peer: mamba_ssm's source, whose Mamba-2 is pure Triton (its Mamba-1 needs a CUDA build)
@@ -107,9 +108,10 @@ for STEP in "$@"; do
     peer-build) PATH=/tmp/site/bin:$PATH python3 "$REPO/tools/build_peer_ext.py" /tmp/peerext 2>&1 | tail -4 | tee "$OUT/peer-build.txt" ;;  # mamba-ssm's Mamba-1 scan and causal-conv1d from .peer's source (ninja from .whl)
     impls-built)  # issue 25 with peer-build's extensions: mamba-ssm's default (fused) paths, transformers' kernel path
            P="/tmp/site:$REPO/.peer:/tmp/peerext/selective_scan_cuda:/tmp/peerext/causal_conv1d_cuda"
-           for preset in mamba-130m mamba2-130m; do
+           for preset in ${IMPL_PRESETS:-mamba-130m mamba2-130m}; do
              PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset $preset --impl ssmbench,hf,mamba-ssm --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R
            done ;;
+    jax-variants) for v in ${JAX_VARIANTS:-decode-cast decode-uncast train-unfused}; do python3 "$REPO/.peer/jax_variants.py" $v | tee -a "$OUT/jax-variants.jsonl"; done ;;  # issue 24's A/B, one process each (carry .peer)
     jax-peer) python3 "$REPO/.peer/time_jax_peer.py" --scan both | tee "$OUT/jax-peer.jsonl" ;;  # issue 24's fairness table: a public JAX Mamba (vvvm23/mamba-jax) at 130M; carry .peer and .whl-peer (its wheels), never committed
     mamba2-both) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 240 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 23's jax-cuda ratio, one call
     *) echo "unknown step $STEP" ;;

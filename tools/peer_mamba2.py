@@ -157,10 +157,7 @@ CANDIDATES = {  # tune: overrides of the bf16 Tiling, each beside the default (r
     "c_stages4": {"c_stages": 4},
     "grad_warps8_c_warps4": {"grad_warps": 8, "c_warps": 4},  # chunk_grad_b / _x with 8 warps, chunk_grad_c with 4
     "stages4_c3": {"stages": 4, "c_stages": 3},
-    "c_hoist": {"c_hoist": True},  # C_t·B_s once a run of heads (chunk_grad_c_hoisted_kernel)
-    "c_hoist_ps4": {"c_hoist": True, "per_sm": 4},  # fewer, longer runs: more heads share each C·B tile
-    "c_hoist_ps1": {"c_hoist": True, "per_sm": 1},
-    "c_hoist_k64": {"c_hoist": True, "c_k": 64},
+    "per_sm4": {"per_sm": 4},  # fewer, longer runs: more heads share each C·B tile
 }
 
 

@@ -5,8 +5,7 @@ its own module here (mamba.py, transformer.py: pure functions, ssmbench.archs' m
 line), built through the architecture registry; the scans are in scans.py. The train step (optax
 AdamW), the forward pass, prefill and the decode step are jitted; the first call (trace + XLA
 compile) is what the harness times as compile_s. Where ``fused_loss`` is set (jax-cuda) the train
-step's LM head and cross-entropy are one op (layers.head_loss); the decode step reads weights cast
-once to the compute dtype (_Model.decode_params), as torch-cuda's decode copy.
+step's LM head and cross-entropy are one op (layers.head_loss), as torch's.
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ try:
     import jax
     import jax.numpy as jnp
 
-    from .layers import HEAD_CAST, cross_entropy, head_loss
+    from .layers import cross_entropy, head_loss
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -52,26 +51,6 @@ class _Model:
         self.opt_state = self.opt.init(params)
         self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
         self._jit = {}
-
-    @property
-    def params(self):
-        return self._params
-
-    @params.setter
-    def params(self, params):  # a train step's new params: the decode params are cast again when next asked for
-        self._params, self._decode = params, None
-
-    def decode_params(self):
-        """The params the decode step reads: every ``linear`` weight (2-D, ``*.weight``, not the
-        embedding, which the lookup reads in fp32) and the tied head (HEAD_CAST) cast once to the
-        compute dtype, where ``linear`` would cast them every token; in fp32 the params themselves."""
-        if self.dtype == jnp.float32:
-            return self.params
-        if self._decode is None:
-            emb = self.net.EMBEDDING
-            cast = {k: v.astype(self.dtype) for k, v in self.params.items() if k.endswith(".weight") and v.ndim == 2 and k != emb}
-            self._decode = {**self.params, **cast, HEAD_CAST: self.params[emb].astype(self.dtype)}
-        return self._decode
 
     def ensure_chunk(self, tokens):
         if self.scan == "chunked" and self.chunk is None and hasattr(self.net, "max_log_decay_step"):
@@ -194,7 +173,7 @@ class JaxBackend(Backend):
         return model.jitted("prefill")(model.params, tokens, self.init_state(model, tokens.shape[0], capacity))
 
     def decode_step(self, model, token, state):
-        return model.jitted("step")(model.decode_params(), token, state)
+        return model.jitted("step")(model.params, token, state)
 
     # ---------------------------------------------------------------- ops alone
     ops_supported = True

@@ -12,7 +12,6 @@ import jax.numpy as jnp
 from .scans import sl
 
 F32 = jnp.float32
-HEAD_CAST = "head.cast"  # the decode params' tied head, the embedding cast once to the compute dtype (backend.py)
 CHUNK_ELEMENTS = 1 << 28  # logits per chunk of the fused head + loss, as torch's head.py
 
 
@@ -33,10 +32,9 @@ def linear(x, w, dtype, b=None):
     return y if b is None else y + b.astype(dtype)
 
 
-def head(p, x, emb, dtype):
-    """The tied LM head: x (..., D) -> logits (..., V) fp32, from p[HEAD_CAST] where the params
-    carry it (decode), else from the embedding ``emb`` (V, D) cast here."""
-    return linear(x, p.get(HEAD_CAST, emb), dtype).astype(F32)
+def head(x, emb, dtype):
+    """The tied LM head: x (..., D), the embedding ``emb`` (V, D) -> logits (..., V) fp32."""
+    return linear(x, emb, dtype).astype(F32)
 
 
 def split(x, sizes, axis=-1):

@@ -14,8 +14,7 @@ What backend.py calls (every JAX architecture module has these):
                                                           inputs in the layout it takes
 
 EMBEDDING, the embedding's key (the tied head's weight), and, for the chunked scan's static
-chunk, ``max_log_decay_step`` (the bound it is chosen from). ``step`` reads the head from
-p[layers.HEAD_CAST] where the params carry it (backend.py's decode params).
+chunk, ``max_log_decay_step`` (the bound it is chosen from).
 """
 
 from __future__ import annotations
@@ -76,7 +75,7 @@ def hidden(p, tokens, *, cfg, dtype, scan, chunk):
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    return head(p, hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
+    return head(hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -110,7 +109,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return head(p, x, p[EMBEDDING], dtype), new
+    return head(x, p[EMBEDDING], dtype), new
 
 
 def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:

@@ -191,7 +191,7 @@ def hidden(p, tokens, *, cfg, dtype, scan, chunk):
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
     """tokens (B, L) -> logits (B, L, V) fp32."""
-    return head(p, hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
+    return head(hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -222,7 +222,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = _out(p, mix, y, x, z, cfg, dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return head(p, x, p[EMBEDDING], dtype), new
+    return head(x, p[EMBEDDING], dtype), new
 
 
 def op(scan: str, inputs: dict):

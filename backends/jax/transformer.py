@@ -71,7 +71,7 @@ def hidden(p, tokens, *, cfg, dtype, scan=None, chunk=None):
 
 
 def forward(p, tokens, *, cfg, dtype, scan=None, chunk=None):
-    return head(p, hidden(p, tokens, cfg=cfg, dtype=dtype), p[EMBEDDING], dtype)
+    return head(hidden(p, tokens, cfg=cfg, dtype=dtype), p[EMBEDDING], dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):
@@ -91,7 +91,7 @@ def step(p, token, state, *, cfg, dtype):
     """token (B,) at the state's position -> (logits (B, V), (caches, position + 1))."""
     caches, pos = state
     x, caches = _run(p, token[:, None], cfg=cfg, dtype=dtype, caches=caches, pos=pos)
-    return head(p, x[:, 0], p[EMBEDDING], dtype), (caches, pos + 1)
+    return head(x[:, 0], p[EMBEDDING], dtype), (caches, pos + 1)
 
 
 def op(scan: str, inputs: dict):

@@ -48,7 +48,6 @@ from . import cdiv, lastdim_contiguous, next_power_of_2, triton
 from .ssd_kernels import (
     chunk_cumsum_kernel,
     chunk_grad_b_kernel,
-    chunk_grad_c_hoisted_kernel,
     chunk_grad_c_kernel,
     chunk_grad_x_kernel,
     chunk_output_kernel,
@@ -83,7 +82,6 @@ class Tiling:
     c_k: int = 0
     c_warps: int = 0
     c_stages: int = 0
-    c_hoist: bool = False  # chunk_grad_c_hoisted_kernel: C_t·B_s once a run of heads, not once a head
     stages: int = 2  # num_stages of the kernels with dot loops
     heads_block: int = 8  # chunk_cumsum / dt_grad: heads per program
     per_sm: int = 4  # chunk_grad_c / chunk_grad_b: programs per SM to aim for (sets the head runs)
@@ -100,8 +98,11 @@ class Tiling:
 # local-memory spills; 32-step tiles over the other side in it alone (c_k) and 12 programs an SM
 # (more head runs, their sums now one kernel) took forward + backward to 0.334 / 1.164-1.166 /
 # 4.35 ms at 512 / 2048 / 8192 (from 0.363 / 1.208-1.211 / 4.57), mamba-ssm's 0.403 / 1.138-1.149 /
-# 4.53 in the same calls. More warps or shorter step tiles for chunk_grad_c were slower.
-_SIXTEEN_BIT = Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3, c_k=32, per_sm=12)
+# 4.53 in the same calls. More warps or shorter step tiles for chunk_grad_c were slower. Then
+# (2026-12-07, reports/h100-2026-12-07 tune.jsonl) chunk_grad_c computing each C_t·B_s tile once a
+# run of heads rather than once a head, with 64-step tiles again: 0.341 / 1.098 / 3.95 ms,
+# mamba-ssm's 0.405 / 1.141 / 4.57 in the same call.
+_SIXTEEN_BIT = Tiling(state_k=32, grad_k=64, grad_warps=4, stages=3, per_sm=12)
 TILINGS = {
     torch.bfloat16: _SIXTEEN_BIT,
     torch.float16: _SIXTEEN_BIT,
@@ -171,7 +172,6 @@ class _Plan:
     c_grid: tuple  # chunk_grad_c's: as runs_grid, at its own step tile
     grad_grid: tuple  # chunk_grad_x's: one program per (step tile, head, sequence, chunk)
     runs_grid: tuple  # chunk_grad_c/b's: one per (step tile, head run, sequence, chunk)
-    c_kernel: object  # chunk_grad_c_kernel or its hoisted form (Tiling.c_hoist)
     runs: int  # head runs per group (their partials of dB and dC summed by grad_sums_kernel where > 1)
     heads: dict  # chunk_cumsum / dt_grad
     heads_grid: tuple
@@ -214,12 +214,11 @@ def _plan(Bt, L, H, P, G, N, T, dtype, device, tiling: Tiling) -> _Plan:
             **dots,
             "num_warps": tiling.c_warps or tiling.grad_warps,
             "num_stages": tiling.c_stages or tiling.stages,
-            **({"HSP": next_power_of_2(H // G // runs)} if tiling.c_hoist else {}),
+            "HSP": next_power_of_2(H // G // runs),
         },  # fmt: skip
         grad_grid=((T // BT) * H * Bt * nc,),
         runs_grid=(group_programs * runs,),
         c_grid=((T // BTc) * G * Bt * nc * runs,),
-        c_kernel=chunk_grad_c_hoisted_kernel if tiling.c_hoist else chunk_grad_c_kernel,
         runs=runs,
         heads={"T": T, "BH": BH},
         heads_grid=(cdiv(H, BH) * Bt * nc,),
@@ -292,7 +291,7 @@ def backward(dy, dfinal, x, dt, A, Bm, Cm, D, dt_bias, initial_state, states, da
         dBk, dCk = run_parts
     dat = torch.empty((Bt, H, nc * T), device=dev, dtype=f32)
     args = (x, Bm, Cm, dy, da, states, dCk, dat, *runs_common, *x.stride()[:3], *Bm.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3])
-    _launch(p.c_kernel, p.c_grid, (*args, *dCk.stride()[:4]), p.grad_c)
+    _launch(chunk_grad_c_kernel, p.c_grid, (*args, *dCk.stride()[:4]), p.grad_c)
     args = (x, Cm, dy, da, dstates, dBk, *runs_common, *x.stride()[:3], *Cm.stride()[:3], *dy.stride()[:3], *dBk.stride()[:4])
     _launch(chunk_grad_b_kernel, p.runs_grid, args, p.grad)
     dx = torch.empty((Bt, L, H, P), device=dev, dtype=x.dtype)

@@ -319,73 +319,15 @@ def chunk_grad_c_kernel(
     x_ptr, B_ptr, C_ptr, dy_ptr, da_ptr, states_ptr, dC_ptr, dat_ptr,
     L, H, P, N, nc, G, HG, HS, plane,
     sx_b, sx_l, sx_h, sB_b, sB_l, sB_g, sC_b, sC_l, sC_g, sdy_b, sdy_l, sdy_h, sdC_k, sdC_b, sdC_l, sdC_g,
-    T: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PP: tl.constexpr, NP: tl.constexpr,
-    PREC: tl.constexpr, INTERPRET: tl.constexpr,
-):  # fmt: skip
-    """BT steps t of one chunk, HS heads of one group: dC_t summed over those heads, into run k's
-    partial dC[k] (runs, B, L, G, N), and each head's ρ_t into dat (B, H, nc T)."""
-    NT: tl.constexpr = T // BT
-    runs = HG // HS
-    tq, rest = _split(tl.program_id(0), NT)
-    gk, bc = _split(rest, G * runs)
-    c, b = _split(bc, nc)
-    k, g = _split(gk, runs)
-    t0 = (NT - 1 - tq) * BT  # the longest rows first
-    chunk_len = tl.minimum(T, L - c * T)
-    if t0 >= chunk_len:
-        return
-    b = b.to(tl.int64)
-    l0 = c.to(tl.int64) * T
-    DT = x_ptr.dtype.element_ty
-    t = t0 + tl.arange(0, BT)
-    p = tl.arange(0, PP)
-    n = tl.arange(0, NP)
-    mt, mp, mn = t < chunk_len, p < P, n < N
-    x_ptr += b * sx_b + l0 * sx_l
-    dy_ptr += b * sdy_b + l0 * sdy_l
-    B_ptr += b * sB_b + l0 * sB_l + g * sB_g
-    C_ptr += b * sC_b + l0 * sC_l + g * sC_g
-
-    ct = tl.load(C_ptr + t[:, None] * sC_l + n[None, :], mask=mt[:, None] & mn[None, :], other=0.0).to(DT)
-    dC = tl.zeros((BT, NP), dtype=tl.float32)
-    for h in range(_bound(g * HG + k * HS, INTERPRET), _bound(g * HG + (k + 1) * HS, INTERPRET)):
-        delta_ptr = da_ptr + (b * H + h) * (nc * T) + l0
-        a_ptr = delta_ptr + plane
-        a_t = tl.load(a_ptr + t)
-        dyt = tl.load(dy_ptr + h * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
-        dat = tl.zeros((BT,), dtype=tl.float32)
-        for s0 in range(0, _bound(tl.minimum(t0 + BT, chunk_len), INTERPRET), BK):
-            s = s0 + tl.arange(0, BK)
-            ms = s < chunk_len
-            bs = tl.load(B_ptr + s[:, None] * sB_l + n[None, :], mask=ms[:, None] & mn[None, :], other=0.0).to(DT)
-            xs = tl.load(x_ptr + h * sx_h + s[:, None] * sx_l + p[None, :], mask=ms[:, None] & mp[None, :], other=0.0)
-            cb = _mma(ct, tl.trans(bs), tl.zeros((BT, BK), dtype=tl.float32), DT, PREC, INTERPRET)
-            dyx = _mma(dyt, tl.trans(xs), tl.zeros((BT, BK), dtype=tl.float32), DT, PREC, INTERPRET)  # dy_t·x_s
-            w = dyx * _decay(a_t, tl.load(a_ptr + s), t, s, True) * tl.load(delta_ptr + s)[None, :]
-            dat += tl.sum(w * cb, axis=1)  # Σ_s Q_ts
-            dC = _mma(w, bs, dC, DT, PREC, INTERPRET)
-        # the entering state's parts, e^(a_t) S_c^T dy_t into dC_t and dy_t·e^(a_t) S_c C_t into
-        # da_t, after the loop: its (BT, N) product live beside the loop's tiles spilled on sm_90
-        s_in = _load_pn(states_ptr + ((b * (nc + 1) + c) * H + h) * P * N, p, n, P, N)
-        from_state = _mma(dyt, s_in, tl.zeros((BT, NP), dtype=tl.float32), DT, PREC, INTERPRET) * tl.exp(a_t)[:, None]
-        dat += tl.sum(from_state * ct.to(tl.float32), axis=1)
-        dC += from_state
-        tl.store(dat_ptr + (b * H + h) * (nc * T) + l0 + t, dat, mask=mt)
-    dC_ptr += k * sdC_k + b * sdC_b + l0 * sdC_l + g * sdC_g
-    tl.store(dC_ptr + t[:, None] * sdC_l + n[None, :], dC.to(dC_ptr.dtype.element_ty), mask=mt[:, None] & mn[None, :])
-
-
-@triton.jit
-def chunk_grad_c_hoisted_kernel(
-    x_ptr, B_ptr, C_ptr, dy_ptr, da_ptr, states_ptr, dC_ptr, dat_ptr,
-    L, H, P, N, nc, G, HG, HS, plane,
-    sx_b, sx_l, sx_h, sB_b, sB_l, sB_g, sC_b, sC_l, sC_g, sdy_b, sdy_l, sdy_h, sdC_k, sdC_b, sdC_l, sdC_g,
     T: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, PP: tl.constexpr, NP: tl.constexpr, HSP: tl.constexpr,
     PREC: tl.constexpr, INTERPRET: tl.constexpr,
 ):  # fmt: skip
-    """chunk_grad_c_kernel with its loops swapped (Tiling.c_hoist): each (BT, BK) tile of C_t·B_s,
-    which no head changes, computed once for the run's HS heads rather than once a head; the
-    heads' ρ_t are the rows of an (HSP, BT) tile (HSP: HS rounded up to a power of two)."""
+    """BT steps t of one chunk, HS heads of one group: dC_t summed over those heads, into run k's
+    partial dC[k] (runs, B, L, G, N), and each head's ρ_t into dat (B, H, nc T). The loop over
+    the steps s is the outer one: each (BT, BK) tile of C_t·B_s, which no head changes, is
+    computed once for the run's heads (once a head cost 4-10% more at 2048-8192 steps on an H100,
+    docs/results.md); the heads' ρ_t are the rows of an (HSP, BT) tile (HSP: HS rounded up to a
+    power of two)."""
     NT: tl.constexpr = T // BT
     runs = HG // HS
     tq, rest = _split(tl.program_id(0), NT)
@@ -428,7 +370,7 @@ def chunk_grad_c_hoisted_kernel(
             w = dyx * _decay(tl.load(a_ptr + t), tl.load(a_ptr + s), t, s, True) * tl.load(delta_ptr + s)[None, :]
             rho += tl.where(j[:, None] == i, tl.sum(w * cb, axis=1)[None, :], 0.0)  # Σ_s Q_ts, head i's row
             dC = _mma(w, bs, dC, DT, PREC, INTERPRET)
-    for i in range(_bound(HS, INTERPRET)):  # the entering state's parts, as chunk_grad_c_kernel's
+    for i in range(_bound(HS, INTERPRET)):  # the entering state's parts: e^(a_t) S_c^T dy_t into dC_t, dy_t·e^(a_t) S_c C_t into ρ_t
         a_t = tl.load(da_ptr + i * (nc * T) + plane + t)
         dyt = tl.load(dy_ptr + (h0 + i) * sdy_h + t[:, None] * sdy_l + p[None, :], mask=mt[:, None] & mp[None, :], other=0.0)
         s_in = _load_pn(states_ptr + ((b * (nc + 1) + c) * H + h0 + i) * P * N, p, n, P, N)

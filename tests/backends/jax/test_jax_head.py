@@ -1,6 +1,6 @@
 """The LM head on JAX: the fused head + cross-entropy (layers.head_loss, jax-cuda's train step)
 against the unfused loss and a float64 NumPy one, values and gradients, at shapes that need
-padded chunks; and the decode step's params cast once to the compute dtype (decode_params)."""
+padded chunks; and one train step fused against unfused."""
 
 import numpy as np
 import pytest
@@ -124,58 +124,3 @@ def test_train_step_fused_loss_matches_unfused(monkeypatch, rng):
         np.testing.assert_allclose(new[k], ref_new[k], rtol=1e-5, atol=1e-6, err_msg=k)
     moved = np.abs(ref_new["backbone.embedding.weight"] - w["backbone.embedding.weight"]).max()
     assert moved > 1e-4  # the step did move the tied weight (lr 1e-3)
-
-
-# ---------------------------------------------------------------- decode params
-LINEAR_WEIGHTS = {  # what each architecture runs through ``linear``, per layer
-    "mamba": ("mixer.in_proj.weight", "mixer.x_proj.weight", "mixer.dt_proj.weight", "mixer.out_proj.weight"),
-    "mamba2": ("mixer.in_proj.weight", "mixer.out_proj.weight"),
-    "transformer": ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"),
-}
-
-
-def _decode(b, m, params, toks, n=3):
-    """Logits (n, B, V) of n decode steps from params after a prefill of toks."""
-    state, out = b.prefill(m, toks, toks.shape[1] + n), []
-    for t in range(n):
-        logits, state = m.jitted("step")(params, toks[:, t], state)
-        out.append(np.asarray(logits))
-    return np.stack(out)
-
-
-@pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
-def test_decode_from_precast_weights_matches_casting_each_token(arch, rng):
-    """bf16 decode from params whose linear weights and tied head are cast once gives the logits of
-    the step that casts the fp32 params every token; the embedding, conv, norms, A and biases stay
-    fp32. In fp32 the decode params are the params themselves."""
-    cfg, b = CFGS[arch], registry.get("jax-cpu")
-    m = b.build(arch, init_weights(arch, cfg, seed=2), cfg, dtype="bfloat16")
-    pre = "transformer.h" if arch == "transformer" else "backbone.layers"
-    want = {f"{pre}.{i}.{s}" for i in range(cfg.n_layers) for s in LINEAR_WEIGHTS[arch]}
-    dp = m.decode_params()
-    assert {k for k, v in dp.items() if v.dtype == jnp.bfloat16} == want | {jl.HEAD_CAST}
-    assert set(dp) - set(m.params) == {jl.HEAD_CAST} and dp is m.decode_params()  # cached
-    np.testing.assert_array_equal(np.asarray(dp[jl.HEAD_CAST]), np.asarray(m.params[m.net.EMBEDDING].astype(jnp.bfloat16)))
-    toks = b.tokens(rng.integers(0, cfg.vocab, (2, 5)))
-    got, ref = _decode(b, m, dp, toks), _decode(b, m, m.params, toks)
-    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
-    logits, _ = b.decode_step(m, toks[:, 0], b.prefill(m, toks, 8))  # the backend's step reads them
-    np.testing.assert_array_equal(np.asarray(logits), got[0])
-    m32 = b.build(arch, init_weights(arch, cfg, seed=2), cfg)
-    assert m32.decode_params() is m32.params
-
-
-def test_decode_params_follow_a_train_step(rng):
-    """After a train step the decode params are cast from the new weights (a stale cache would
-    hold the old casts, and the old fp32 arrays, which the step donated)."""
-    cfg, b = CFGS["mamba"], registry.get("jax-cpu")
-    m = b.build("mamba", init_weights("mamba", cfg, seed=3), cfg, dtype="bfloat16")
-    toks = b.tokens(rng.integers(0, cfg.vocab, (2, 9)))
-    old = np.asarray(m.decode_params()[jl.HEAD_CAST], np.float32)
-    b.train_step(m, toks, toks)
-    dp = m.decode_params()
-    for k, v in dp.items():
-        src = m.params[m.net.EMBEDDING if k == jl.HEAD_CAST else k]
-        np.testing.assert_array_equal(np.asarray(v, np.float32), np.asarray(src.astype(v.dtype), np.float32), err_msg=k)
-    assert (np.asarray(dp[jl.HEAD_CAST], np.float32) != old).mean() > 0.5  # the head really moved
-    np.testing.assert_allclose(_decode(b, m, dp, toks), _decode(b, m, m.params, toks), rtol=1e-6, atol=1e-6)

@@ -6,8 +6,6 @@ split state tiles, head runs summed); its op (one each way, torch.compile). With
 kernels run under Triton's interpreter (the triton package sets TRITON_INTERPRET=1 where CUDA is
 absent), so shapes stay tiny; the tests marked gpu check full tiles and CUDA-graph capture."""
 
-import dataclasses
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -103,11 +101,11 @@ CASES = {  # (Bt, L, H, P, G, N), T, initial state, tiling (None: fp32's default
         True,
         ts.Tiling(out_t=32, out_k=16, grad_t=32, grad_k=32, state_n=16, c_k=16, c_warps=2, c_stages=1),
     ),
-    "C·B once a run of heads (3 heads a run, their ρ rows padded to 4), ragged last chunk": (
+    "3 heads a run (chunk_grad_c's ρ rows padded to 4), ragged last chunk": (
         (1, 40, 6, 5, 1, 7),
         16,
         True,
-        ts.Tiling(out_t=16, out_k=16, grad_t=16, grad_k=16, state_p=16, state_k=16, per_sm=4, c_hoist=True),
+        ts.Tiling(out_t=16, out_k=16, grad_t=16, grad_k=16, state_p=16, state_k=16, per_sm=4),
     ),
     "shorter than one chunk": ((2, 5, 4, 6, 2, 5), 16, False, None),
     "more chunks than grad_sums_kernel sums in one block of rows": ((2, 150, 2, 4, 1, 4), 16, False, None),
@@ -211,13 +209,10 @@ def test_shapes_and_dtypes_it_does_not_take_are_named(change, message):
 
 # ---------------------------------------------------------------------------- on a GPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("hoist", [False, True], ids=["default", "c_hoist"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
-def test_full_tiles_at_a_model_shape_on_the_gpu(dtype, tol, hoist, monkeypatch):
-    """The default tiling (and it with chunk_grad_c's hoisted form), with full tiles and the
-    compiled dots (wgmma on sm_90; IEEE fp32, not TF32, for fp32 inputs), at Mamba-2's head and
-    state sizes and a ragged last chunk."""
-    monkeypatch.setitem(ts.TILINGS, dtype, dataclasses.replace(ts.TILINGS[dtype], c_hoist=hoist))
+def test_full_tiles_at_a_model_shape_on_the_gpu(dtype, tol):
+    """The default tiling, with full tiles and the compiled dots (wgmma on sm_90; IEEE fp32, not
+    TF32, for fp32 inputs), at Mamba-2's head and state sizes and a ragged last chunk."""
     ins = inputs(2, 600, 8, 64, 2, 128, dtype=dtype, init=True)
     (y, final, grads), (y64, final64, grads64) = run_both(ins, 256)
     assert rel(y, y64) < tol and rel(final, final64) < tol
