@@ -110,6 +110,18 @@ class External:
         return loss.detach()
 
 
+def _mamba_ssm_scan_unbuilt() -> bool:
+    """mamba_ssm imports but its Mamba-1 scan's CUDA extension (selective_scan_cuda) is not built
+    (an install for Mamba-2 alone, whose kernels are Triton)."""
+    if importlib.util.find_spec("mamba_ssm") is None:
+        return False
+    try:
+        from mamba_ssm.ops import selective_scan_interface as ssi
+    except ImportError:
+        return False
+    return getattr(ssi, "selective_scan_cuda", None) is None
+
+
 # ---------------------------------------------------------------------------- transformers
 def _hf_module(arch: str, cfg):
     try:
@@ -138,6 +150,12 @@ class HF(External):
     impl = "hf"
 
     def __init__(self, arch, weights, cfg, device, amp_dtype):
+        if arch == "mamba" and device.type == "cuda" and _mamba_ssm_scan_unbuilt():  # transformers 5.17 raised in its forward
+            raise BackendUnavailable(
+                "transformers' Mamba calls mamba_ssm's selective scan wherever mamba_ssm imports, and mamba_ssm's CUDA "
+                "extension (selective_scan_cuda) is not built here; install: pip install mamba-ssm --no-build-isolation "
+                "(or uninstall mamba-ssm to time transformers' torch path)"
+            )
         _warnings()  # listening before transformers is imported: some versions warn as they build a model
         module = _hf_module(arch, cfg)
         _load(module, {HF_NAMES.get(k, k): torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()})
@@ -197,9 +215,7 @@ def _mamba_ssm_module(arch: str, cfg, device):
         raise BackendUnavailable(f"mamba_ssm does not import ({e}); install: pip install mamba-ssm --no-build-isolation") from None
     ssm = {"d_state": cfg.d_state, "d_conv": cfg.d_conv, "expand": cfg.expand}
     if arch == "mamba":
-        from mamba_ssm.ops import selective_scan_interface as ssi
-
-        if getattr(ssi, "selective_scan_cuda", None) is None:
+        if _mamba_ssm_scan_unbuilt():
             raise BackendUnavailable(
                 "mamba_ssm's Mamba-1 needs its CUDA extension (selective_scan_cuda), not built here; "
                 "install: pip install mamba-ssm --no-build-isolation"

@@ -71,6 +71,38 @@ def test_mamba_ssm_and_the_transformer_are_unavailable_with_the_reason():
         b.build("transformer", init_weights("transformer", t), t, dtype="float32", impl="hf")
 
 
+def test_hf_mamba_on_cuda_with_an_unbuilt_mamba_ssm_is_unavailable_with_the_fix(monkeypatch):
+    """transformers takes mamba_ssm's selective scan wherever mamba_ssm imports; without its CUDA
+    extension that raised inside transformers' forward on the H100 (reports/h100-2026-12-07). The
+    point is refused before it builds, with what to do; a built one, or none, is not refused."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from ssmbench.backends.torch import impls
+
+    names = ("mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.selective_scan_interface", "mamba_ssm.models")
+    fake = {n: types.ModuleType(n) for n in (*names, "mamba_ssm.models.config_mamba", "mamba_ssm.models.mixer_seq_simple")}
+    for name, mod in fake.items():
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        monkeypatch.setitem(sys.modules, name, mod)
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(fake[parent], child, mod)
+    fake["mamba_ssm.models.config_mamba"].MambaConfig = fake["mamba_ssm.models.mixer_seq_simple"].MambaLMHeadModel = None
+    ssi = fake["mamba_ssm.ops.selective_scan_interface"]
+    ssi.selective_scan_cuda = None
+    cfg, cuda = CONFIGS["mamba"], torch.device("cuda")
+    w = init_weights("mamba", cfg)
+    with pytest.raises(BackendUnavailable, match="selective_scan_cuda.*uninstall mamba-ssm"):
+        impls.build("hf", "mamba", w, cfg, cuda, None)
+    with pytest.raises(BackendUnavailable, match="Mamba-1 needs its CUDA extension"):
+        impls.build("mamba-ssm", "mamba", w, cfg, cuda, None)
+    ssi.selective_scan_cuda = object()  # built: nothing refused (the builds then go on to the device)
+    assert not impls._mamba_ssm_scan_unbuilt()
+    impls.build("hf", "mamba", w, cfg, torch.device("cpu"), None)  # and on the CPU it is never consulted
+
+
 def test_plan_runs_each_impl_once_on_its_own_scan_and_skips_what_cannot_run():
     opts = options(backend=["torch-cpu,jax-cpu"], arch="mamba,transformer", impl=["ssmbench,hf,mamba-ssm"], scan=["all"])
     got = {(p.backend, p.arch, p.impl, p.scan): p.skip_reason for p in expand_points("throughput", opts, ["forward"])}
