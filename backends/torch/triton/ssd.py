@@ -151,7 +151,9 @@ def _check(layout: tuple, T: int) -> None:
 def _runs(HG: int, programs: int, tiling: Tiling, device: torch.device) -> int:
     """How many runs to split a group's HG heads into for chunk_grad_c/b (a divisor of HG): the
     fewest giving about ``tiling.per_sm`` programs per SM. More runs, more parallelism; fewer,
-    fewer partials of dB and dC to sum."""
+    fewer partials of dB and dC to sum, and each C·B tile shared by more heads, but chunk_grad_c
+    keeps a row of ρ a head (a long run, as a big model's one group at long lengths gets, holds
+    more registers: timed at 130M's 24 heads only)."""
     want = tiling.per_sm * _sm_count(device)
     return next((d for d in range(1, HG + 1) if HG % d == 0 and programs * d >= want), HG)
 
