@@ -105,9 +105,9 @@ for STEP in "$@"; do
     impls-fallback)  # issue 25: without mamba_ssm importable, transformers runs its torch fallback
            $SSM run throughput -b torch-cuda --preset mamba-130m --arch mamba --impl ssmbench,hf --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R
            $SSM run throughput -b torch-cuda --preset mamba2-130m --impl hf --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R ;;
-    peer-build) PATH=/tmp/site/bin:$PATH python3 "$REPO/tools/build_peer_ext.py" /tmp/peerext 2>&1 | tail -4 | tee "$OUT/peer-build.txt" ;;  # mamba-ssm's Mamba-1 scan and causal-conv1d from .peer's source (ninja from .whl)
-    impls-built)  # issue 25 with peer-build's extensions: mamba-ssm's default (fused) paths, transformers' kernel path
-           P="/tmp/site:$REPO/.peer:/tmp/peerext/selective_scan_cuda:/tmp/peerext/causal_conv1d_cuda"
+    peer-build) PATH=/tmp/site/bin:$PATH python3 "$REPO/tools/build_peer_ext.py" /tmp/peerext 2>&1 | tail -4 | tee "$OUT/peer-build.txt" ;;  # on the device (over 330 s for both): prefer .peer/ext, built ahead on the VM
+    impls-built)  # issue 25 with the peers' CUDA extensions (.peer/ext, or peer-build's): mamba-ssm's default (fused) paths, transformers' kernel path
+           P="/tmp/site:$REPO/.peer:$REPO/.peer/ext:/tmp/peerext"
            for preset in ${IMPL_PRESETS:-mamba-130m mamba2-130m}; do
              PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset $preset --impl ssmbench,hf,mamba-ssm --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R
            done ;;
