@@ -65,7 +65,7 @@ def build(name: str, out_dir: str, arch: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("--arch", default="", help="compute capability without the dot (90: H100, H200); default: this GPU's")
     args = ap.parse_args()
