@@ -10,16 +10,10 @@ jl = pytest.importorskip("ssmbench.backends.jax.layers")
 
 from ssmbench import backends as registry  # noqa: E402
 from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
-from ssmbench.archs.mamba2 import Config as Mamba2Config  # noqa: E402
-from ssmbench.archs.transformer import Config as TransformerConfig  # noqa: E402
 from ssmbench.weights import init_weights  # noqa: E402
 
 jnp = jax.numpy
-CFGS = {
-    "mamba": MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2),
-    "mamba2": Mamba2Config(vocab=23, d_model=40, n_layers=2, d_state=6, d_conv=3, expand=2, headdim=10, ngroups=2, chunk_size=16),
-    "transformer": TransformerConfig(vocab=23, d_model=40, n_layers=2, n_head=2),
-}
+MAMBA = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
 # bf16: the fused and unfused losses differ in where they round (the unfused rounds dx and dW to
 # bf16 after its matmuls, the fused accumulates dW over chunks in fp32): both gradients sit some
 # 3e-3 from float64 and from each other, the loss within 3e-4
@@ -104,7 +98,7 @@ def test_train_step_fused_loss_matches_unfused(monkeypatch, rng):
     """One AdamW step of a small Mamba in fp32, fused and unfused loss: the same loss and nearly
     the same new weights. The chunk is made small so 74 tokens take 4 chunks of 19, the last with
     2 padded rows; the fused step never forms a (tokens, V) array, the unfused one does."""
-    cfg = CFGS["mamba"]
+    cfg = MAMBA
     monkeypatch.setattr(jl, "CHUNK_ELEMENTS", 20 * cfg.vocab)
     assert jl.chunk_rows(74, cfg.vocab) == 19  # 4 x 19 = 76 > 74
     b, w = registry.get("jax-cpu"), init_weights("mamba", cfg, seed=1)
