@@ -98,7 +98,7 @@ class JaxBackend(Backend):
     dtypes = ("float32", "bfloat16", "float16")
     install_hint = "pip install 'jax[cpu]' optax"
     platform = "cpu"
-    fused_loss = False  # the train step's head + loss as one op (layers.head_loss): jax-cuda only, 25% slower than XLA's own on CPU
+    fused_loss = False  # the train step's head + loss as one op (layers.head_loss): jax-cuda only, 17-25% slower than XLA's own on CPU
 
     def __init__(self):
         super().__init__()
