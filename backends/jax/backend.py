@@ -27,7 +27,7 @@ try:
     import jax
     import jax.numpy as jnp
 
-    from .layers import cross_entropy, head_loss
+    from .layers import cross_entropy, decode_weights, head_loss
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -51,11 +51,18 @@ class _Model:
         self.opt_state = self.opt.init(params)
         self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
         self._jit = {}
+        self._decode = (None, None)  # (the params it was cast from, the decode copy)
 
     def ensure_chunk(self, tokens):
         if self.scan == "chunked" and self.chunk is None and hasattr(self.net, "max_log_decay_step"):
             step = self.net.max_log_decay_step(self.params, tokens, cfg=self.cfg, dtype=self.dtype)
             self.chunk = chunk_length(2.0 * step, tokens.shape[1])  # 2x margin for drift while training
+
+    def decode_params(self):
+        """The weights the decode step reads (layers.decode_weights), cast once from these params."""
+        if self._decode[0] is not self.params:
+            self._decode = (self.params, decode_weights(self.params, self.net.LINEAR, self.net.EMBEDDING, self.dtype))
+        return self._decode[1]
 
     def _parallel(self, fn):
         """An architecture function of the parallel path, its static arguments bound."""
@@ -173,7 +180,7 @@ class JaxBackend(Backend):
         return model.jitted("prefill")(model.params, tokens, self.init_state(model, tokens.shape[0], capacity))
 
     def decode_step(self, model, token, state):
-        return model.jitted("step")(model.params, token, state)
+        return model.jitted("step")(model.decode_params(), token, state)
 
     # ---------------------------------------------------------------- ops alone
     ops_supported = True

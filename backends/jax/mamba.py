@@ -13,8 +13,9 @@ What backend.py calls (every JAX architecture module has these):
     op(scan, inputs)                                      the scan alone (ssmbench.ops), and its
                                                           inputs in the layout it takes
 
-EMBEDDING, the embedding's key (the tied head's weight), and, for the chunked scan's static
-chunk, ``max_log_decay_step`` (the bound it is chosen from).
+EMBEDDING, the embedding's key (the tied head's weight); LINEAR, the weights used only through
+linear() (a decode copy holds them in the compute dtype: layers.decode_weights); and, for the
+chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import causal_conv, head, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
 from .scans import SCAN_FNS, scan_sequential
 
 EMBEDDING = "backbone.embedding.weight"
+LINEAR = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")  # used only through linear()
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -109,7 +111,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return head(x, p[EMBEDDING], dtype), new
+    return head(x, head_weight(p, EMBEDDING), dtype), new
 
 
 def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:
