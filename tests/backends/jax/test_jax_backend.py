@@ -254,3 +254,28 @@ def test_decode_copy_casts_the_matmul_weights_once(arch, rng):
     fresh = m.decode_params()
     assert fresh is not copy
     np.testing.assert_array_equal(b.to_numpy(fresh[jl.HEAD]), b.to_numpy(m.params[m.net.EMBEDDING].astype(jnp.bfloat16)))
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("cfg", [ODD, MambaConfig(vocab=23, d_model=24, n_layers=2, d_state=16, d_conv=4, expand=2)], ids=["odd", "n16"])
+def test_fused_decode_step_matches_xla_step(cfg, dtype, tol, rng):
+    """jax-cuda's decode step (pallas_decode's kernels; Pallas' interpreter here) against the XLA
+    step over several tokens: the logits and both states. ODD has N 5 (padded to 8), K 3 and E 80
+    (blocks of 16); n16 the real models' N and K. bf16: the two round x_proj's input differently."""
+    b = registry.get("jax-cpu")
+    w = init_weights("mamba", cfg, seed=2)
+    prompt = rng.integers(0, cfg.vocab, (3, 6))
+    nxt = rng.integers(0, cfg.vocab, (3, 4))
+    out = {}
+    for fused in (False, True):
+        m = b.build("mamba", w, cfg, dtype=dtype)
+        m.fused_decode = fused
+        state, logits = b.prefill(m, b.tokens(prompt), 10), []
+        for t in range(nxt.shape[1]):
+            lg, state = b.decode_step(m, b.tokens(nxt[:, t]), state)
+            logits.append(b.to_numpy(lg))
+        out[fused] = np.stack(logits), [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
+    (lg, st), (ref_lg, ref_st) = out[True], out[False]
+    assert np.linalg.norm(lg - ref_lg) <= tol * np.linalg.norm(ref_lg)
+    for a, r in zip(st, ref_st):
+        assert a.shape == r.shape and np.linalg.norm(a - r) <= tol * np.linalg.norm(r)
