@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from .pallas_scan import _interpret, _next_power_of_2, _pad
+from .pallas_scan import interpret, next_power_of_2, pad_axis
 
 F32 = jnp.float32
 BE_MAX = 64  # channels a program (at most)
@@ -58,7 +58,7 @@ def _call(kernel, out_shapes, grid, aliases, name):
         out_shape=out_shapes,
         grid=grid,
         input_output_aliases=aliases,
-        interpret=_interpret(),
+        interpret=interpret(),
         compiler_params=plgpu.CompilerParams(num_warps=WARPS),
         name=name,
     )
@@ -103,10 +103,10 @@ def ssm_step(h, xc, dt, A_log, xdbl, D, xz, dtype):
     E) -> (the new h (B, E, N), y ⊙ silu(z) (B, E) in ``dtype``)."""
     Bt, E, N = h.shape
     R = xdbl.shape[1] - 2 * N
-    NP = _next_power_of_2(N)
+    NP = max(2, next_power_of_2(N))  # as pallas_scan pads it
     if NP != N:  # padded states: A = -1, B = C = 0 there, so they stay 0 and add nothing
-        h, A_log = _pad(h, 2, NP), _pad(A_log, 1, NP)
-        Bm, Cm = (_pad(xdbl[:, R + i * N : R + (i + 1) * N], 1, NP) for i in (0, 1))
+        h, A_log = pad_axis(h, 2, NP), pad_axis(A_log, 1, NP)
+        Bm, Cm = (pad_axis(xdbl[:, R + i * N : R + (i + 1) * N], 1, NP) for i in (0, 1))
         xdbl = jnp.concatenate([xdbl[:, :R], Bm, Cm], axis=1)
     be = _block(E)
     kernel = functools.partial(_ssm_kernel, be=be, E=E, R=R, N=NP)
