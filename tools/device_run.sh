@@ -39,7 +39,7 @@ for STEP in "$@"; do
     tests-jax) $PYTEST "$REPO/tests/backends/jax" "$REPO/tests/backends/test_backends.py" -k "jax" > "$OUT/pytest-jax.txt" 2>&1
                tail -3 "$OUT/pytest-jax.txt" ;;
     tests-jax-decode) $PYTEST "$REPO/tests/backends/test_backends.py" -k "jax-cuda and (decode or half_precision)" > "$OUT/pytest-jax-decode.txt" 2>&1
-                      tail -3 "$OUT/pytest-jax-decode.txt" ;;  # jax-cuda's decode step (pallas_decode) against float64
+                      tail -3 "$OUT/pytest-jax-decode.txt" ;;  # jax-cuda's decode step against float64
     compile) python3 "$REPO/tools/compile_triton.py" > "$OUT/compile.txt" 2>&1; echo "compile_triton exit $?"; tail -2 "$OUT/compile.txt" ;;
     scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton $FAST --out $R
                 $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;
