@@ -99,9 +99,7 @@ for STEP in "$@"; do
     pallas) $SSM run throughput -b jax-cuda --preset mamba-130m --arch mamba --scan pallas --mode train,forward --dtype bfloat16 --timeout 150 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 24's fused JAX scan
     jax-torch) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --mode train,forward --dtype bfloat16 --timeout 200 --min-iters 5 --min-time 0.5 --out $R ;;
     jax-torch-seed) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --arch mamba --mode train,forward --timeout 120 --out $R ;;  # issue 24: seed 000's config
-    decode-both) $SSM sweep seqlen -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --values 1024 --mode decode --dtype bfloat16 $FAST --out $R ;;  # issue 24's decode target, one call
-    jax-torch-more) $SSM run throughput -b torch-cuda,jax-cuda --preset tinyshakespeare-m2 --arch mamba --mode train,forward --timeout 120 --out $R
-               $SSM sweep seqlen -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --values 1024,16384 --mode decode --dtype bfloat16 $FAST --out $R ;;  # issue 24's targets, one call
+    decode-both) $SSM sweep seqlen -b torch-cuda,jax-cuda --preset mamba-130m --arch mamba --values ${DECODE_LENGTHS:-1024} --mode decode --dtype bfloat16 $FAST --out $R ;;  # issue 24's decode target, one call
     impls) P="/tmp/site:$REPO/.peer"  # carry .peer: mamba_ssm's source, whose Mamba-2 is pure Triton (its Mamba-1 needs a CUDA build)
            PYTHONPATH=$P $SSM sweep seqlen -b torch-cuda --preset mamba2-130m --impl ssmbench,hf,mamba-ssm --values 1024 --mode decode --dtype bfloat16 $FAST --out $R
            PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset mamba2-130m --impl ssmbench,hf,mamba-ssm --mode forward,train --dtype bfloat16 --min-iters 5 --min-time 0.5 --timeout 150 --out $R ;;  # the cheap points first: the train points filled the first call
