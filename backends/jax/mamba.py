@@ -13,8 +13,9 @@ What backend.py calls (every JAX architecture module has these):
     op(scan, inputs)                                      the scan alone (ssmbench.ops), and its
                                                           inputs in the layout it takes
 
-EMBEDDING, the embedding's key (the tied head's weight), and, for the chunked scan's static
-chunk, ``max_log_decay_step`` (the bound it is chosen from).
+EMBEDDING, the embedding's key (the tied head's weight); LINEAR, the weights used only through
+linear() (a decode copy holds them in the compute dtype: layers.decode_weights); and, for the
+chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import causal_conv, head, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
 from .scans import SCAN_FNS, scan_sequential
 
 EMBEDDING = "backbone.embedding.weight"
+LINEAR = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")  # used only through linear()
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -90,26 +92,45 @@ def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
     return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=True)[1]
 
 
-def step(p, token, state, *, cfg, dtype):
-    """token (B,), state [(conv (B, E, K), ssm (B, E, N))] -> logits (B, V), new state."""
+def _mixer_step(p, i, xz, conv, ssm, dtype):
+    """One token through layer i's mixer after in_proj: xz (B, 2E) -> out_proj's output, the new (conv, ssm)."""
+    mix = f"backbone.layers.{i}.mixer."
+    E = p[mix + "D"].shape[0]
+    x, z = xz[:, :E], xz[:, E:]
+    conv = jnp.concatenate([conv[..., 1:], x[..., None].astype(jnp.float32)], axis=-1)
+    xc = jax.nn.silu(jnp.einsum("bek,ek->be", conv, p[mix + "conv1d.weight"][:, 0]) + p[mix + "conv1d.bias"])
+    dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+    ssm = jnp.exp(dt[..., None] * A) * ssm + (dt * xc)[..., None] * Bm[:, None, :]
+    y = jnp.einsum("ben,bn->be", ssm, Cm) + xc * p[mix + "D"]
+    return linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype), conv, ssm
+
+
+def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
+    """_mixer_step with the work between the matmuls as pallas_decode's two kernels."""
+    from . import pallas_decode
+
+    mix = f"backbone.layers.{i}.mixer."
+    conv, xc = pallas_decode.conv_step(conv, xz, p[mix + "conv1d.weight"], p[mix + "conv1d.bias"])
+    xdbl = linear(xc, p[mix + "x_proj.weight"], dtype)
+    R = p[mix + "dt_proj.weight"].shape[1]
+    dt = linear(xdbl[:, :R], p[mix + "dt_proj.weight"], dtype, p[mix + "dt_proj.bias"])
+    ssm, g = pallas_decode.ssm_step(ssm, xc, dt, p[mix + "A_log"], xdbl, p[mix + "D"], xz, dtype)
+    return linear(g, p[mix + "out_proj.weight"], dtype), conv, ssm
+
+
+def step(p, token, state, *, cfg, dtype, fused=False):
+    """token (B,), state [(conv (B, E, K), ssm (B, E, N))] -> logits (B, V), new state. fused: the
+    mixer's work between its matmuls as two Pallas kernels a layer (pallas_decode.py; jax-cuda)."""
+    mixer = _mixer_step_fused if fused else _mixer_step
     hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
-        mix = pre + "mixer."
-        conv, ssm = state[i]
         residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
-        E = p[mix + "D"].shape[0]
-        xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[mix + "in_proj.weight"], dtype)
-        x, z = xz[:, :E], xz[:, E:]
-        conv = jnp.concatenate([conv[..., 1:], x[..., None].astype(jnp.float32)], axis=-1)
-        xc = jax.nn.silu(jnp.einsum("bek,ek->be", conv, p[mix + "conv1d.weight"][:, 0]) + p[mix + "conv1d.bias"])
-        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
-        ssm = jnp.exp(dt[..., None] * A) * ssm + (dt * xc)[..., None] * Bm[:, None, :]
-        y = jnp.einsum("ben,bn->be", ssm, Cm) + xc * p[mix + "D"]
-        hidden = linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
+        xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[pre + "mixer.in_proj.weight"], dtype)
+        hidden, conv, ssm = mixer(p, i, xz, *state[i], dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return head(x, p[EMBEDDING], dtype), new
+    return head(x, head_weight(p, EMBEDDING), dtype), new
 
 
 def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:

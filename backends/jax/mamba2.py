@@ -36,11 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import causal_conv, head, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
 from .scans import sl
 
 F32 = jnp.float32
 EMBEDDING = "backbone.embedding.weight"
+LINEAR = ("in_proj.weight", "out_proj.weight")  # used only through linear()
 MASKED = -1e30  # the exponent of a masked decay: exp gives exactly 0 (finite, so no inf meets Metal's fast math)
 
 
@@ -222,7 +223,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = _out(p, mix, y, x, z, cfg, dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return head(x, p[EMBEDDING], dtype), new
+    return head(x, head_weight(p, EMBEDDING), dtype), new
 
 
 def op(scan: str, inputs: dict):
