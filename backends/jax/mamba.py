@@ -98,7 +98,7 @@ def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
 
 def _mixer_step(p, i, xz, conv, ssm, dtype):
     """One token through layer i's mixer after in_proj: xz (B, 2E), every layer's (conv, ssm) ->
-    out_proj's output, (conv, ssm) with layer i's updated."""
+    out_proj's output, layer i's new (conv (B, E, K), ssm (B, E, N))."""
     mix = f"backbone.layers.{i}.mixer."
     E = p[mix + "D"].shape[0]
     x, z = xz[:, :E], xz[:, E:]
@@ -107,11 +107,12 @@ def _mixer_step(p, i, xz, conv, ssm, dtype):
     dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
     h = jnp.exp(dt[..., None] * A) * ssm[i] + (dt * xc)[..., None] * Bm[:, None, :]
     y = jnp.einsum("ben,bn->be", h, Cm) + xc * p[mix + "D"]
-    return linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype), conv.at[i].set(ci), ssm.at[i].set(h)
+    return linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype), ci, h
 
 
 def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
-    """_mixer_step with the work between the matmuls as pallas_decode's two kernels."""
+    """_mixer_step with the work between the matmuls as pallas_decode's two kernels, which update
+    layer i's states in place: -> out_proj's output, every layer's (conv, ssm)."""
     from . import pallas_decode
 
     mix = f"backbone.layers.{i}.mixer."
@@ -126,16 +127,22 @@ def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
 def step(p, token, state, *, cfg, dtype, fused=False):
     """token (B,), state (conv (n_layers, B, E, K), ssm (n_layers, B, E, N)) -> logits (B, V), the
     next state. fused: the mixer's work between its matmuls as two Pallas kernels a layer
-    (pallas_decode.py; jax-cuda)."""
-    mixer = _mixer_step_fused if fused else _mixer_step
-    (conv, ssm), hidden, residual = state, p[EMBEDDING][token], None
+    (pallas_decode.py; jax-cuda), updating the states in place. XLA's step stacks the new states
+    once at the end: written layer by layer (``.at[i].set``), XLA copied the whole stack a layer."""
+    conv, ssm = state
+    hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
         xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[pre + "mixer.in_proj.weight"], dtype)
-        hidden, conv, ssm = mixer(p, i, xz, conv, ssm, dtype)
+        if fused:
+            hidden, conv, ssm = _mixer_step_fused(p, i, xz, conv, ssm, dtype)
+        else:
+            hidden, *layer_state = _mixer_step(p, i, xz, conv, ssm, dtype)
+            new.append(layer_state)
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return head(x, head_weight(p, EMBEDDING), dtype), (conv, ssm)
+    state = (conv, ssm) if fused else tuple(jnp.stack(s) for s in zip(*new))
+    return head(x, head_weight(p, EMBEDDING), dtype), state
 
 
 def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:

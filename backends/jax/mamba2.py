@@ -212,7 +212,7 @@ def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
 def step(p, token, state, *, cfg, dtype):
     """token (B,), state (conv (n_layers, B, E + 2GN, K), ssm (n_layers, B, H, P, N)) -> logits
     (B, V), the next state."""
-    (convs, ssms), hidden, residual = state, p[EMBEDDING][token], None
+    (convs, ssms), hidden, residual, new = state, p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         mix = pre + "mixer."
@@ -224,9 +224,9 @@ def step(p, token, state, *, cfg, dtype):
         x, delta, Bm, Cm = _ssm_inputs(p, mix, xBC, dt, cfg)
         ssm, y = _recur(ssm, x, delta, -jnp.exp(p[mix + "A_log"]), Bm, Cm)
         hidden = _out(p, mix, y, x, z, cfg, dtype)
-        convs, ssms = convs.at[i].set(conv), ssms.at[i].set(ssm)
+        new.append((conv, ssm))
     x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return head(x, head_weight(p, EMBEDDING), dtype), (convs, ssms)
+    return head(x, head_weight(p, EMBEDDING), dtype), tuple(jnp.stack(s) for s in zip(*new))  # once: see mamba.step
 
 
 def op(scan: str, inputs: dict):
