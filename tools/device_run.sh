@@ -112,7 +112,7 @@ for STEP in "$@"; do
            for preset in ${IMPL_PRESETS:-mamba-130m mamba2-130m}; do
              PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset $preset --impl ssmbench,hf,mamba-ssm --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R
            done ;;
-    jax-variants) for v in ${JAX_VARIANTS:-decode decode-async dispatch}; do python3 "$REPO/.peer/jax_variants.py" $v | tee -a "$OUT/jax-variants.jsonl"; done ;;  # issue 24's A/B, one process each (carry .peer)
+    jax-variants) for v in ${JAX_VARIANTS:-step async loop dispatch}; do OUT=$OUT python3 "$REPO/tools/jax_decode.py" $v | tee -a "$OUT/jax-variants.jsonl"; done ;;  # issue 24: where jax-cuda's decode time goes, one process a variant
     jax-peer) python3 "$REPO/.peer/time_jax_peer.py" --scan both | tee "$OUT/jax-peer.jsonl" ;;  # issue 24's fairness table: a public JAX Mamba (vvvm23/mamba-jax) at 130M; carry .peer and .whl-peer (its wheels), never committed
     mamba2-both) $SSM run throughput -b torch-cuda,jax-cuda --preset mamba2-130m --mode train --dtype bfloat16 --timeout 240 --min-iters 5 --min-time 0.5 --out $R ;;  # issue 23's jax-cuda ratio, one call
     *) echo "unknown step $STEP" ;;

@@ -1,0 +1,135 @@
+"""Where a JAX decode step's time goes: one Mamba-1 model, one way of stepping it, one JSON line.
+
+    python tools/jax_decode.py VARIANT[+cast][+fused][@nocb|@cball]
+
+VARIANT
+  step       each step synced, as the harness times it: median, p10, p90 ms over 400 steps
+  async      400 steps enqueued back to back, one sync: ms a step when the host runs ahead
+  loop       128 steps in one jitted fori_loop (the argmax fed back): the device's time alone,
+             no dispatch between steps
+  dispatch   the step's arguments through a jitted no-op (donating the state as the step does):
+             what one call costs the host before any kernel runs
+  hlo        the compiled step's op counts (fusions, custom calls, dots, copies); the HLO is
+             written to $OUT/<variant>.txt
+MODIFIERS
+  +cast      the backend's decode copy (weights cast once); without it the step reads the fp32
+             parameters and casts them every token
+  +fused     the backend's fused decode kernels (``fused_decode``); without it XLA's step
+  @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take
+
+Environment: BACKEND (jax-cuda), PRESET (mamba-130m), LAYERS (the preset's), DTYPE (bfloat16),
+BATCH (1); the prompt is 16 tokens. Each variant in its own process (XLA_FLAGS are read at
+import): ``tools/device_run.sh jax-variants`` runs a list of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+
+FLAGS = {
+    "nocb": "--xla_gpu_enable_command_buffer=",
+    "cball": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL --xla_gpu_graph_min_graph_size=1",
+}
+STEPS, LOOP = 400, 128
+
+
+def _median_p10_p90(seconds) -> dict:
+    import numpy as np
+
+    ms = np.asarray(seconds) * 1e3
+    return {"ms": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "p90": float(np.percentile(ms, 90))}
+
+
+def _synced(fn, args, state_at: int) -> list[float]:
+    """Seconds of each of STEPS calls of fn, synced, its returned state fed back."""
+    import jax
+
+    args, ts = list(args), []
+    for _ in range(STEPS):
+        t = time.perf_counter()
+        out = fn(*args)
+        jax.block_until_ready(out)
+        ts.append(time.perf_counter() - t)
+        args[state_at] = out[1]
+    return ts
+
+
+def main(spec: str) -> dict:
+    variant, _, cb = spec.partition("@")
+    variant, *mods = variant.split("+")
+    if cb:
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FLAGS[cb]}".strip()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ssmbench import backends
+    from ssmbench.presets import PRESETS
+    from ssmbench.weights import init_weights
+
+    b = backends.get(os.environ.get("BACKEND", "jax-cuda"))
+    cfg = PRESETS[os.environ.get("PRESET", "mamba-130m")].model
+    if os.environ.get("LAYERS"):
+        cfg = dataclasses.replace(cfg, n_layers=int(os.environ["LAYERS"]))
+    m = b.build("mamba", init_weights("mamba", cfg, seed=0), cfg, dtype=os.environ.get("DTYPE", "bfloat16"))
+    m.fused_decode = "fused" in mods
+    if "cast" not in mods:
+        m.decode_params = lambda: m.params
+    batch = int(os.environ.get("BATCH", "1"))
+    state = b.prefill(m, b.tokens(np.random.default_rng(0).integers(0, cfg.vocab, (batch, 16))), 16 + STEPS * 8)
+    tok, fn, p = b.tokens(np.zeros((batch,), np.int32)), m.jitted("step"), m.decode_params()
+    out = {"variant": spec, "device": b.device.device_kind, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+    if variant == "hlo":
+        text = fn.lower(p, tok, state).compile().as_text()
+        with open(os.path.join(os.environ.get("OUT", "/tmp"), re.sub(r"[+@]", "_", spec) + ".txt"), "w") as f:
+            f.write(text)
+        entry = text[text.find("ENTRY") :]
+        for op in ("fusion", "custom-call", "dot", "copy"):
+            out[op] = len(re.findall(rf"= \S+ {op}\(", entry))
+        out["custom_call_targets"] = sorted(set(re.findall(r'custom_call_target="([^"]+)"', text)))
+        return out
+    if variant == "dispatch":
+        fn = jax.jit(lambda p, t, s: (t + 1, s), donate_argnums=(2,))
+    if variant == "loop":
+        kw = {"fused": True} if m.fused_decode else {}
+
+        def steps(p, tok, state):
+            def body(_, carry):
+                logits, s = m.net.step(p, carry[0], carry[1], cfg=cfg, dtype=m.dtype, **kw)
+                return jnp.argmax(logits, -1).astype(tok.dtype), s
+
+            return jax.lax.fori_loop(0, LOOP, body, (tok, state))
+
+        fn, reps = jax.jit(steps, donate_argnums=(2,)), []
+        for _ in range(8):  # the first compiles
+            t = time.perf_counter()
+            tok, state = fn(p, tok, state)
+            jax.block_until_ready(state)
+            reps.append((time.perf_counter() - t) / LOOP)
+        out["compile_s"] = reps[0] * LOOP
+        return {**out, **_median_p10_p90(reps[1:])}
+    for _ in range(20):  # warm: compiled, caches filled
+        logits, state = fn(p, tok, state)
+    jax.block_until_ready(state)
+    if variant in ("step", "dispatch"):
+        return {**out, **_median_p10_p90(_synced(fn, (p, tok, state), 2)), "leaves": len(jax.tree_util.tree_leaves((p, tok, state)))}
+    if variant == "async":
+        reps = []
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(STEPS):
+                logits, state = fn(p, tok, state)
+            jax.block_until_ready(state)
+            reps.append((time.perf_counter() - t) / STEPS)
+        return {**out, **_median_p10_p90(reps)}
+    raise SystemExit(f"unknown variant {variant!r}: step, async, loop, dispatch or hlo")
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1])), flush=True)
