@@ -10,6 +10,7 @@ step's LM head and cross-entropy are one op (layers.head_loss), as torch's.
 
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import sys
@@ -27,7 +28,7 @@ try:
     import jax
     import jax.numpy as jnp
 
-    from .layers import cross_entropy, head_loss
+    from .layers import cross_entropy, decode_weights, head_loss
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -37,32 +38,40 @@ METAL_EXTRA = "pip install 'ssmbench[jax-metal]'  (macOS on Apple silicon: jax==
 
 # ============================================================================ backend
 class _Model:
-    """Parameters, optimiser state and the jitted functions of one built model. ``fused_loss``
-    (the backend's, settable here) picks the train step's loss."""
+    """Parameters, optimiser state and the jitted functions of one built model. ``fused_loss`` and
+    ``fused_decode`` (the backend's, settable here) pick the train step's loss and the decode step's
+    kernels."""
 
     def __init__(self, backend, arch, params, cfg, scan, dtype):
         import optax
 
         self.arch, self.cfg, self.scan, self.device = arch, cfg, scan, backend.device
         self.net = archs.framework_module(arch, "jax")  # the architecture's functions
-        self.params, self.fused_loss = params, backend.fused_loss
+        self.params, self.fused_loss, self.fused_decode = params, backend.fused_loss, backend.fused_decode
         self.dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[dtype]
         self.opt = optax.adamw(ADAMW["lr"], b1=ADAMW["b1"], b2=ADAMW["b2"], eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
         self.opt_state = self.opt.init(params)
         self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
         self._jit = {}
+        self._decode = (None, None)  # (the params it was cast from, the decode copy)
 
     def ensure_chunk(self, tokens):
         if self.scan == "chunked" and self.chunk is None and hasattr(self.net, "max_log_decay_step"):
             step = self.net.max_log_decay_step(self.params, tokens, cfg=self.cfg, dtype=self.dtype)
             self.chunk = chunk_length(2.0 * step, tokens.shape[1])  # 2x margin for drift while training
 
+    def decode_params(self):
+        """The weights the decode step reads (layers.decode_weights), cast once from these params."""
+        if self._decode[0] is not self.params:
+            self._decode = (self.params, decode_weights(self.params, self.net.LINEAR, self.net.EMBEDDING, self.dtype))
+        return self._decode[1]
+
     def _parallel(self, fn):
         """An architecture function of the parallel path, its static arguments bound."""
         return partial(fn, cfg=self.cfg, dtype=self.dtype, scan=self.scan, chunk=self.chunk)
 
     def jitted(self, name):
-        key = (name, self.fused_loss) if name == "train" else name
+        key = {"train": (name, self.fused_loss), "step": (name, self.fused_decode)}.get(name, name)
         if key not in self._jit:
             self._jit[key] = self._build(name)
         return self._jit[key]
@@ -87,7 +96,8 @@ class _Model:
             return jax.jit(self._parallel(self.net.prefill))
         if name == "step":  # an O(1) state is donated: XLA updates it in place, as torch-cuda's graph does
             donate = () if archs.get(self.arch).STATE_GROWS else (2,)  # a KV cache is reused by every timed step
-            return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype), donate_argnums=donate)
+            fused = {"fused": True} if self.fused_decode and "fused" in inspect.signature(self.net.step).parameters else {}
+            return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype, **fused), donate_argnums=donate)
         raise KeyError(name)
 
 
@@ -99,6 +109,7 @@ class JaxBackend(Backend):
     install_hint = "pip install 'jax[cpu]' optax"
     platform = "cpu"
     fused_loss = False  # the train step's head + loss as one op (layers.head_loss): jax-cuda only, 17-25% slower than XLA's own on CPU
+    fused_decode = False  # the decode step's fused Pallas kernels, where the architecture has them (``step``'s ``fused``): jax-cuda only
 
     def __init__(self):
         super().__init__()
@@ -173,7 +184,7 @@ class JaxBackend(Backend):
         return model.jitted("prefill")(model.params, tokens, self.init_state(model, tokens.shape[0], capacity))
 
     def decode_step(self, model, token, state):
-        return model.jitted("step")(model.params, token, state)
+        return model.jitted("step")(model.decode_params(), token, state)
 
     # ---------------------------------------------------------------- ops alone
     ops_supported = True
@@ -297,6 +308,7 @@ class JaxCUDA(JaxBackend):
     scans = {**SCANS, "mamba": (*SCANS["mamba"], "pallas")}  # the fused Pallas scan compiles for GPUs only
     default_scan = {"mamba": "pallas", "mamba2": "ssd"}  # mamba-130m trains in 171 ms (associative: out of memory), docs/results.md
     fused_loss = True  # no (tokens, V) logits kept for the backward (issue 24: memory)
+    fused_decode = True  # Mamba-1's decode step with pallas_decode's two kernels a layer, as torch-cuda's Triton decode.py
 
 
 class JaxMetal(JaxBackend):

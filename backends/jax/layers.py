@@ -37,6 +37,26 @@ def head(x, emb, dtype):
     return linear(x, emb, dtype).astype(F32)
 
 
+HEAD = "lm_head.weight"  # a decode copy's tied head, already in the compute dtype (decode_weights)
+
+
+def decode_weights(p, linear_keys, emb, dtype):
+    """The weights a decode step reads: those only ever multiplied (keys ending in ``linear_keys``)
+    and the tied head (``p[emb]``, kept as it is for the lookup) cast once to the compute dtype, as
+    torch's decoders hold them. linear() then casts nothing; otherwise XLA reads every fp32 weight
+    and writes its cast on every token (half a GB a token at 130M)."""
+    if dtype == F32:
+        return p
+    q = {k: v.astype(dtype) if k.endswith(linear_keys) else v for k, v in p.items()}
+    q[HEAD] = p[emb].astype(dtype)
+    return q
+
+
+def head_weight(p, emb):
+    """The LM head's weight: a decode copy's (HEAD) or the embedding ``p[emb]``."""
+    return p[HEAD] if HEAD in p else p[emb]
+
+
 def split(x, sizes, axis=-1):
     """x cut along ``axis`` into pieces of ``sizes``, as dynamic slices (scans.sl)."""
     out, start = [], 0

@@ -13,8 +13,9 @@ What backend.py calls (every JAX architecture module has these):
     op(scan, inputs)                                      the scan alone (ssmbench.ops), and its
                                                           inputs in the layout it takes
 
-EMBEDDING, the embedding's key (the tied head's weight), and, for the chunked scan's static
-chunk, ``max_log_decay_step`` (the bound it is chosen from).
+EMBEDDING, the embedding's key (the tied head's weight); LINEAR, the weights used only through
+linear() (a decode copy holds them in the compute dtype: layers.decode_weights); and, for the
+chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import causal_conv, head, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
 from .scans import SCAN_FNS, scan_sequential
 
 EMBEDDING = "backbone.embedding.weight"
+LINEAR = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")  # used only through linear()
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -79,37 +81,68 @@ def forward(p, tokens, *, cfg, dtype, scan, chunk):
 
 
 def init_state(cfg, batch, capacity, dtype, device):
-    """[(conv (B, E, K), ssm (B, E, N))] per layer, fp32 whatever the compute dtype."""
+    """(conv (n_layers, B, E, K), ssm (n_layers, B, E, N)), fp32 whatever the compute dtype: every
+    layer's state in two arrays, so a decode step takes and returns two buffers, not two a layer
+    (each donated buffer costs the host a few µs a call: 48 of them at 130M were most of what a
+    call cost on the CPU, 0.30 against 0.17 ms, before any kernel ran)."""
     z = partial(jnp.zeros, dtype=jnp.float32, device=device)
-    return [(z((batch, cfg.d_inner, cfg.d_conv)), z((batch, cfg.d_inner, cfg.d_state))) for _ in range(cfg.n_layers)]
+    return z((cfg.n_layers, batch, cfg.d_inner, cfg.d_conv)), z((cfg.n_layers, batch, cfg.d_inner, cfg.d_state))
 
 
 def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
-    """Each layer's conv and SSM state after ``tokens``, from the parallel path (``state``, the
+    """Every layer's conv and SSM state after ``tokens``, from the parallel path (``state``, the
     empty one, is not read: Mamba's state is computed, not filled in)."""
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=True)[1]
+    states = _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=True)[1]
+    return tuple(jnp.stack(s) for s in zip(*states))
 
 
-def step(p, token, state, *, cfg, dtype):
-    """token (B,), state [(conv (B, E, K), ssm (B, E, N))] -> logits (B, V), new state."""
+def _mixer_step(p, i, xz, conv, ssm, dtype):
+    """One token through layer i's mixer after in_proj: xz (B, 2E), every layer's (conv, ssm) ->
+    out_proj's output, layer i's new (conv (B, E, K), ssm (B, E, N))."""
+    mix = f"backbone.layers.{i}.mixer."
+    E = p[mix + "D"].shape[0]
+    x, z = xz[:, :E], xz[:, E:]
+    ci = jnp.concatenate([conv[i, ..., 1:], x[..., None].astype(jnp.float32)], axis=-1)
+    xc = jax.nn.silu(jnp.einsum("bek,ek->be", ci, p[mix + "conv1d.weight"][:, 0]) + p[mix + "conv1d.bias"])
+    dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
+    h = jnp.exp(dt[..., None] * A) * ssm[i] + (dt * xc)[..., None] * Bm[:, None, :]
+    y = jnp.einsum("ben,bn->be", h, Cm) + xc * p[mix + "D"]
+    return linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype), ci, h
+
+
+def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
+    """_mixer_step with the work between the matmuls as pallas_decode's two kernels, which update
+    layer i's states in place: -> out_proj's output, every layer's (conv, ssm)."""
+    from . import pallas_decode
+
+    mix = f"backbone.layers.{i}.mixer."
+    conv, xc = pallas_decode.conv_step(conv, i, xz, p[mix + "conv1d.weight"], p[mix + "conv1d.bias"])
+    xdbl = linear(xc, p[mix + "x_proj.weight"], dtype)
+    R = p[mix + "dt_proj.weight"].shape[1]
+    dt = linear(xdbl[:, :R], p[mix + "dt_proj.weight"], dtype, p[mix + "dt_proj.bias"])
+    ssm, g = pallas_decode.ssm_step(ssm, i, xc, dt, p[mix + "A_log"], xdbl, p[mix + "D"], xz, dtype)
+    return linear(g, p[mix + "out_proj.weight"], dtype), conv, ssm
+
+
+def step(p, token, state, *, cfg, dtype, fused=False):
+    """token (B,), state (conv (n_layers, B, E, K), ssm (n_layers, B, E, N)) -> logits (B, V), the
+    next state. fused: the mixer's work between its matmuls as two Pallas kernels a layer
+    (pallas_decode.py; jax-cuda), updating the states in place. XLA's step stacks the new states
+    once at the end: written layer by layer (``.at[i].set``), XLA copied the whole stack a layer."""
+    conv, ssm = state
     hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
-        mix = pre + "mixer."
-        conv, ssm = state[i]
         residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
-        E = p[mix + "D"].shape[0]
-        xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[mix + "in_proj.weight"], dtype)
-        x, z = xz[:, :E], xz[:, E:]
-        conv = jnp.concatenate([conv[..., 1:], x[..., None].astype(jnp.float32)], axis=-1)
-        xc = jax.nn.silu(jnp.einsum("bek,ek->be", conv, p[mix + "conv1d.weight"][:, 0]) + p[mix + "conv1d.bias"])
-        dt, Bm, Cm, A = _ssm_params(p, i, xc, dtype)
-        ssm = jnp.exp(dt[..., None] * A) * ssm + (dt * xc)[..., None] * Bm[:, None, :]
-        y = jnp.einsum("ben,bn->be", ssm, Cm) + xc * p[mix + "D"]
-        hidden = linear(y * jax.nn.silu(z.astype(jnp.float32)), p[mix + "out_proj.weight"], dtype)
-        new.append((conv, ssm))
+        xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[pre + "mixer.in_proj.weight"], dtype)
+        if fused:
+            hidden, conv, ssm = _mixer_step_fused(p, i, xz, conv, ssm, dtype)
+        else:
+            hidden, *layer_state = _mixer_step(p, i, xz, conv, ssm, dtype)
+            new.append(layer_state)
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    return head(x, p[EMBEDDING], dtype), new
+    state = (conv, ssm) if fused else tuple(jnp.stack(s) for s in zip(*new))
+    return head(x, head_weight(p, EMBEDDING), dtype), state
 
 
 def max_log_decay_step(p, tokens, *, cfg, dtype) -> float:

@@ -36,11 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import causal_conv, head, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
 from .scans import sl
 
 F32 = jnp.float32
 EMBEDDING = "backbone.embedding.weight"
+LINEAR = ("in_proj.weight", "out_proj.weight")  # used only through linear()
 MASKED = -1e30  # the exponent of a masked decay: exp gives exactly 0 (finite, so no inf meets Metal's fast math)
 
 
@@ -195,24 +196,27 @@ def forward(p, tokens, *, cfg, dtype, scan, chunk):
 
 
 def init_state(cfg, batch, capacity, dtype, device):
-    """[(conv (B, E + 2GN, K), ssm (B, H, P, N))] per layer, fp32 whatever the compute dtype."""
+    """(conv (n_layers, B, E + 2GN, K), ssm (n_layers, B, H, P, N)), fp32 whatever the compute
+    dtype: every layer's state in two arrays, as Mamba-1's (mamba.init_state says why)."""
     z = partial(jnp.zeros, dtype=F32, device=device)
-    return [(z((batch, cfg.conv_dim, cfg.d_conv)), z((batch, cfg.nheads, cfg.headdim, cfg.d_state))) for _ in range(cfg.n_layers)]
+    return z((cfg.n_layers, batch, cfg.conv_dim, cfg.d_conv)), z((cfg.n_layers, batch, cfg.nheads, cfg.headdim, cfg.d_state))
 
 
 def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
     """Each layer's conv state (the last K conv inputs, zeros before the sequence) and SSD state
     after ``tokens``, from the parallel path (``state``, the empty one, is not read)."""
-    return _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=True)[1]
+    states = _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=True)[1]
+    return tuple(jnp.stack(s) for s in zip(*states))
 
 
 def step(p, token, state, *, cfg, dtype):
-    """token (B,), state [(conv (B, E + 2GN, K), ssm (B, H, P, N))] -> logits (B, V), new state."""
-    hidden, residual, new = p[EMBEDDING][token], None, []
+    """token (B,), state (conv (n_layers, B, E + 2GN, K), ssm (n_layers, B, H, P, N)) -> logits
+    (B, V), the next state."""
+    (convs, ssms), hidden, residual, new = state, p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
         pre = f"backbone.layers.{i}."
         mix = pre + "mixer."
-        conv, ssm = state[i]
+        conv, ssm = convs[i], ssms[i]
         residual = hidden.astype(F32) if residual is None else hidden.astype(F32) + residual
         z, xBC, dt = _in_proj(p, mix, rmsnorm(residual, p[pre + "norm.weight"]), cfg, dtype)
         conv = jnp.concatenate([conv[..., 1:], xBC[..., None]], axis=-1)
@@ -222,7 +226,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = _out(p, mix, y, x, z, cfg, dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return head(x, p[EMBEDDING], dtype), new
+    return head(x, head_weight(p, EMBEDDING), dtype), tuple(jnp.stack(s) for s in zip(*new))  # once: see mamba.step
 
 
 def op(scan: str, inputs: dict):

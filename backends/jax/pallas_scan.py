@@ -50,11 +50,11 @@ class Tiling:
 TILING = Tiling()  # the default, as timed at mamba-130m (docs/results.md); tools/tune_pallas_scan.py times others
 
 
-def _next_power_of_2(n: int) -> int:
+def next_power_of_2(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
-def _pad(v, axis: int, size: int):
+def pad_axis(v, axis: int, size: int):
     """v zero-padded at the end of ``axis`` to ``size``."""
     if v.shape[axis] == size:
         return v
@@ -125,7 +125,7 @@ def _backward_kernel(
     dA_ref[b, e, :] = dA
 
 
-def _interpret() -> bool:
+def interpret() -> bool:
     """Pallas' interpreter where there is no GPU to compile for (the tests on a CPU)."""
     return jax.default_backend() != "gpu"
 
@@ -133,10 +133,10 @@ def _interpret() -> bool:
 def _padded(x, dt, A, Bm, Cm, t: Tiling):
     """The inputs padded to the kernels' shapes (module docstring), and (Lp, Ep, NP)."""
     _, L, E = x.shape
-    Lp, Ep, NP = -(-L // t.tc) * t.tc, -(-E // t.be) * t.be, max(2, _next_power_of_2(A.shape[1]))
-    x, dt = (_pad(_pad(v, 1, Lp), 2, Ep) for v in (x, dt))
-    Bm, Cm = (_pad(_pad(v, 1, Lp), 2, NP) for v in (Bm, Cm))
-    return x, dt, _pad(_pad(A, 0, Ep), 1, NP), Bm, Cm, (Lp, Ep, NP)
+    Lp, Ep, NP = -(-L // t.tc) * t.tc, -(-E // t.be) * t.be, max(2, next_power_of_2(A.shape[1]))
+    x, dt = (pad_axis(pad_axis(v, 1, Lp), 2, Ep) for v in (x, dt))
+    Bm, Cm = (pad_axis(pad_axis(v, 1, Lp), 2, NP) for v in (Bm, Cm))
+    return x, dt, pad_axis(pad_axis(A, 0, Ep), 1, NP), Bm, Cm, (Lp, Ep, NP)
 
 
 def _call(kernel, t: Tiling, nc: int, out_shapes, grid, name: str):
@@ -147,7 +147,7 @@ def _call(kernel, t: Tiling, nc: int, out_shapes, grid, name: str):
         functools.partial(kernel, nc=nc, tc=t.tc, be=t.be),
         out_shape=tuple(jax.ShapeDtypeStruct(s, jnp.float32) for s in out_shapes),
         grid=grid,
-        interpret=_interpret(),
+        interpret=interpret(),
         compiler_params=plgpu.CompilerParams(num_warps=t.warps),
         name=name,
     )
@@ -187,8 +187,8 @@ def _scan_bwd(t: Tiling, res, cotangents):
     N = A0.shape[1]
     x, dt, A, Bm, Cm, (Lp, Ep, NP) = _padded(x0, dt0, A0, B0, C0, t)
     nc, n_eb = Lp // t.tc, Ep // t.be
-    dy = _pad(_pad(dy.astype(jnp.float32), 1, Lp), 2, Ep)
-    dlast = _pad(_pad(dlast.astype(jnp.float32), 1, Ep), 2, NP)
+    dy = pad_axis(pad_axis(dy.astype(jnp.float32), 1, Lp), 2, Ep)
+    dlast = pad_axis(pad_axis(dlast.astype(jnp.float32), 1, Ep), 2, NP)
     shapes = ((Bt, Lp, Ep), (Bt, Lp, Ep), (Bt, Ep, NP), (Bt, Lp, n_eb, NP), (Bt, Lp, n_eb, NP))
     call = _call(_backward_kernel, t, nc, shapes, (Bt, n_eb), "selective_scan_backward")
     dx, ddt, dA, dB, dC = call(x, dt, A, Bm, Cm, hs, dy, dlast)

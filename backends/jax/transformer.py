@@ -11,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import head, layernorm, linear
+from .layers import head, head_weight, layernorm, linear
 
 EMBEDDING = "transformer.wte.weight"
+LINEAR = ("c_attn.weight", "c_attn.bias", "c_proj.weight", "c_proj.bias", "c_fc.weight", "c_fc.bias")  # used only through linear()
 
 
 def _sinusoidal(L, D, offset):
@@ -91,7 +92,7 @@ def step(p, token, state, *, cfg, dtype):
     """token (B,) at the state's position -> (logits (B, V), (caches, position + 1))."""
     caches, pos = state
     x, caches = _run(p, token[:, None], cfg=cfg, dtype=dtype, caches=caches, pos=pos)
-    return head(x[:, 0], p[EMBEDDING], dtype), (caches, pos + 1)
+    return head(x[:, 0], head_weight(p, EMBEDDING), dtype), (caches, pos + 1)
 
 
 def op(scan: str, inputs: dict):

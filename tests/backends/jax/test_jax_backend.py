@@ -17,6 +17,7 @@ from ssmbench.archs.mamba import Config as MambaConfig  # noqa: E402
 from ssmbench.archs.mamba2 import Config as Mamba2Config  # noqa: E402
 from ssmbench.weights import init_weights  # noqa: E402
 
+jnp = jax.numpy
 ODD = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)
 ODD2 = Mamba2Config(vocab=23, d_model=40, n_layers=2, d_state=6, d_conv=3, expand=2, headdim=10, ngroups=2, chunk_size=16)
 
@@ -217,3 +218,64 @@ def test_decode_step_donates_an_o1_state_and_keeps_a_kv_cache(arch):
     if arch == "transformer":  # the same cache again gives the same logits
         again, _ = b.decode_step(m, b.tokens(np.zeros(2)), state)
         np.testing.assert_array_equal(b.to_numpy(again), b.to_numpy(logits))
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
+def test_decode_copy_casts_the_matmul_weights_once(arch, rng):
+    """In bf16 the decode step reads a copy whose matmul weights and tied head are already bf16
+    (layers.decode_weights), the rest as they are: the same logits as casting them inside the step,
+    every LINEAR name matching weights, and a new copy once a train step has moved the weights."""
+    from ssmbench.archs.transformer import Config as TransformerConfig
+
+    jl = pytest.importorskip("ssmbench.backends.jax.layers")
+    cfg = {"mamba": ODD, "mamba2": ODD2, "transformer": TransformerConfig(vocab=23, d_model=40, n_layers=1, n_head=2)}[arch]
+    b = registry.get("jax-cpu")
+    m = b.build(arch, init_weights(arch, cfg, seed=1), cfg, dtype="bfloat16")
+    toks = b.tokens(rng.integers(0, cfg.vocab, (2, 7)))
+    copy = m.decode_params()
+    for suffix in m.net.LINEAR:
+        assert any(k.endswith(suffix) for k in m.params), suffix
+    cast = {k for k, v in copy.items() if v.dtype == jnp.bfloat16}
+    assert cast == {k for k in m.params if k.endswith(m.net.LINEAR)} | {jl.HEAD}
+    assert copy[m.net.EMBEDDING] is m.params[m.net.EMBEDDING]  # the lookup stays fp32
+    assert m.decode_params() is copy  # cast once
+
+    def step(params):
+        state = b.prefill(m, toks, 9)
+        return b.to_numpy(m.jitted("step")(params, toks[:, -1], state)[0])
+
+    np.testing.assert_allclose(step(copy), step(m.params), rtol=1e-6, atol=1e-6)
+    read = []
+    m.decode_params = lambda: read.append(1) or copy  # what the backend's decode step passes
+    b.decode_step(m, toks[:, -1], b.prefill(m, toks, 9))
+    assert read
+    del m.decode_params
+    b.train_step(m, toks, toks)
+    fresh = m.decode_params()
+    assert fresh is not copy
+    np.testing.assert_array_equal(b.to_numpy(fresh[jl.HEAD]), b.to_numpy(m.params[m.net.EMBEDDING].astype(jnp.bfloat16)))
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("cfg", [ODD, MambaConfig(vocab=23, d_model=24, n_layers=2, d_state=16, d_conv=4, expand=2)], ids=["odd", "n16"])
+def test_fused_decode_step_matches_xla_step(cfg, dtype, tol, rng):
+    """jax-cuda's decode step (pallas_decode's kernels; Pallas' interpreter here) against the XLA
+    step over several tokens: the logits and both states. ODD has N 5 (padded to 8), K 3 and E 80
+    (blocks of 16); n16 the real models' N and K. bf16: the two round x_proj's input differently."""
+    b = registry.get("jax-cpu")
+    w = init_weights("mamba", cfg, seed=2)
+    prompt = rng.integers(0, cfg.vocab, (3, 6))
+    nxt = rng.integers(0, cfg.vocab, (3, 4))
+    out = {}
+    for fused in (False, True):
+        m = b.build("mamba", w, cfg, dtype=dtype)
+        m.fused_decode = fused
+        state, logits = b.prefill(m, b.tokens(prompt), 10), []
+        for t in range(nxt.shape[1]):
+            lg, state = b.decode_step(m, b.tokens(nxt[:, t]), state)
+            logits.append(b.to_numpy(lg))
+        out[fused] = np.stack(logits), [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
+    (lg, st), (ref_lg, ref_st) = out[True], out[False]
+    assert np.linalg.norm(lg - ref_lg) <= tol * np.linalg.norm(ref_lg)
+    for a, r in zip(st, ref_st):
+        assert a.shape == r.shape and np.linalg.norm(a - r) <= tol * np.linalg.norm(r)
