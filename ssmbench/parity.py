@@ -24,6 +24,7 @@ from .interface import BackendUnavailable
 MODEL = MambaConfig(vocab=23, d_model=40, n_layers=2, d_state=5, d_conv=3, expand=2)  # odd on purpose
 SETTINGS = {"mamba2": dict(d_state=6, headdim=10, ngroups=2, chunk_size=16)}  # 8 heads of 10 in 2 groups; 37 tokens = 2 chunks + 5
 BATCH, SEQ_LEN = 2, 37
+CONV_MULTIPLE = 8  # causal-conv1d's kernels, which mamba-ssm's and transformers' Mamba-2 take when built, need conv channels in 8s
 TOLERANCE = {"float32": 1e-4, "bfloat16": 3e-2, "float16": 5e-3}
 
 
@@ -103,8 +104,16 @@ def decode_all(b, model, tokens) -> np.ndarray:
 
 
 def model_config(arch: str, ngroups: int | None = None):
-    """The odd-shaped model a check runs (``ngroups``: Mamba-2's groups, where not SETTINGS')."""
-    return archs.get(arch).config_for(MODEL, **{**SETTINGS.get(arch, {}), **({"ngroups": ngroups} if ngroups else {})})
+    """The odd-shaped model a check runs (``ngroups``: Mamba-2's groups, where not SETTINGS': another
+    implementation's check). There the state size is the first from SETTINGS' that is not a power
+    of two and makes the conv channels (E + 2GN) a multiple of CONV_MULTIPLE."""
+    settings = {**SETTINGS.get(arch, {}), **({"ngroups": ngroups} if ngroups else {})}
+    if ngroups and arch == "mamba2":
+        n, inner = settings["d_state"], MODEL.expand * MODEL.d_model
+        while (inner + 2 * ngroups * n) % CONV_MULTIPLE or n & (n - 1) == 0:
+            n += 1
+        settings["d_state"] = n
+    return archs.get(arch).config_for(MODEL, **settings)
 
 
 def run_checks(backend, checks: list[Check], seed: int = 0) -> list[dict]:

@@ -161,3 +161,15 @@ def test_another_implementations_mamba2_is_checked_at_the_timed_models_groups():
     assert parity.check_for("mamba2", "forward", "hf", "float32", "hf", 3).ngroups == 2  # 3 does not divide the check's 8 heads
     res = parity.run_checks(tb.TorchCPU(), [parity.check_for("mamba2", "forward", "hf", "float32", "hf", 4)])
     assert res[0]["passed"] and res[0]["ngroups"] == 4, res
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8])
+def test_another_implementations_mamba2_check_fits_causal_conv1d(groups):
+    """causal-conv1d's kernels (mamba-ssm's and transformers' Mamba-2 path where it is built) take
+    conv channels in multiples of 8: at 1 group the check's default state (6) gave 92 and both
+    implementations raised on the H100 before being timed. Another implementation's check keeps an
+    odd state size (not a power of two) whose conv channels fit; ssmbench's own check is unchanged."""
+    cfg = parity.model_config("mamba2", groups)
+    assert cfg.ngroups == groups and cfg.conv_dim % 8 == 0, cfg
+    assert cfg.d_state & (cfg.d_state - 1) != 0 and cfg.d_state >= parity.SETTINGS["mamba2"]["d_state"]
+    assert parity.model_config("mamba2").d_state == parity.SETTINGS["mamba2"]["d_state"]
