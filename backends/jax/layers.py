@@ -57,6 +57,13 @@ def head_weight(p, emb):
     return p[HEAD] if HEAD in p else p[emb]
 
 
+def stack_layers(states):
+    """[(a_0, b_0), ... per layer] -> (a (n_layers, ...), b (n_layers, ...)): an O(1) decode state
+    as two arrays for all layers (mamba.init_state says why), stacked once rather than written a
+    layer at a time, which made XLA copy the whole stack every layer."""
+    return tuple(jnp.stack(s) for s in zip(*states))
+
+
 def split(x, sizes, axis=-1):
     """x cut along ``axis`` into pieces of ``sizes``, as dynamic slices (scans.sl)."""
     out, start = [], 0

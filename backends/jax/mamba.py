@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split, stack_layers
 from .scans import SCAN_FNS, scan_sequential
 
 EMBEDDING = "backbone.embedding.weight"
@@ -92,8 +92,7 @@ def init_state(cfg, batch, capacity, dtype, device):
 def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
     """Every layer's conv and SSM state after ``tokens``, from the parallel path (``state``, the
     empty one, is not read: Mamba's state is computed, not filled in)."""
-    states = _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=True)[1]
-    return tuple(jnp.stack(s) for s in zip(*states))
+    return stack_layers(_layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk, return_state=True)[1])
 
 
 def _mixer_step(p, i, xz, conv, ssm, dtype):
@@ -127,8 +126,8 @@ def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
 def step(p, token, state, *, cfg, dtype, fused=False):
     """token (B,), state (conv (n_layers, B, E, K), ssm (n_layers, B, E, N)) -> logits (B, V), the
     next state. fused: the mixer's work between its matmuls as two Pallas kernels a layer
-    (pallas_decode.py; jax-cuda), updating the states in place. XLA's step stacks the new states
-    once at the end: written layer by layer (``.at[i].set``), XLA copied the whole stack a layer."""
+    (pallas_decode.py; jax-cuda), updating the states in place; XLA's step stacks the new states
+    once at the end (layers.stack_layers)."""
     conv, ssm = state
     hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
@@ -141,7 +140,7 @@ def step(p, token, state, *, cfg, dtype, fused=False):
             hidden, *layer_state = _mixer_step(p, i, xz, conv, ssm, dtype)
             new.append(layer_state)
     x = rmsnorm(hidden.astype(jnp.float32) + residual, p["backbone.norm_f.weight"])
-    state = (conv, ssm) if fused else tuple(jnp.stack(s) for s in zip(*new))
+    state = (conv, ssm) if fused else stack_layers(new)
     return head(x, head_weight(p, EMBEDDING), dtype), state
 
 

@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .layers import causal_conv, head, head_weight, linear, rmsnorm, split
+from .layers import causal_conv, head, head_weight, linear, rmsnorm, split, stack_layers
 from .scans import sl
 
 F32 = jnp.float32
@@ -205,8 +205,7 @@ def init_state(cfg, batch, capacity, dtype, device):
 def prefill(p, tokens, state, *, cfg, dtype, scan, chunk):
     """Each layer's conv state (the last K conv inputs, zeros before the sequence) and SSD state
     after ``tokens``, from the parallel path (``state``, the empty one, is not read)."""
-    states = _layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=True)[1]
-    return tuple(jnp.stack(s) for s in zip(*states))
+    return stack_layers(_layers(p, tokens, cfg=cfg, dtype=dtype, scan=scan, return_state=True)[1])
 
 
 def step(p, token, state, *, cfg, dtype):
@@ -226,7 +225,7 @@ def step(p, token, state, *, cfg, dtype):
         hidden = _out(p, mix, y, x, z, cfg, dtype)
         new.append((conv, ssm))
     x = rmsnorm(hidden.astype(F32) + residual, p["backbone.norm_f.weight"])
-    return head(x, head_weight(p, EMBEDDING), dtype), tuple(jnp.stack(s) for s in zip(*new))  # once: see mamba.step
+    return head(x, head_weight(p, EMBEDDING), dtype), stack_layers(new)
 
 
 def op(scan: str, inputs: dict):

@@ -14,10 +14,11 @@ layer, each program owning BE channels of one sequence:
 x and z are read from in_proj's output xz (B, 2E), B and C from x_proj's (B, R + 2N), so XLA
 slices nothing. dt is dt_proj's output, its bias added (that matmul is XLA's). The states are
 every layer's in one array each, (n_layers, B, E, ·) as mamba.init_state makes them; a kernel
-updates its layer's in place (input_output_aliases; the decode step donates them). The arithmetic is the
-XLA step's (mamba.py) op for op, in fp32. Shapes: E is split into blocks of the largest power of
-two up to 64 dividing it; N is padded to a power of two where it is not one (Triton's blocks),
-which only odd test shapes need. Without a GPU the kernels run in Pallas' interpreter.
+updates its layer's in place (input_output_aliases; the decode step donates them). The
+arithmetic is the XLA step's (mamba.py) op for op, in fp32. Shapes: E is split into blocks of
+the largest power of two up to 64 dividing it; N is padded to a power of two where it is not one
+(Triton's blocks), which only odd test shapes need. Without a GPU the kernels run in Pallas'
+interpreter.
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def _ssm_kernel(h_ref, xc_ref, dt_ref, alog_ref, xdbl_ref, d_ref, xz_ref, new_re
 def ssm_step(h, layer, xc, dt, A_log, xdbl, D, xz, dtype):
     """h (n_layers, B, E, N) fp32, every layer's; layer: which one steps; xc (B, E) fp32; dt (B, E)
     (dt_proj's output with its bias); A_log (E, N); xdbl (B, R + 2N) (x_proj's output: Δ's rank R,
-    then B, then C); D (E,); xz (B, 2E) (z its last E) -> (h with that layer's updated in place, y ⊙ silu(z) (B, E) in ``dtype``)."""
+    then B, then C); D (E,); xz (B, 2E) (z its last E) -> (h with that layer's updated in place,
+    y ⊙ silu(z) (B, E) in ``dtype``)."""
     _, Bt, E, N = h.shape
     R = xdbl.shape[1] - 2 * N
     NP = max(2, next_power_of_2(N))  # as pallas_scan pads it
