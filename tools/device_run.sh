@@ -108,9 +108,10 @@ for STEP in "$@"; do
            $SSM run throughput -b torch-cuda --preset mamba2-130m --impl hf --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R ;;
     peer-build) PATH=/tmp/site/bin:$PATH python3 "$REPO/tools/build_peer_ext.py" /tmp/peerext 2>&1 | tail -4 | tee "$OUT/peer-build.txt" ;;  # on the device (over 330 s for both): prefer .peer/ext, built ahead on the VM
     impls-built)  # issue 25 with the peers' CUDA extensions (.peer/ext, or peer-build's): mamba-ssm's default (fused) paths, transformers' kernel path
+                  # (IMPL_PRESETS, IMPLS, IMPL_MODES, IMPL_TIMEOUT narrow it: transformers' first train step autotunes for over 90 s)
            P="/tmp/site:$REPO/.peer:$REPO/.peer/ext:/tmp/peerext"
            for preset in ${IMPL_PRESETS:-mamba-130m mamba2-130m}; do
-             PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset $preset --impl ssmbench,hf,mamba-ssm --mode forward,decode,train --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout 90 --out $R
+             PYTHONPATH=$P $SSM run throughput -b torch-cuda --preset $preset --impl ${IMPLS:-ssmbench,hf,mamba-ssm} --mode ${IMPL_MODES:-forward,decode,train} --dtype bfloat16 --min-iters 3 --min-time 0.3 --timeout ${IMPL_TIMEOUT:-90} --out $R
            done ;;
     jax-variants) for v in ${JAX_VARIANTS:-step async loop dispatch}; do OUT=$OUT python3 "$REPO/tools/jax_decode.py" $v | tee -a "$OUT/jax-variants.jsonl"; done ;;  # issue 24: where jax-cuda's decode time goes, one process a variant
     jax-peer) python3 "$REPO/.peer/time_jax_peer.py" --scan both | tee "$OUT/jax-peer.jsonl" ;;  # issue 24's fairness table: a public JAX Mamba (vvvm23/mamba-jax) at 130M; carry .peer and .whl-peer (its wheels), never committed

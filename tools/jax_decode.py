@@ -13,7 +13,7 @@ VARIANT
              written to $OUT/<variant>.txt
 MODIFIERS
   +cast      the backend's decode copy (weights cast once); without it the step reads the fp32
-             parameters and casts them every token
+             parameters (stacked for +fused, as the fused step reads them) and casts them every token
   +fused     the backend's fused decode kernels (``fused_decode``); without it XLA's step
   @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take
 
@@ -70,6 +70,7 @@ def main(spec: str) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from ssmbench.backends.jax.layers import STACKED, decode_weights
 
     from ssmbench import backends
     from ssmbench.presets import PRESETS
@@ -81,8 +82,10 @@ def main(spec: str) -> dict:
         cfg = dataclasses.replace(cfg, n_layers=int(os.environ["LAYERS"]))
     m = b.build("mamba", init_weights("mamba", cfg, seed=0), cfg, dtype=os.environ.get("DTYPE", "bfloat16"))
     m.fused_decode = "fused" in mods
-    if "cast" not in mods:
-        m.decode_params = lambda: m.params
+    if "cast" not in mods:  # the fp32 weights as they are (stacked, for the fused step)
+        stack = cfg.n_layers if any(k.startswith(STACKED) for k in m.decode_params()) else 0
+        plain = decode_weights(m.params, m.net.LINEAR, m.net.EMBEDDING, jnp.float32, stack)
+        m.decode_params = lambda: plain
     batch = int(os.environ.get("BATCH", "1"))
     state = b.prefill(m, b.tokens(np.random.default_rng(0).integers(0, cfg.vocab, (batch, 16))), 16 + STEPS * 8)
     tok, fn, p = b.tokens(np.zeros((batch,), np.int32)), m.jitted("step"), m.decode_params()
@@ -94,7 +97,7 @@ def main(spec: str) -> dict:
             f.write(text)
         entry = text[text.find("ENTRY") :]
         for op in ("fusion", "custom-call", "dot", "copy"):
-            out[op] = len(re.findall(rf"= \S+ {op}\(", entry))
+            out[op] = len(re.findall(rf"^\s*%\S+ = [^=]*? {op}\(", entry, re.M))  # a tuple's type has spaces
         out["custom_call_targets"] = sorted(set(re.findall(r'custom_call_target="([^"]+)"', text)))
         return out
     if variant == "dispatch":

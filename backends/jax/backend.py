@@ -53,18 +53,24 @@ class _Model:
         self.opt_state = self.opt.init(params)
         self.chunk = None  # chosen on the first parallel-path call (chunked scan only)
         self._jit = {}
-        self._decode = (None, None)  # (the params it was cast from, the decode copy)
+        self._decode = (None, 0, None)  # (the params it was cast from, its stacked layers, the decode copy)
 
     def ensure_chunk(self, tokens):
         if self.scan == "chunked" and self.chunk is None and hasattr(self.net, "max_log_decay_step"):
             step = self.net.max_log_decay_step(self.params, tokens, cfg=self.cfg, dtype=self.dtype)
             self.chunk = chunk_length(2.0 * step, tokens.shape[1])  # 2x margin for drift while training
 
+    def _fused_step(self) -> bool:
+        """Whether the decode step runs the architecture's fused kernels (``step``'s ``fused``)."""
+        return self.fused_decode and "fused" in inspect.signature(self.net.step).parameters
+
     def decode_params(self):
-        """The weights the decode step reads (layers.decode_weights), cast once from these params."""
-        if self._decode[0] is not self.params:
-            self._decode = (self.params, decode_weights(self.params, self.net.LINEAR, self.net.EMBEDDING, self.dtype))
-        return self._decode[1]
+        """The weights the decode step reads (layers.decode_weights), cast once from these params;
+        stacked for a fused step that reads them so (the architecture's STACKED_DECODE)."""
+        stack = self.cfg.n_layers if self._fused_step() and getattr(self.net, "STACKED_DECODE", False) else 0
+        if self._decode[0] is not self.params or self._decode[1] != stack:
+            self._decode = (self.params, stack, decode_weights(self.params, self.net.LINEAR, self.net.EMBEDDING, self.dtype, stack))
+        return self._decode[2]
 
     def _parallel(self, fn):
         """An architecture function of the parallel path, its static arguments bound."""
@@ -96,7 +102,7 @@ class _Model:
             return jax.jit(self._parallel(self.net.prefill))
         if name == "step":  # an O(1) state is donated: XLA updates it in place, as torch-cuda's graph does
             donate = () if archs.get(self.arch).STATE_GROWS else (2,)  # a KV cache is reused by every timed step
-            fused = {"fused": True} if self.fused_decode and "fused" in inspect.signature(self.net.step).parameters else {}
+            fused = {"fused": True} if self._fused_step() else {}
             return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype, **fused), donate_argnums=donate)
         raise KeyError(name)
 

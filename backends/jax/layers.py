@@ -38,18 +38,34 @@ def head(x, emb, dtype):
 
 
 HEAD = "lm_head.weight"  # a decode copy's tied head, already in the compute dtype (decode_weights)
+LAYER = "backbone.layers.{}."  # layer i's weights in the state dict: LAYER.format(i) + name
+STACKED = "layers."  # a stacked decode copy's: STACKED + name, every layer's in one (n_layers, ...) array
 
 
-def decode_weights(p, linear_keys, emb, dtype):
+def decode_weights(p, linear_keys, emb, dtype, stack_layers=0):
     """The weights a decode step reads: those only ever multiplied (keys ending in ``linear_keys``)
     and the tied head (``p[emb]``, kept as it is for the lookup) cast once to the compute dtype, as
     torch's decoders hold them. linear() then casts nothing; otherwise XLA reads every fp32 weight
-    and writes its cast on every token (half a GB a token at 130M)."""
-    if dtype == F32:
+    and writes its cast on every token (half a GB a token at 130M).
+
+    stack_layers: the model's layer count, to hold each per-layer weight as one (n_layers, ...)
+    array under STACKED + name, read through layer_weight(). A call's host cost grows with its
+    arguments (246 at 130M; stacked, 13). For a GPU's step only: there XLA reads a layer's slice
+    inside the fusion that uses it, where the CPU's copies each slice out first (12x slower)."""
+    if dtype != F32:
+        p = {k: v.astype(dtype) if k.endswith(linear_keys) else v for k, v in p.items()} | {HEAD: p[emb].astype(dtype)}
+    if not stack_layers:
         return p
-    q = {k: v.astype(dtype) if k.endswith(linear_keys) else v for k, v in p.items()}
-    q[HEAD] = p[emb].astype(dtype)
-    return q
+    first = LAYER.format(0)
+    q = {k: v for k, v in p.items() if not k.startswith(LAYER[: LAYER.index("{")])}
+    names = [k[len(first) :] for k in p if k.startswith(first)]
+    return q | {STACKED + name: jnp.stack([p[LAYER.format(i) + name] for i in range(stack_layers)]) for name in names}
+
+
+def layer_weight(p, i, name):
+    """Layer i's weight ``name`` (``"norm.weight"``, ``"mixer.in_proj.weight"``): a stacked decode
+    copy's slice, or the state dict's own."""
+    return p[STACKED + name][i] if STACKED + name in p else p[LAYER.format(i) + name]
 
 
 def head_weight(p, emb):

@@ -14,8 +14,9 @@ What backend.py calls (every JAX architecture module has these):
                                                           inputs in the layout it takes
 
 EMBEDDING, the embedding's key (the tied head's weight); LINEAR, the weights used only through
-linear() (a decode copy holds them in the compute dtype: layers.decode_weights); and, for the
-chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
+linear() (a decode copy holds them in the compute dtype: layers.decode_weights); where step has
+``fused``, STACKED_DECODE (its fused step reads every layer's weights from one array each); and,
+for the chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ import jax.numpy as jnp
 
 from ssmbench.archs import mamba as arch
 
-from .layers import causal_conv, head, head_weight, linear, rmsnorm, split, stack_layers
+from .layers import STACKED, causal_conv, head, head_weight, layer_weight, linear, rmsnorm, split, stack_layers
 from .scans import SCAN_FNS, scan_sequential
 
 EMBEDDING = "backbone.embedding.weight"
 LINEAR = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")  # used only through linear()
+STACKED_DECODE = True  # step(fused=True) reads a stacked decode copy (layers.decode_weights)
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -110,30 +112,28 @@ def _mixer_step(p, i, xz, conv, ssm, dtype):
 
 
 def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
-    """_mixer_step with the work between the matmuls as pallas_decode's two kernels, which update
-    layer i's states in place: -> out_proj's output, every layer's (conv, ssm)."""
+    """_mixer_step with the work between the matmuls as pallas_decode's two kernels, which read
+    every layer's weights (p a stacked decode copy: layers.decode_weights) and update layer i's
+    states in place: -> out_proj's output, every layer's (conv, ssm)."""
     from . import pallas_decode
 
-    mix = f"backbone.layers.{i}.mixer."
-    conv, xc = pallas_decode.conv_step(conv, i, xz, p[mix + "conv1d.weight"], p[mix + "conv1d.bias"])
-    xdbl = linear(xc, p[mix + "x_proj.weight"], dtype)
-    R = p[mix + "dt_proj.weight"].shape[1]
-    dt = linear(xdbl[:, :R], p[mix + "dt_proj.weight"], dtype, p[mix + "dt_proj.bias"])
-    ssm, g = pallas_decode.ssm_step(ssm, i, xc, dt, p[mix + "A_log"], xdbl, p[mix + "D"], xz, dtype)
-    return linear(g, p[mix + "out_proj.weight"], dtype), conv, ssm
+    w = {name: p[STACKED + "mixer." + name] for name in ("conv1d.weight", "conv1d.bias", "dt_proj.weight", "dt_proj.bias", "A_log", "D")}
+    conv, xc = pallas_decode.conv_step(conv, i, xz, w["conv1d.weight"], w["conv1d.bias"])
+    xdbl = linear(xc, layer_weight(p, i, "mixer.x_proj.weight"), dtype)
+    ssm, g = pallas_decode.ssm_step(ssm, i, xc, xdbl, w["dt_proj.weight"], w["dt_proj.bias"], w["A_log"], w["D"], xz, dtype)
+    return linear(g, layer_weight(p, i, "mixer.out_proj.weight"), dtype), conv, ssm
 
 
 def step(p, token, state, *, cfg, dtype, fused=False):
     """token (B,), state (conv (n_layers, B, E, K), ssm (n_layers, B, E, N)) -> logits (B, V), the
     next state. fused: the mixer's work between its matmuls as two Pallas kernels a layer
-    (pallas_decode.py; jax-cuda), updating the states in place; XLA's step stacks the new states
-    once at the end (layers.stack_layers)."""
+    (pallas_decode.py; jax-cuda) on a stacked decode copy (STACKED_DECODE), updating the states
+    in place; XLA's step stacks the new states once at the end (layers.stack_layers)."""
     conv, ssm = state
     hidden, residual, new = p[EMBEDDING][token], None, []
     for i in range(cfg.n_layers):
-        pre = f"backbone.layers.{i}."
         residual = hidden.astype(jnp.float32) if residual is None else hidden.astype(jnp.float32) + residual
-        xz = linear(rmsnorm(residual, p[pre + "norm.weight"]), p[pre + "mixer.in_proj.weight"], dtype)
+        xz = linear(rmsnorm(residual, layer_weight(p, i, "norm.weight")), layer_weight(p, i, "mixer.in_proj.weight"), dtype)
         if fused:
             hidden, conv, ssm = _mixer_step_fused(p, i, xz, conv, ssm, dtype)
         else:

@@ -260,8 +260,9 @@ def test_decode_copy_casts_the_matmul_weights_once(arch, rng):
 @pytest.mark.parametrize("cfg", [ODD, MambaConfig(vocab=23, d_model=24, n_layers=2, d_state=16, d_conv=4, expand=2)], ids=["odd", "n16"])
 def test_fused_decode_step_matches_xla_step(cfg, dtype, tol, rng):
     """jax-cuda's decode step (pallas_decode's kernels; Pallas' interpreter here) against the XLA
-    step over several tokens: the logits and both states. ODD has N 5 (padded to 8), K 3 and E 80
-    (blocks of 16); n16 the real models' N and K. bf16: the two round x_proj's input differently."""
+    step over several tokens: the logits and both states. ODD has N 5 (padded to 8), K 3, E 80
+    (blocks of 16) and R 3 (dt_proj's columns in pieces of 2 and 1); n16 the real models' N and K.
+    bf16: the two round x_proj's input differently."""
     b = registry.get("jax-cpu")
     w = init_weights("mamba", cfg, seed=2)
     prompt = rng.integers(0, cfg.vocab, (3, 6))
@@ -275,6 +276,11 @@ def test_fused_decode_step_matches_xla_step(cfg, dtype, tol, rng):
             lg, state = b.decode_step(m, b.tokens(nxt[:, t]), state)
             logits.append(b.to_numpy(lg))
         out[fused] = np.stack(logits), [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
+        layered = [k for k in m.decode_params() if k.startswith("backbone.layers.")]
+        if fused:  # one (n_layers, ...) array a weight, none a layer's: a call's arguments do not grow with depth
+            assert not layered and m.decode_params()["layers.mixer.dt_proj.weight"].shape[0] == cfg.n_layers
+        else:
+            assert len(layered) == 10 * cfg.n_layers
     (lg, st), (ref_lg, ref_st) = out[True], out[False]
     assert np.linalg.norm(lg - ref_lg) <= tol * np.linalg.norm(ref_lg)
     for a, r in zip(st, ref_st):
