@@ -3,7 +3,8 @@
     python tools/jax_decode.py VARIANT[+cast][+fused][@nocb|@cball]
 
 VARIANT
-  step       each step synced, as the harness times it: median, p10, p90 ms over 400 steps
+  step       each step synced, as the harness times it: median, p10, p90 ms over 400 steps, and
+             how many distinct buffers the logits were written to
   async      400 steps enqueued back to back, one sync: ms a step when the host runs ahead
   loop       128 steps in one jitted fori_loop (the argmax fed back): the device's time alone,
              no dispatch between steps
@@ -15,11 +16,13 @@ MODIFIERS
   +cast      the backend's decode copy (weights cast once); without it the step reads the fp32
              parameters (stacked for +fused, as the fused step reads them) and casts them every token
   +fused     the backend's fused decode kernels (``fused_decode``); without it XLA's step
+  +reuse     step and async: each call donates the last call's logits, so its output buffer is the
+             same every call (is the host's cost XLA updating its command buffers for a new one?)
   @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take
 
 Environment: BACKEND (jax-cuda), PRESET (mamba-130m), LAYERS (the preset's), DTYPE (bfloat16),
-BATCH (1); the prompt is 16 tokens. Each variant in its own process (XLA_FLAGS are read at
-import): ``tools/device_run.sh jax-variants`` runs a list of them.
+BATCH (1), PROMPT (16: the tokens prefilled before the steps). Each variant in its own process
+(XLA_FLAGS are read at import): ``tools/device_run.sh jax-variants`` runs a list of them.
 """
 
 from __future__ import annotations
@@ -46,18 +49,20 @@ def _median_p10_p90(seconds) -> dict:
     return {"ms": float(np.median(ms)), "p10": float(np.percentile(ms, 10)), "p90": float(np.percentile(ms, 90))}
 
 
-def _synced(fn, args, state_at: int) -> list[float]:
-    """Seconds of each of STEPS calls of fn, synced, its returned state fed back."""
+def _synced(fn, args, state_at: int) -> tuple[list[float], int]:
+    """Seconds of each of STEPS calls of fn, synced, its returned state fed back; and how many
+    distinct device buffers its first output (the logits) was written to."""
     import jax
 
-    args, ts = list(args), []
+    args, ts, buffers = list(args), [], set()
     for _ in range(STEPS):
         t = time.perf_counter()
         out = fn(*args)
         jax.block_until_ready(out)
         ts.append(time.perf_counter() - t)
+        buffers.add(out[0].unsafe_buffer_pointer())
         args[state_at] = out[1]
-    return ts
+    return ts, len(buffers)
 
 
 def main(spec: str) -> dict:
@@ -87,7 +92,8 @@ def main(spec: str) -> dict:
         plain = decode_weights(m.params, m.net.LINEAR, m.net.EMBEDDING, jnp.float32, stack)
         m.decode_params = lambda: plain
     batch = int(os.environ.get("BATCH", "1"))
-    state = b.prefill(m, b.tokens(np.random.default_rng(0).integers(0, cfg.vocab, (batch, 16))), 16 + STEPS * 8)
+    prompt = int(os.environ.get("PROMPT", "16"))
+    state = b.prefill(m, b.tokens(np.random.default_rng(0).integers(0, cfg.vocab, (batch, prompt))), prompt + 1)
     tok, fn, p = b.tokens(np.zeros((batch,), np.int32)), m.jitted("step"), m.decode_params()
     out = {"variant": spec, "device": b.device.device_kind, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
@@ -102,6 +108,14 @@ def main(spec: str) -> dict:
         return out
     if variant == "dispatch":
         fn = jax.jit(lambda p, t, s: (t + 1, s), donate_argnums=(2,))
+    if "reuse" in mods:  # the last logits donated back, so that every call writes them to one buffer
+        inner, last = fn, [jnp.zeros((batch, len(p[m.net.EMBEDDING])), jnp.float32)]
+        step = jax.jit(lambda p, t, s, _: inner(p, t, s), donate_argnums=(2, 3), keep_unused=True)  # kept, to be aliased
+
+        def fn(p, t, s):
+            last[0], s = step(p, t, s, last[0])
+            return last[0], s
+
     if variant == "loop":
         kw = {"fused": True} if m.fused_decode else {}
 
@@ -124,7 +138,8 @@ def main(spec: str) -> dict:
         logits, state = fn(p, tok, state)
     jax.block_until_ready(state)
     if variant in ("step", "dispatch"):
-        return {**out, **_median_p10_p90(_synced(fn, (p, tok, state), 2)), "leaves": len(jax.tree_util.tree_leaves((p, tok, state)))}
+        ts, buffers = _synced(fn, (p, tok, state), 2)
+        return {**out, **_median_p10_p90(ts), "leaves": len(jax.tree_util.tree_leaves((p, tok, state))), "output_buffers": buffers}
     reps = []  # async
     for _ in range(5):
         t = time.perf_counter()
