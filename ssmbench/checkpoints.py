@@ -14,9 +14,12 @@ names are mamba-ssm's, SPEC "The model") and the architecture's config.
 
 ``open_checkpoint`` reads the config and checks every weight's name and shape against it without
 loading the tensors (safetensors: from the file's header, which also shows a truncated file), so
-a bad checkpoint is refused before any point runs; ``Checkpoint.load`` reads the tensors. What the
-model code cannot represent yet (Mamba-3, attention or MLP layers, LayerNorm, biases, an untied
-head) is refused by name.
+a bad checkpoint is refused before any point runs; ``Checkpoint.load`` reads the tensors. An
+``lm_head.weight`` that is a copy of the embedding is a tied head saved twice and is dropped; any
+other is an untied head, which the model multiplies by instead (configs cannot tell: transformers'
+Mamba2Config says untied by default, and its models converted from mamba-ssm's save the tied head
+as its own tensor). What the model code cannot represent yet (Mamba-3, attention or MLP layers,
+LayerNorm, biases) is refused by name.
 """
 
 from __future__ import annotations
@@ -27,10 +30,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from . import archs
-from .weights import drop_tied_head, load_weights
+from .weights import LM_HEAD, drop_tied_head, load_weights
 
 SAFETENSORS, SHARDED, TORCH = "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"
 HF_NAMES = {"backbone.embeddings.weight": "backbone.embedding.weight"}  # Hugging Face's -> ours
@@ -80,6 +81,7 @@ def open_checkpoint(path) -> Checkpoint:
             arch, cfg = archs.infer(weights)
         except Exception as e:  # noqa: BLE001 - any unreadable file is bad input, named
             raise CheckpointError(f"{p}: {_first_line(e)}") from None
+        _check_head({k: v.shape for k, v in weights.items()}, p)
         return Checkpoint(str(p), "weights", arch, cfg.to_dict(), (str(p),), _sha256([p]))
     cfg_file = p / "config.json"
     if not cfg_file.is_file():
@@ -144,7 +146,6 @@ def _mamba_ssm_config(raw: dict, where: Path):
             f"a hybrid with attention layers (attn_layer_idx {raw.get('attn_layer_idx')})": bool(raw.get("attn_layer_idx")),
             f"MLP blocks (d_intermediate {raw.get('d_intermediate')})": bool(raw.get("d_intermediate")),
             "LayerNorm (rms_norm false)": raw.get("rms_norm", True) is False,
-            "an untied LM head (tie_embeddings false)": raw.get("tie_embeddings", True) is False,
             "projection biases (ssm_cfg bias true)": bool(ssm.get("bias")),
             "a conv without bias (ssm_cfg conv_bias false)": ssm.get("conv_bias", True) is False,
         },
@@ -251,18 +252,21 @@ TINY = {  # per architecture, a 1-wide config: its weights' names are any config
 }
 
 
+def _check_head(shapes: dict, where: Path) -> None:
+    """An LM head saved beside the embedding must have its shape, (vocab, d_model)."""
+    head, emb = shapes.get(LM_HEAD), shapes.get("backbone.embedding.weight")
+    if head is not None and emb is not None and tuple(head) != tuple(emb):
+        raise CheckpointError(f"{where}: {LM_HEAD} is {list(head)}, not the embedding's {list(emb)} (vocab, d_model)")
+
+
 def _check_shapes(files: list[Path], fmt: str, arch: str, cfg) -> None:
-    """The weights are exactly the config's: every name it implies and no other (a tied lm_head
-    aside), each layer shaped as the first, and the first layer's and the embedding's shapes
+    """The weights are exactly the config's: every name it implies and no other (an LM head of the
+    embedding's shape aside), each layer shaped as the first, and the first layer's and the embedding's shapes
     giving config.json's sizes (read back by the architecture's ``infer_config``)."""
     got = {(HF_NAMES.get(k, k) if fmt == "hf" else k): s for k, s in _shapes(files).items()}
     where = files[0] if len(files) == 1 else files[0].parent
-    if got.pop("lm_head.weight", None) is not None:  # saved beside the embedding: only a copy of it is a tied head
-        # (transformers' Mamba2Config says tie_word_embeddings false by default, and its models
-        # converted from mamba-ssm's save the tied head as its own tensor, so the config cannot tell)
-        head, emb = _tensors(files, ("lm_head.weight", _stored_name("backbone.embedding.weight", fmt)))
-        if head.shape != emb.shape or not np.array_equal(head, emb):
-            raise CheckpointError(f"{where}: an untied LM head (lm_head.weight is not the embedding) is not supported yet")
+    _check_head(got, where)
+    got.pop(LM_HEAD, None)  # tied or not: the layers' and the embedding's names are checked below
     module = archs.get(arch)
     want = set(module.init(archs.config(arch, {**TINY[arch], "n_layers": cfg.n_layers})))
     missing, extra = sorted(want - set(got)), sorted(set(got) - want)
@@ -289,30 +293,6 @@ def _check_shapes(files: list[Path], fmt: str, arch: str, cfg) -> None:
     for field, value in cfg.to_dict().items():
         if found.get(field) != value:
             raise CheckpointError(f"{where}: the weights have {field} {found.get(field)}; config.json says {value}")
-
-
-def _stored_name(ours: str, fmt: str) -> str:
-    """A weight's name in a checkpoint of format ``fmt``."""
-    return next((k for k, v in HF_NAMES.items() if v == ours), ours) if fmt == "hf" else ours
-
-
-def _tensors(files: list[Path], names: tuple) -> list:
-    """The named tensors alone, as float32 arrays, from whichever of ``files`` holds each."""
-    found = {}
-    for f in files:
-        if f.suffix != ".safetensors":
-            found |= {k: v for k, v in load_weights(f).items() if k in names}
-            continue
-        from safetensors import safe_open
-
-        for framework in ("numpy", "pt"):  # bf16 has no NumPy dtype: torch reads it
-            try:
-                with safe_open(str(f), framework=framework) as h:
-                    found |= {k: h.get_tensor(k) for k in names if k in h.keys()}
-                break
-            except (TypeError, ValueError):
-                continue
-    return [np.asarray(found[k].float() if hasattr(found[k], "float") else found[k], np.float32) for k in names]
 
 
 def _sha256(files) -> str:

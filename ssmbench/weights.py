@@ -14,6 +14,7 @@ import numpy as np
 from . import archs
 
 Weights = dict  # name -> numpy array (float32 unless loaded otherwise)
+LM_HEAD = "lm_head.weight"  # an untied LM head (V, D); a model without one multiplies by its embedding
 
 
 def init_weights(arch: str, cfg, seed: int = 0, jitter: bool = False) -> Weights:
@@ -22,8 +23,8 @@ def init_weights(arch: str, cfg, seed: int = 0, jitter: bool = False) -> Weights
 
 
 def count_params(weights: Weights) -> int:
-    """Distinct parameters: a tied ``lm_head.weight`` is not counted twice."""
-    return sum(int(np.prod(v.shape)) for k, v in weights.items() if k != "lm_head.weight")
+    """Distinct parameters: a tied ``lm_head.weight`` (a copy of the embedding) is not counted twice."""
+    return sum(int(np.prod(v.shape)) for v in drop_tied_head(dict(weights)).values())
 
 
 # ---------------------------------------------------------------------------- loading
@@ -53,9 +54,9 @@ def load_weights(path) -> Weights:
 def drop_tied_head(w: Weights) -> Weights:
     """``w`` without ``lm_head.weight`` where it is a copy of the embedding (a tied head saved
     twice, as mamba-ssm and transformers may); an untied head stays."""
-    head, emb = w.get("lm_head.weight"), w.get("backbone.embedding.weight")
+    head, emb = w.get(LM_HEAD), w.get("backbone.embedding.weight")
     if head is not None and emb is not None and head.shape == emb.shape and np.array_equal(head, emb):
-        del w["lm_head.weight"]
+        del w[LM_HEAD]
     return w
 
 

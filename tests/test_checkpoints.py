@@ -150,15 +150,35 @@ def test_transformers_save_pretrained_folders_give_transformers_own_logits(tmp_p
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5
 
 
-def test_transformers_untied_mamba2_default_is_refused(tmp_path):
-    """transformers' Mamba2Config leaves the head untied by default: a model made so has its own
-    lm_head, which ssmbench's model cannot represent yet, and is refused by name."""
-    pytest.importorskip("torch")
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_an_untied_head_is_read_and_multiplied_by(tmp_path, arch):
+    """transformers' Mamba2Config leaves the head untied by default (and MambaConfig can): such a
+    model's own lm_head.weight is read and counted, and every backend here gives transformers'
+    logits with it."""
+    import ssmbench
+    from ssmbench.weights import count_params
+
+    torch = pytest.importorskip("torch")
     tf = pytest.importorskip("transformers")
-    sizes = dict(vocab_size=48, hidden_size=16, num_hidden_layers=1, state_size=6, conv_kernel=3, expand=2, head_dim=8, num_heads=4)
-    tf.Mamba2ForCausalLM(tf.Mamba2Config(**sizes, n_groups=1, chunk_size=16)).save_pretrained(tmp_path / "ck")
-    with pytest.raises(CheckpointError, match="untied LM head"):
-        open_checkpoint(tmp_path / "ck")
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=48, hidden_size=16, num_hidden_layers=1, state_size=6, conv_kernel=3, expand=2)
+    if arch == "mamba":
+        model = tf.MambaForCausalLM(tf.MambaConfig(**sizes, tie_word_embeddings=False))
+    else:
+        model = tf.Mamba2ForCausalLM(tf.Mamba2Config(**sizes, head_dim=8, num_heads=4, n_groups=1, chunk_size=16))
+    assert not model.config.tie_word_embeddings
+    model.eval().save_pretrained(tmp_path / "ck")
+    w = load_weights(tmp_path / "ck")
+    assert "lm_head.weight" in w and not np.array_equal(w["lm_head.weight"], w["backbone.embedding.weight"])
+    assert count_params(w) == sum(p.numel() for p in model.parameters())
+    tokens = torch.randint(0, 48, (2, 11))
+    with torch.no_grad():
+        want = model(tokens).logits.double().numpy()
+    for backend in ("reference", "torch-cpu", "jax-cpu", "tf-cpu"):
+        if backend != "reference" and not ssmbench.backends.availability(backend).available:
+            continue
+        got = ssmbench.logits(backend, tmp_path / "ck", tokens.numpy())
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, backend
 
 
 def _edit_config(folder, **changes):
@@ -181,12 +201,12 @@ BAD = {  # what is done to a good checkpoint -> what the message must name
         ["model.safetensors", "truncated"],
     ),
     "no weights": (lambda f: (f / "model.safetensors").unlink(), ["no weights", "model.safetensors"]),
-    "an untied head": (
+    "a head of another shape": (
         lambda f: safetensors.save_file(
-            {k: (v + 1 if k == "lm_head.weight" else v) for k, v in safetensors.load_file(str(f / "model.safetensors")).items()},
+            {k: (v[:-1] if k == "lm_head.weight" else v) for k, v in safetensors.load_file(str(f / "model.safetensors")).items()},
             str(f / "model.safetensors"),
         ),
-        ["untied LM head"],
+        ["lm_head.weight is [23, 16]", "embedding's [24, 16]"],
     ),
     "a weight missing": (
         lambda f: safetensors.save_file(
@@ -217,9 +237,8 @@ def test_a_bad_checkpoint_is_refused_naming_the_file_and_the_problem(tmp_path, c
         ({"attn_layer_idx": [1]}, ["attention layers"]),
         ({"d_intermediate": 64}, ["MLP blocks"]),
         ({"ssm_cfg": {"layer": "Mamba3"}}, ["'Mamba3'"]),
-        ({"tie_embeddings": False}, ["untied"]),
     ],
-    ids=["hybrid", "mlp", "mamba3", "untied"],
+    ids=["hybrid", "mlp", "mamba3"],
 )
 def test_what_the_model_cannot_represent_yet_is_refused_by_name(tmp_path, ssm_changes, names):
     write_checkpoint(tmp_path / "ck", "mamba-ssm", "mamba", M1)

@@ -23,12 +23,13 @@ import numpy as np
 from ssmbench import archs
 from ssmbench.archs.mamba import chunk_length
 from ssmbench.interface import ADAMW, Availability, Backend
+from ssmbench.weights import drop_tied_head
 
 try:
     import jax
     import jax.numpy as jnp
 
-    from .layers import cross_entropy, decode_weights, head_loss
+    from .layers import cross_entropy, decode_weights, head_loss, head_weight
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -90,7 +91,7 @@ class _Model:
             hidden, fwd = self._parallel(self.net.hidden), self._parallel(self.net.forward)
 
             def loss_fn(p, x, y):
-                return head_loss(hidden(p, x), p[emb], y, dtype) if fused else cross_entropy(fwd(p, x), y)
+                return head_loss(hidden(p, x), head_weight(p, emb), y, dtype) if fused else cross_entropy(fwd(p, x), y)
 
             def train(params, opt_state, x, y):
                 loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
@@ -164,7 +165,7 @@ class JaxBackend(Backend):
 
     # ---------------------------------------------------------------- model
     def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
-        params = {k: jax.device_put(np.asarray(v, np.float32), self.device) for k, v in weights.items() if k != "lm_head.weight"}
+        params = {k: jax.device_put(np.asarray(v, np.float32), self.device) for k, v in drop_tied_head(dict(weights)).items()}
         return _Model(self, arch, params, cfg, scan or self.default_scan.get(arch), dtype)
 
     def weights(self, model):

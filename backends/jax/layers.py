@@ -37,14 +37,15 @@ def head(x, emb, dtype):
     return linear(x, emb, dtype).astype(F32)
 
 
-HEAD = "lm_head.weight"  # a decode copy's tied head, already in the compute dtype (decode_weights)
+HEAD = "lm_head.weight"  # an untied LM head; or, in a decode copy, the head cast to the compute dtype (decode_weights)
 LAYER = "backbone.layers.{}."  # layer i's weights in the state dict: LAYER.format(i) + name
 STACKED = "layers."  # a stacked decode copy's: STACKED + name, every layer's in one (n_layers, ...) array
 
 
 def decode_weights(p, linear_keys, emb, dtype, stack_layers=0):
     """The weights a decode step reads: those only ever multiplied (keys ending in ``linear_keys``)
-    and the tied head (``p[emb]``, kept as it is for the lookup) cast once to the compute dtype, as
+    and the head (an untied one, or the embedding ``p[emb]``, kept as it is for the lookup) cast
+    once to the compute dtype, as
     torch's decoders hold them. linear() then casts nothing; otherwise XLA reads every fp32 weight
     and writes its cast on every token (half a GB a token at 130M).
 
@@ -53,7 +54,7 @@ def decode_weights(p, linear_keys, emb, dtype, stack_layers=0):
     arguments (246 at 130M; stacked, 13). For a GPU's step only: there XLA reads a layer's slice
     inside the fusion that uses it, where the CPU's copies each slice out first (12x slower)."""
     if dtype != F32:
-        p = {k: v.astype(dtype) if k.endswith(linear_keys) else v for k, v in p.items()} | {HEAD: p[emb].astype(dtype)}
+        p = {k: v.astype(dtype) if k.endswith(linear_keys) else v for k, v in p.items()} | {HEAD: head_weight(p, emb).astype(dtype)}
     if not stack_layers:
         return p
     first = LAYER.format(0)
@@ -69,7 +70,7 @@ def layer_weight(p, i, name):
 
 
 def head_weight(p, emb):
-    """The LM head's weight: a decode copy's (HEAD) or the embedding ``p[emb]``."""
+    """The LM head's weight: an untied head's or a decode copy's (HEAD), else the embedding ``p[emb]``."""
     return p[HEAD] if HEAD in p else p[emb]
 
 

@@ -79,7 +79,7 @@ def hidden(p, tokens, *, cfg, dtype, scan, chunk):
 
 
 def forward(p, tokens, *, cfg, dtype, scan, chunk):
-    return head(hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), p[EMBEDDING], dtype)
+    return head(hidden(p, tokens, cfg=cfg, dtype=dtype, scan=scan, chunk=chunk), head_weight(p, EMBEDDING), dtype)
 
 
 def init_state(cfg, batch, capacity, dtype, device):

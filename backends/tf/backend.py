@@ -20,6 +20,7 @@ import numpy as np
 from ssmbench import archs
 from ssmbench.archs.mamba import chunk_length
 from ssmbench.interface import ADAMW, Availability, Backend
+from ssmbench.weights import drop_tied_head
 
 from .common import JIT, tf
 
@@ -61,6 +62,7 @@ class _Model:
         lr, b1, b2, eps, wd = ADAMW["lr"], ADAMW["b1"], ADAMW["b2"], ADAMW["eps"], ADAMW["weight_decay"]
         c1, c2 = 1.0 - tf.pow(b1, self.t), 1.0 - tf.pow(b2, self.t)
         for w, g, m, v in zip(params, grads, self.m, self.v):
+            g = tf.convert_to_tensor(g)  # dense: an untied model's embedding gets a gather's sparse gradient
             m.assign(b1 * m + (1 - b1) * g)
             v.assign(b2 * v + (1 - b2) * g * g)
             w.assign(w * (1 - lr * wd) - lr * (m / c1) / (tf.sqrt(v / c2) + eps))  # decoupled weight decay
@@ -126,7 +128,7 @@ class TFBackend(Backend):
     def build(self, arch, weights, cfg, *, scan=None, dtype="float32"):
         with tf.device(self.device):
             variables = {
-                k: tf.Variable(np.asarray(v, np.float32), name=k.replace(".", "_")) for k, v in weights.items() if k != "lm_head.weight"
+                k: tf.Variable(np.asarray(v, np.float32), name=k.replace(".", "_")) for k, v in drop_tied_head(dict(weights)).items()
             }
             return _Model(arch, variables, cfg, scan or self.default_scan.get(arch), dtype, self.device)
 

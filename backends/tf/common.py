@@ -74,6 +74,12 @@ class Net:
         self.chunk = None  # the chunked scan's static chunk, chosen on the first call
         self._fns = {}
 
+    def head(self, x):
+        """The LM head: x (..., D) -> logits (..., V) fp32, by an untied head's weight or the
+        embedding's."""
+        w = self.p.get("lm_head.weight", self.p["backbone.embedding.weight"])
+        return tf.cast(linear(x, w, self.dtype), tf.float32)
+
     def compiled(self, name: str):
         if name not in self._fns:
             self._fns[name] = tf.function(getattr(self, "_" + name), jit_compile=JIT)

@@ -49,7 +49,7 @@ class Model(Net):
         if probe:
             return worst
         x = rmsnorm(tf.cast(hidden, tf.float32) + residual, p["backbone.norm_f.weight"])
-        logits = tf.cast(linear(x, p["backbone.embedding.weight"], self.dtype), tf.float32)
+        logits = self.head(x)
         return (logits, states) if return_state else logits
 
     def logits(self, tokens):
@@ -86,7 +86,7 @@ class Model(Net):
             hidden = linear(y * tf.nn.silu(tf.cast(z, tf.float32)), p[mix + "out_proj.weight"], self.dtype)
             new.append((conv, ssm))
         x = rmsnorm(tf.cast(hidden, tf.float32) + residual, p["backbone.norm_f.weight"])
-        return tf.cast(linear(x, p["backbone.embedding.weight"], self.dtype), tf.float32), new
+        return self.head(x), new
 
     def decode(self, token, state):
         return self.compiled("step")(token, state)

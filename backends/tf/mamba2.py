@@ -151,7 +151,7 @@ class Model(Net):
             if return_state:  # the conv state: the last K conv inputs, zeros before the first
                 states.append((tf.transpose(tf.pad(xBC, [[0, 0], [max(0, K - L), 0], [0, 0]])[:, -K:], [0, 2, 1]), S))
         x = rmsnorm(tf.cast(hidden, tf.float32) + residual, p["backbone.norm_f.weight"])
-        logits = tf.cast(linear(x, p["backbone.embedding.weight"], self.dtype), tf.float32)
+        logits = self.head(x)
         return (logits, states) if return_state else logits
 
     def logits(self, tokens):
@@ -183,7 +183,7 @@ class Model(Net):
             hidden = self._mix_out(i, y, x, z)
             new.append((conv, S))
         x = rmsnorm(tf.cast(hidden, tf.float32) + residual, p["backbone.norm_f.weight"])
-        return tf.cast(linear(x, p["backbone.embedding.weight"], self.dtype), tf.float32), new
+        return self.head(x), new
 
     def decode(self, token, state):
         return self.compiled("step")(token, state)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ssmbench import archs
 from ssmbench.interface import ADAMW, Availability, Backend
+from ssmbench.weights import LM_HEAD, drop_tied_head
 
 try:
     import torch
@@ -85,8 +86,10 @@ class TorchBackend(Backend):
 
             return impls.build(impl, arch, weights, cfg, self.device, amp)
         module = archs.framework_module(arch, "torch").build(cfg, scan or self.default_scan.get(arch))
-        sd = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items() if k != "lm_head.weight"}
-        module.load_state_dict(sd, strict=True)
+        weights = drop_tied_head(dict(weights))
+        if LM_HEAD in weights:
+            module.untie()
+        module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}, strict=True)
         module.to(self.device)
         opt = torch.optim.AdamW(
             module.parameters(),

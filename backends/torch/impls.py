@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.interface import ADAMW, BackendUnavailable
+from ssmbench.weights import LM_HEAD, drop_tied_head
 
 ARCHS = ("mamba", "mamba2")  # what the implementations build (ssmbench's Transformer baseline is its own)
 HF_NAMES = {"backbone.embedding.weight": "backbone.embeddings.weight"}  # ours -> transformers'
@@ -63,9 +64,10 @@ def _adamw(params, device_type: str):
 
 
 def _load(module, sd: dict) -> None:
-    """Our float32 weights into ``module``; the tied head is the embedding's."""
+    """Our float32 weights into ``module``; without an untied head (LM_HEAD) the head is the
+    embedding's (the module was built tied)."""
     missing, unexpected = module.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if k != "lm_head.weight"]
+    missing = [k for k in missing if k != LM_HEAD or LM_HEAD in sd]
     if missing or unexpected:
         raise ValueError(f"weights do not fit the implementation: missing {missing[:3]}, unexpected {unexpected[:3]}")
     module.tie_weights()
@@ -123,7 +125,7 @@ def _mamba_ssm_scan_unbuilt() -> bool:
 
 
 # ---------------------------------------------------------------------------- transformers
-def _hf_module(arch: str, cfg):
+def _hf_module(arch: str, cfg, tied: bool):
     try:
         import transformers
     except ImportError:
@@ -131,7 +133,7 @@ def _hf_module(arch: str, cfg):
     common = dict(
         vocab_size=cfg.vocab, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers, state_size=cfg.d_state,
         conv_kernel=cfg.d_conv, expand=cfg.expand, use_bias=False, use_conv_bias=True, layer_norm_epsilon=1e-5,
-        residual_in_fp32=True, tie_word_embeddings=True,
+        residual_in_fp32=True, tie_word_embeddings=tied,
     )  # fmt: skip
     if arch == "mamba":
         return transformers.MambaForCausalLM(transformers.MambaConfig(**common, time_step_rank=cfg.dt_rank))
@@ -157,7 +159,8 @@ class HF(External):
                 "(or uninstall mamba-ssm to time transformers' torch path)"
             )
         _warnings()  # listening before transformers is imported: some versions warn as they build a model
-        module = _hf_module(arch, cfg)
+        weights = drop_tied_head(dict(weights))
+        module = _hf_module(arch, cfg, tied=LM_HEAD not in weights)
         _load(module, {HF_NAMES.get(k, k): torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()})
         super().__init__(module.to(device), device, amp_dtype)
         params = inspect.signature(module.forward).parameters
@@ -205,7 +208,7 @@ class HF(External):
 
 
 # ---------------------------------------------------------------------------- mamba-ssm
-def _mamba_ssm_module(arch: str, cfg, device):
+def _mamba_ssm_module(arch: str, cfg, device, tied: bool):
     if device.type != "cuda":
         raise BackendUnavailable(f"mamba-ssm runs on CUDA only, not {device.type}")
     try:
@@ -226,7 +229,7 @@ def _mamba_ssm_module(arch: str, cfg, device):
         ssm |= {"layer": "Mamba2", "headdim": cfg.headdim, "ngroups": cfg.ngroups, "chunk_size": cfg.chunk_size, "use_mem_eff_path": fused}
     c = MambaConfig(
         d_model=cfg.d_model, n_layer=cfg.n_layers, vocab_size=cfg.vocab, ssm_cfg=ssm, rms_norm=True,
-        residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=1, tie_embeddings=True,
+        residual_in_fp32=True, fused_add_norm=True, pad_vocab_size_multiple=1, tie_embeddings=tied,
     )  # fmt: skip
     return MambaLMHeadModel(c, device=device, dtype=torch.float32)
 
@@ -238,7 +241,8 @@ class MambaSSM(External):
     impl = "mamba-ssm"
 
     def __init__(self, arch, weights, cfg, device, amp_dtype):
-        module = _mamba_ssm_module(arch, cfg, device)
+        weights = drop_tied_head(dict(weights))
+        module = _mamba_ssm_module(arch, cfg, device, tied=LM_HEAD not in weights)
         _load(module, {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()})
         super().__init__(module, device, amp_dtype)
         self.arch, self.graphs, self.decoding = arch, None, False

@@ -113,15 +113,21 @@ class MambaLM(nn.Module):
         super().__init__()
         self.cfg = c
         self.backbone = Backbone(c, scan, mixer)
+        self.lm_head = None  # an untied LM head (untie()); without one the head is the embedding
 
     def _final(self, hidden, residual, kind):
         """The last add + norm, in the blocks' output dtype: what the head multiplies."""
         return add_norm(kind, hidden, residual, self.backbone.norm_f.weight)[0].to(hidden.dtype)
 
-    head_cast = None  # the tied head weight already in the compute dtype, (D, V): a decoder's (graphs.py)
+    head_cast = None  # the head's weight already in the compute dtype, (D, V): a decoder's (graphs.py)
+
+    def untie(self):
+        """Give the model its own LM head (a checkpoint's ``lm_head.weight``), as mamba-ssm's
+        tie_embeddings=False."""
+        self.lm_head = nn.Linear(self.cfg.d_model, self.cfg.vocab, bias=False)
 
     def _head(self, x):
-        return x @ (self.head_cast if self.head_cast is not None else self.backbone.embedding.weight.T.to(x.dtype))
+        return x @ (self.head_cast if self.head_cast is not None else self.head_weight().T.to(x.dtype))
 
     def features(self, tokens, return_state=False):
         """tokens (B, L) -> the final norm's output (B, L, D) [, each layer's last state]."""
@@ -137,7 +143,7 @@ class MambaLM(nn.Module):
         return (x, states) if return_state else x
 
     def head_weight(self):
-        return self.backbone.embedding.weight  # tied
+        return self.backbone.embedding.weight if self.lm_head is None else self.lm_head.weight
 
     def forward(self, tokens, return_state=False):
         if return_state:

@@ -209,13 +209,14 @@ def logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None) -> np.n
     """tokens (Bt, L) int -> logits (Bt, L, V), float64 (the depth is read off the weights)."""
     w = f64(weights)
     emb = w["backbone.embedding.weight"]
+    head = w.get("lm_head.weight", emb)  # an untied head, else the embedding
     hidden, residual = emb[tokens], None
     for i in range(n_layers(w, LAYERS)):
         residual = hidden if residual is None else hidden + residual
         normed = rmsnorm(residual, w[f"{LAYERS}{i}.norm.weight"])
         hidden = mixer(_mixer_params(w, i), normed)
     residual = hidden + residual
-    return rmsnorm(residual, w["backbone.norm_f.weight"]) @ emb.T
+    return rmsnorm(residual, w["backbone.norm_f.weight"]) @ head.T
 
 
 def decode_logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None) -> np.ndarray:
@@ -223,6 +224,7 @@ def decode_logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None) 
     conv_state (Bt, E, K) holds the last K conv inputs, ssm_state h (Bt, E, N)."""
     w = f64(weights)
     emb = w["backbone.embedding.weight"]
+    head = w.get("lm_head.weight", emb)  # an untied head, else the embedding
     params_ = [_mixer_params(w, i) for i in range(n_layers(w, LAYERS))]
     Bt, L = tokens.shape
     conv = [np.zeros((Bt, p["D"].shape[0], p["conv1d.weight"].shape[-1])) for p in params_]
@@ -242,7 +244,7 @@ def decode_logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None) 
             y, ssm[i] = selective_scan(x[:, None], dt, A, Bm, Cm, p["D"], h0=ssm[i])
             hidden = (y[:, 0] * silu(z)) @ p["out_proj.weight"].T
         residual = hidden + residual
-        out.append(rmsnorm(residual, w["backbone.norm_f.weight"]) @ emb.T)
+        out.append(rmsnorm(residual, w["backbone.norm_f.weight"]) @ head.T)
     return np.stack(out, axis=1)
 
 

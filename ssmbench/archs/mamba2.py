@@ -298,17 +298,19 @@ def logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None, chunk: 
     """tokens (Bt, L) int -> logits (Bt, L, V), float64. ``cfg`` gives ngroups (default 1)."""
     w = f64(weights)
     emb = w["backbone.embedding.weight"]
+    head = w.get("lm_head.weight", emb)  # an untied head, else the embedding
     hidden, residual = emb[tokens], None
     for i in range(n_layers(w, LAYERS)):
         residual = hidden if residual is None else hidden + residual
         hidden = mixer(_mixer_params(w, i), rmsnorm(residual, w[f"{LAYERS}{i}.norm.weight"]), cfg, chunk)
-    return rmsnorm(hidden + residual, w["backbone.norm_f.weight"]) @ emb.T
+    return rmsnorm(hidden + residual, w["backbone.norm_f.weight"]) @ head.T
 
 
 def decode_logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None) -> np.ndarray:
     """Token by token with O(1) state per layer: conv (Bt, E + 2GN, K), SSM (Bt, H, P, N)."""
     w = f64(weights)
     emb = w["backbone.embedding.weight"]
+    head = w.get("lm_head.weight", emb)  # an untied head, else the embedding
     ps = [_mixer_params(w, i) for i in range(n_layers(w, LAYERS))]
     Bt, L = tokens.shape
     dims = [_dims(p, cfg) for p in ps]
@@ -326,7 +328,7 @@ def decode_logits(weights: dict, tokens: np.ndarray, cfg: Config | None = None) 
             x, delta, Bm, Cm = _ssm_inputs(p, xBC[:, None], dt[:, None], E, H, G, N)
             y, ssm[i] = ssd_recurrence(x, delta, -np.exp(p["A_log"]), Bm, Cm, p["D"], S0=ssm[i])
             hidden = gated_norm(y[:, 0].reshape(Bt, E), z, p["norm.weight"], G) @ p["out_proj.weight"].T
-        out.append(rmsnorm(hidden + residual, w["backbone.norm_f.weight"]) @ emb.T)
+        out.append(rmsnorm(hidden + residual, w["backbone.norm_f.weight"]) @ head.T)
     return np.stack(out, axis=1)
 
 

@@ -176,6 +176,29 @@ def test_half_precision_close_to_reference(dtype, odd_mamba, device):
 
 
 @pytest.mark.parametrize("arch", ["mamba", "mamba2"])
+def test_untied_head_forward_decode_and_train(arch, device, rng):
+    """A model with its own LM head (a checkpoint's ``lm_head.weight``, as transformers' Mamba2Config
+    makes by default) multiplies by it, not by the embedding: forward and decode are the float64
+    reference's, the train step's loss is its cross-entropy, and the step moves the head."""
+    cfg = parity.model_config(arch) if arch == "mamba2" else ODD
+    w = init_weights(arch, cfg, seed=5, jitter=True)
+    w["lm_head.weight"] = rng.standard_normal(w["backbone.embedding.weight"].shape).astype(np.float32) * 0.1
+    toks = rng.integers(0, cfg.vocab, (2, 19))
+    R = archs.get(arch).logits(w, toks, cfg)
+    tied = archs.get(arch).logits({k: v for k, v in w.items() if k != "lm_head.weight"}, toks, cfg)
+    assert rel(tied, R) > 0.1  # the two heads give other logits
+    b = ssmbench.backends.get(device)
+    assert rel(b.to_numpy(b.forward(b.build(arch, w, cfg), b.tokens(toks))), R) < 1e-5
+    model = b.build(arch, w, cfg)
+    assert rel(parity.decode_all(b, model, toks), R) < 1e-5
+    loss = float(b.train_step(model, b.tokens(toks[:, :-1]), b.tokens(toks[:, 1:])))
+    expect = archs.common.cross_entropy(archs.get(arch).logits(w, toks[:, :-1], cfg), toks[:, 1:])
+    assert abs(loss - expect) / expect < 1e-5
+    after = b.weights(model)
+    assert np.abs(after["lm_head.weight"] - w["lm_head.weight"]).max() > 0
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2"])
 def test_one_adamw_step_updates_weights_like_torch(arch, device, rng):
     """Same loss, same gradients, same optimiser: the weights after one step agree with torch-cpu's."""
     if device == "torch-cpu":
