@@ -45,9 +45,9 @@ STACKED = "layers."  # a stacked decode copy's: STACKED + name, every layer's in
 def decode_weights(p, linear_keys, emb, dtype, stack_layers=0):
     """The weights a decode step reads: those only ever multiplied (keys ending in ``linear_keys``)
     and the head (an untied one, or the embedding ``p[emb]``, kept as it is for the lookup) cast
-    once to the compute dtype, as
-    torch's decoders hold them. linear() then casts nothing; otherwise XLA reads every fp32 weight
-    and writes its cast on every token (half a GB a token at 130M).
+    once to the compute dtype, as torch's decoders hold them. linear() then casts nothing;
+    otherwise XLA reads every fp32 weight and writes its cast on every token (half a GB a token at
+    130M).
 
     stack_layers: the model's layer count, to hold each per-layer weight as one (n_layers, ...)
     array under STACKED + name, read through layer_weight(). A call's host cost grows with its
