@@ -156,6 +156,7 @@ def test_an_untied_head_is_read_and_multiplied_by(tmp_path, arch):
     model's own lm_head.weight is read and counted, and every backend here gives transformers'
     logits with it."""
     import ssmbench
+    from ssmbench import backends as registry
     from ssmbench.weights import count_params
 
     torch = pytest.importorskip("torch")
@@ -175,10 +176,24 @@ def test_an_untied_head_is_read_and_multiplied_by(tmp_path, arch):
     with torch.no_grad():
         want = model(tokens).logits.double().numpy()
     for backend in ("reference", "torch-cpu", "jax-cpu", "tf-cpu"):
-        if backend != "reference" and not ssmbench.backends.availability(backend).available:
+        if backend != "reference" and not registry.availability(backend).available:
             continue
         got = ssmbench.logits(backend, tmp_path / "ck", tokens.numpy())
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-5, backend
+
+
+def test_a_mamba_ssm_checkpoint_with_its_own_head(tmp_path):
+    """mamba-ssm's tie_embeddings=False: the folder's lm_head.weight is read and the reference
+    multiplies by it."""
+    w = write_checkpoint(tmp_path / "ck", "mamba-ssm", "mamba", M1)
+    head = np.random.default_rng(2).standard_normal(w["backbone.embedding.weight"].shape).astype(np.float32)
+    safetensors.save_file(w | {"lm_head.weight": head}, str(tmp_path / "ck" / "model.safetensors"))
+    _edit_config(tmp_path / "ck", tie_embeddings=False)
+    loaded = open_checkpoint(tmp_path / "ck").load()
+    np.testing.assert_array_equal(loaded["lm_head.weight"], head)
+    tokens = np.random.default_rng(3).integers(0, M1.vocab, (1, 7))
+    hidden = archs.mamba.logits(w | {"lm_head.weight": np.eye(M1.vocab, M1.d_model, dtype=np.float32)}, tokens)  # the final norm's output
+    np.testing.assert_allclose(archs.mamba.logits(loaded, tokens), hidden[..., : M1.d_model] @ head.T.astype(np.float64), rtol=1e-9)
 
 
 def _edit_config(folder, **changes):
