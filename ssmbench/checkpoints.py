@@ -261,8 +261,9 @@ def _check_head(shapes: dict, where: Path) -> None:
 
 def _check_shapes(files: list[Path], fmt: str, arch: str, cfg) -> None:
     """The weights are exactly the config's: every name it implies and no other (an LM head of the
-    embedding's shape aside), each layer shaped as the first, and the first layer's and the embedding's shapes
-    giving config.json's sizes (read back by the architecture's ``infer_config``)."""
+    embedding's shape aside), each layer shaped as the first, and the first layer's and the
+    embedding's shapes giving config.json's sizes (read back by the architecture's
+    ``infer_config``)."""
     got = {(HF_NAMES.get(k, k) if fmt == "hf" else k): s for k, s in _shapes(files).items()}
     where = files[0] if len(files) == 1 else files[0].parent
     _check_head(got, where)

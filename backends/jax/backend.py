@@ -67,8 +67,8 @@ class _Model:
 
     def decode_params(self):
         """The weights the decode step reads (layers.decode_weights), cast once from these params;
-        stacked for a fused step that reads them so (the architecture's STACKED_DECODE)."""
-        stack = self.cfg.n_layers if self._fused_step() and getattr(self.net, "STACKED_DECODE", False) else 0
+        stacked, one array a weight for all layers, for the fused step."""
+        stack = self.cfg.n_layers if self._fused_step() else 0
         if self._decode[0] is not self.params or self._decode[1] != stack:
             self._decode = (self.params, stack, decode_weights(self.params, self.net.LINEAR, self.net.EMBEDDING, self.dtype, stack))
         return self._decode[2]

@@ -9,6 +9,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from ssmbench.weights import LM_HEAD
+
 from .scans import sl
 
 F32 = jnp.float32
@@ -37,7 +39,7 @@ def head(x, emb, dtype):
     return linear(x, emb, dtype).astype(F32)
 
 
-HEAD = "lm_head.weight"  # an untied LM head; or, in a decode copy, the head cast to the compute dtype (decode_weights)
+HEAD = LM_HEAD  # an untied LM head; or, in a decode copy, the head cast to the compute dtype (decode_weights)
 LAYER = "backbone.layers.{}."  # layer i's weights in the state dict: LAYER.format(i) + name
 STACKED = "layers."  # a stacked decode copy's: STACKED + name, every layer's in one (n_layers, ...) array
 

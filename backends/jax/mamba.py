@@ -14,9 +14,9 @@ What backend.py calls (every JAX architecture module has these):
                                                           inputs in the layout it takes
 
 EMBEDDING, the embedding's key (the tied head's weight); LINEAR, the weights used only through
-linear() (a decode copy holds them in the compute dtype: layers.decode_weights); where step has
-``fused``, STACKED_DECODE (its fused step reads every layer's weights from one array each); and,
-for the chunked scan's static chunk, ``max_log_decay_step`` (the bound it is chosen from).
+linear() (a decode copy holds them in the compute dtype: layers.decode_weights; a step with
+``fused`` reads, fused, a stacked copy); and, for the chunked scan's static chunk,
+``max_log_decay_step`` (the bound it is chosen from).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from .scans import SCAN_FNS, scan_sequential
 
 EMBEDDING = "backbone.embedding.weight"
 LINEAR = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")  # used only through linear()
-STACKED_DECODE = True  # step(fused=True) reads a stacked decode copy (layers.decode_weights)
 
 
 def _mixer_inputs(p, i, h, dtype):
@@ -127,7 +126,7 @@ def _mixer_step_fused(p, i, xz, conv, ssm, dtype):
 def step(p, token, state, *, cfg, dtype, fused=False):
     """token (B,), state (conv (n_layers, B, E, K), ssm (n_layers, B, E, N)) -> logits (B, V), the
     next state. fused: the mixer's work between its matmuls as two Pallas kernels a layer
-    (pallas_decode.py; jax-cuda) on a stacked decode copy (STACKED_DECODE), updating the states
+    (pallas_decode.py; jax-cuda) on a stacked decode copy (layers.decode_weights), updating the states
     in place; XLA's step stacks the new states once at the end (layers.stack_layers)."""
     conv, ssm = state
     hidden, residual, new = p[EMBEDDING][token], None, []

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ssmbench.weights import LM_HEAD
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
 JIT = True  # XLA-compile every tf.function (recorded in the backend's versions())
@@ -77,7 +79,7 @@ class Net:
     def head(self, x):
         """The LM head: x (..., D) -> logits (..., V) fp32, by an untied head's weight or the
         embedding's."""
-        w = self.p.get("lm_head.weight", self.p["backbone.embedding.weight"])
+        w = self.p.get(LM_HEAD, self.p["backbone.embedding.weight"])
         return tf.cast(linear(x, w, self.dtype), tf.float32)
 
     def compiled(self, name: str):

@@ -81,12 +81,12 @@ class TorchBackend(Backend):
 
     def build(self, arch, weights, cfg, *, scan=None, dtype="float32", impl="ssmbench"):
         amp = None if dtype == "float32" else getattr(torch, dtype)
+        weights = drop_tied_head(dict(weights))  # an lm_head.weight left is an untied head
         if impl != "ssmbench":
             from . import impls
 
             return impls.build(impl, arch, weights, cfg, self.device, amp)
         module = archs.framework_module(arch, "torch").build(cfg, scan or self.default_scan.get(arch))
-        weights = drop_tied_head(dict(weights))
         if LM_HEAD in weights:
             module.untie()
         module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in weights.items()}, strict=True)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ssmbench.interface import ADAMW, BackendUnavailable
-from ssmbench.weights import LM_HEAD, drop_tied_head
+from ssmbench.weights import LM_HEAD
 
 ARCHS = ("mamba", "mamba2")  # what the implementations build (ssmbench's Transformer baseline is its own)
 HF_NAMES = {"backbone.embedding.weight": "backbone.embeddings.weight"}  # ours -> transformers'
@@ -159,7 +159,6 @@ class HF(External):
                 "(or uninstall mamba-ssm to time transformers' torch path)"
             )
         _warnings()  # listening before transformers is imported: some versions warn as they build a model
-        weights = drop_tied_head(dict(weights))
         module = _hf_module(arch, cfg, tied=LM_HEAD not in weights)
         _load(module, {HF_NAMES.get(k, k): torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()})
         super().__init__(module.to(device), device, amp_dtype)
@@ -241,7 +240,6 @@ class MambaSSM(External):
     impl = "mamba-ssm"
 
     def __init__(self, arch, weights, cfg, device, amp_dtype):
-        weights = drop_tied_head(dict(weights))
         module = _mamba_ssm_module(arch, cfg, device, tied=LM_HEAD not in weights)
         _load(module, {k: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for k, v in weights.items()})
         super().__init__(module, device, amp_dtype)
