@@ -40,6 +40,8 @@ for STEP in "$@"; do
                tail -3 "$OUT/pytest-jax.txt" ;;
     tests-jax-decode) $PYTEST "$REPO/tests/backends/test_backends.py" -k "jax-cuda and (decode or half_precision)" > "$OUT/pytest-jax-decode.txt" 2>&1
                       tail -3 "$OUT/pytest-jax-decode.txt" ;;  # jax-cuda's decode step against float64
+    tests-untied) $PYTEST "$REPO/tests/backends/test_backends.py" -k "untied and cuda" > "$OUT/pytest-untied.txt" 2>&1
+                  tail -3 "$OUT/pytest-untied.txt" ;;  # a model with its own LM head, on both GPU backends
     compile) python3 "$REPO/tools/compile_triton.py" > "$OUT/compile.txt" 2>&1; echo "compile_triton exit $?"; tail -2 "$OUT/compile.txt" ;;
     scan-suite) $SSM run scan -b torch-cuda --preset mamba-130m --scan triton $FAST --out $R
                 $SSM run scan -b torch-cuda --preset mamba-130m --scan triton --dtype bfloat16 $FAST --out $R ;;

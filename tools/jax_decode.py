@@ -18,7 +18,14 @@ MODIFIERS
   +fused     the backend's fused decode kernels (``fused_decode``); without it XLA's step
   +reuse     step and async: each call donates the last call's logits, so its output buffer is the
              same every call (is the host's cost XLA updating its command buffers for a new one?)
-  @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take
+  +slot      as +reuse, but the step writes into a buffer of its own and a second jitted call copies
+             the logits out (the caller's logits stay theirs, as torch-cuda's decoder clones its
+             graph's): what a stable output costs when it must not be donated
+  +cblog     step: XLA's command-buffer log (TF_CPP_VMODULE) during the timed steps, counted: command
+             buffers run a step, re-recorded ("updated") a step, and the median cost of one update
+  @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take;
+             @skiptemp: the temporaries at fixed (VMM-reserved) addresses, so that a command buffer
+             is updated only for a new parameter or output address
 
 Environment: BACKEND (jax-cuda), PRESET (mamba-130m), LAYERS (the preset's), DTYPE (bfloat16),
 BATCH (1), PROMPT (16: the tokens prefilled before the steps). Each variant in its own process
@@ -37,7 +44,9 @@ import time
 FLAGS = {
     "nocb": "--xla_gpu_enable_command_buffer=",
     "cball": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL --xla_gpu_graph_min_graph_size=1",
+    "skiptemp": "--xla_gpu_command_buffer_update_mode=SKIP_TEMP",
 }
+CB_LOG = re.compile(r"(Updated|Recorded|Initialized)[^\n]*? command buffer[^\n]*? in (\d+) ")  # XLA's command_buffer_thunk.cc, VLOG(3)
 STEPS, LOOP = 400, 128
 VARIANTS = ("step", "async", "loop", "dispatch", "hlo")
 
@@ -65,11 +74,29 @@ def _synced(fn, args, state_at: int) -> tuple[list[float], int]:
     return ts, len(buffers)
 
 
+def _cb_counts(text: str, steps: int) -> dict:
+    """What XLA's command-buffer log says of ``steps`` synced steps: command buffers run and
+    re-recorded a step, and the median microseconds one re-recording took."""
+    import numpy as np
+
+    updates = [int(us) for kind, us in CB_LOG.findall(text) if kind == "Updated"]
+    changed = re.findall(r"updated_allocs=(\d+)", text)  # how many buffers had moved, where this XLA says
+    return {
+        "cb_moved_buffers": {n: changed.count(n) for n in sorted(set(changed))},
+        "cb_runs_per_step": text.count("Execute command buffer") / steps,
+        "cb_updates_per_step": len(updates) / steps,
+        "cb_update_us": float(np.median(updates)) if updates else 0.0,
+        "cb_log_lines": text.count("\n"),  # 0: the log was not on (another jaxlib's module name?)
+    }
+
+
 def main(spec: str) -> dict:
     variant, _, cb = spec.partition("@")
     variant, *mods = variant.split("+")
     if variant not in VARIANTS:  # before the model is built and compiled
         raise SystemExit(f"unknown variant {variant!r}: {', '.join(VARIANTS)}")
+    if "cblog" in mods:  # read when jaxlib loads
+        os.environ.update(TF_CPP_MIN_LOG_LEVEL="0", TF_CPP_VMODULE="command_buffer_thunk=3")
     if cb:
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FLAGS[cb]}".strip()
     import jax
@@ -108,13 +135,14 @@ def main(spec: str) -> dict:
         return out
     if variant == "dispatch":
         fn = jax.jit(lambda p, t, s: (t + 1, s), donate_argnums=(2,))
-    if "reuse" in mods:  # the last logits donated back, so that every call writes them to one buffer
+    if "reuse" in mods or "slot" in mods:  # the last logits donated back, so that every call writes them to one buffer
         inner, last = fn, [jnp.zeros((batch, len(p[m.net.EMBEDDING])), jnp.float32)]
         step = jax.jit(lambda p, t, s, _: inner(p, t, s), donate_argnums=(2, 3), keep_unused=True)  # kept, to be aliased
+        copy = jax.jit(lambda x: x * 1) if "slot" in mods else (lambda x: x)  # XLA copies a parameter to its output
 
         def fn(p, t, s):
             last[0], s = step(p, t, s, last[0])
-            return last[0], s
+            return copy(last[0]), s
 
     if variant == "loop":
         kw = {"fused": True} if m.fused_decode else {}
@@ -138,7 +166,19 @@ def main(spec: str) -> dict:
         logits, state = fn(p, tok, state)
     jax.block_until_ready(state)
     if variant in ("step", "dispatch"):
-        ts, buffers = _synced(fn, (p, tok, state), 2)
+        if "cblog" in mods:  # the log goes to fd 2 from C++: to a file while the timed steps run
+            log, saved = os.path.join(os.environ.get("OUT", "/tmp"), re.sub(r"[+@]", "_", spec) + ".log"), os.dup(2)
+            with open(log, "w") as f:
+                sys.stderr.flush()
+                os.dup2(f.fileno(), 2)
+                try:
+                    ts, buffers = _synced(fn, (p, tok, state), 2)
+                finally:
+                    os.dup2(saved, 2)
+            with open(log) as f:
+                out.update(_cb_counts(f.read(), STEPS))
+        else:
+            ts, buffers = _synced(fn, (p, tok, state), 2)
         return {**out, **_median_p10_p90(ts), "leaves": len(jax.tree_util.tree_leaves((p, tok, state))), "output_buffers": buffers}
     reps = []  # async
     for _ in range(5):
