@@ -26,7 +26,8 @@ MODIFIERS
   @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take;
              @skiptemp: the temporaries at fixed (VMM-reserved) addresses, so that a command buffer
              is updated only for a new parameter or output address; @cache4: four command buffers
-             kept a step, one for each set of addresses that recurs (newer XLA only)
+             kept a step, one for each set of addresses that recurs (newer XLA only); @tempcolor:
+             the temporaries from an allocator of their own (XLA's flag "for CUDA graphs")
 
 Environment: BACKEND (jax-cuda), PRESET (mamba-130m), LAYERS (the preset's), DTYPE (bfloat16),
 BATCH (1), PROMPT (16: the tokens prefilled before the steps). Each variant in its own process
@@ -47,6 +48,7 @@ FLAGS = {
     "cball": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL --xla_gpu_graph_min_graph_size=1",
     "skiptemp": "--xla_gpu_command_buffer_update_mode=SKIP_TEMP",
     "cache4": "--xla_gpu_command_buffer_cache_size=4",
+    "tempcolor": "--xla_gpu_temp_buffer_use_separate_color=true",
 }
 CB_LOG = re.compile(r"(Updated|Recorded|Initialized)[^\n]*? command buffer[^\n]*? in (\d+) ")  # XLA's command_buffer_thunk.cc, VLOG(3)
 STEPS, LOOP = 400, 128
