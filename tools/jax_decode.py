@@ -20,7 +20,7 @@ MODIFIERS
              same every call (is the host's cost XLA updating its command buffers for a new one?)
   +slot      as +reuse, but the step writes into a buffer of its own and a second jitted call copies
              the logits out (the caller's logits stay theirs, as torch-cuda's decoder clones its
-             graph's): what a stable output costs when it must not be donated
+             graph's): the backend's ``logits_buffer``, which every other variant leaves off
   +cblog     step: XLA's command-buffer log (TF_CPP_VMODULE) during the timed steps, counted: command
              buffers run a step, re-recorded ("updated") a step, and the median cost of one update
   @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take;
@@ -117,7 +117,7 @@ def main(spec: str) -> dict:
     if os.environ.get("LAYERS"):
         cfg = dataclasses.replace(cfg, n_layers=int(os.environ["LAYERS"]))
     m = b.build("mamba", init_weights("mamba", cfg, seed=0), cfg, dtype=os.environ.get("DTYPE", "bfloat16"))
-    m.fused_decode = "fused" in mods
+    m.fused_decode, m.logits_buffer = "fused" in mods, False  # the step as it is (+reuse and +slot add the buffer here)
     if "cast" not in mods:  # the fp32 weights as they are (stacked, for the fused step)
         stack = cfg.n_layers if any(k.startswith(STACKED) for k in m.decode_params()) else 0
         plain = decode_weights(m.params, m.net.LINEAR, m.net.EMBEDDING, jnp.float32, stack)

@@ -30,6 +30,8 @@ try:
     import jax.numpy as jnp
 
     from .layers import cross_entropy, decode_weights, head_loss, head_weight
+
+    _copy = jax.jit(jnp.copy)  # a new buffer holding the array (XLA copies a parameter it returns undonated)
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -39,9 +41,9 @@ METAL_EXTRA = "pip install 'ssmbench[jax-metal]'  (macOS on Apple silicon: jax==
 
 # ============================================================================ backend
 class _Model:
-    """Parameters, optimiser state and the jitted functions of one built model. ``fused_loss`` and
-    ``fused_decode`` (the backend's, settable here) pick the train step's loss and the decode step's
-    kernels."""
+    """Parameters, optimiser state and the jitted functions of one built model. ``fused_loss``,
+    ``fused_decode`` and ``logits_buffer`` (the backend's, settable here) pick the train step's loss,
+    the decode step's kernels and where it writes its logits."""
 
     def __init__(self, backend, arch, params, cfg, scan, dtype):
         import optax
@@ -49,6 +51,7 @@ class _Model:
         self.arch, self.cfg, self.scan, self.device = arch, cfg, scan, backend.device
         self.net = archs.framework_module(arch, "jax")  # the architecture's functions
         self.params, self.fused_loss, self.fused_decode = params, backend.fused_loss, backend.fused_decode
+        self.logits_buffer, self._logits = backend.logits_buffer, {}  # batch -> the buffer the step writes its logits to
         self.dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[dtype]
         self.opt = optax.adamw(ADAMW["lr"], b1=ADAMW["b1"], b2=ADAMW["b2"], eps=ADAMW["eps"], weight_decay=ADAMW["weight_decay"])
         self.opt_state = self.opt.init(params)
@@ -78,7 +81,7 @@ class _Model:
         return partial(fn, cfg=self.cfg, dtype=self.dtype, scan=self.scan, chunk=self.chunk)
 
     def jitted(self, name):
-        key = {"train": (name, self.fused_loss), "step": (name, self.fused_decode)}.get(name, name)
+        key = {"train": (name, self.fused_loss), "step": (name, self.fused_decode, self.logits_buffer)}.get(name, name)
         if key not in self._jit:
             self._jit[key] = self._build(name)
         return self._jit[key]
@@ -103,9 +106,29 @@ class _Model:
             return jax.jit(self._parallel(self.net.prefill))
         if name == "step":  # an O(1) state is donated: XLA updates it in place, as torch-cuda's graph does
             donate = () if archs.get(self.arch).STATE_GROWS else (2,)  # a KV cache is reused by every timed step
-            fused = {"fused": True} if self._fused_step() else {}
-            return jax.jit(partial(self.net.step, cfg=self.cfg, dtype=self.dtype, **fused), donate_argnums=donate)
+            step = partial(self.net.step, cfg=self.cfg, dtype=self.dtype, **({"fused": True} if self._fused_step() else {}))
+            if not self.logits_buffer:
+                return jax.jit(step, donate_argnums=donate)
+            # a 4th argument, donated and kept though unused, for XLA to write the logits into
+            return jax.jit(lambda p, token, state, _logits: step(p, token, state), donate_argnums=(*donate, 3), keep_unused=True)
         raise KeyError(name)
+
+    def step(self, token, state):
+        """One decode step: (logits, state). With ``logits_buffer`` the step writes its logits into
+        the buffer it wrote them to last time, and the caller gets a copy (as torch-cuda's decoder
+        clones its CUDA graph's). XLA replays the step as a CUDA graph holding the address of every
+        buffer it touches; a new output buffer each call made it update all of the graph's nodes
+        first, some 0.4 ms a token at 130M on an H100 (docs/results.md)."""
+        p, step = self.decode_params(), self.jitted("step")
+        if not self.logits_buffer:
+            return step(p, token, state)
+        out = self._logits.pop(token.shape[0], None)
+        if out is None:
+            like = jax.eval_shape(step, p, token, state, 0)[0]
+            out = jnp.zeros(like.shape, like.dtype, device=self.device)
+        logits, state = step(p, token, state, out)
+        self._logits[token.shape[0]] = logits
+        return _copy(logits), state
 
 
 class JaxBackend(Backend):
@@ -117,6 +140,7 @@ class JaxBackend(Backend):
     platform = "cpu"
     fused_loss = False  # the train step's head + loss as one op (layers.head_loss): jax-cuda only, 17-25% slower than XLA's own on CPU
     fused_decode = False  # the decode step's fused Pallas kernels, where the architecture has them (``step``'s ``fused``): jax-cuda only
+    logits_buffer = False  # the decode step writes its logits into one buffer of its own (_Model.step): jax-cuda only, for its CUDA graphs
 
     def __init__(self):
         super().__init__()
@@ -191,7 +215,7 @@ class JaxBackend(Backend):
         return model.jitted("prefill")(model.params, tokens, self.init_state(model, tokens.shape[0], capacity))
 
     def decode_step(self, model, token, state):
-        return model.jitted("step")(model.decode_params(), token, state)
+        return model.step(token, state)
 
     # ---------------------------------------------------------------- ops alone
     ops_supported = True
@@ -316,6 +340,7 @@ class JaxCUDA(JaxBackend):
     default_scan = {"mamba": "pallas", "mamba2": "ssd"}  # mamba-130m trains in 171 ms (associative: out of memory), docs/results.md
     fused_loss = True  # no (tokens, V) logits kept for the backward (issue 24: memory)
     fused_decode = True  # Mamba-1's decode step with pallas_decode's two kernels a layer, as torch-cuda's Triton decode.py
+    logits_buffer = True  # so that XLA does not update its CUDA graph of the step for a new output every token (docs/results.md)
 
 
 class JaxMetal(JaxBackend):

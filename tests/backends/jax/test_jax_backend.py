@@ -3,6 +3,7 @@ the chunked scan's chunking, availability and process set-up. (Model numerics fo
 backends/test_backends.py with every other backend.)"""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -218,6 +219,34 @@ def test_decode_step_donates_an_o1_state_and_keeps_a_kv_cache(arch):
     if arch == "transformer":  # the same cache again gives the same logits
         again, _ = b.decode_step(m, b.tokens(np.zeros(2)), state)
         np.testing.assert_array_equal(b.to_numpy(again), b.to_numpy(logits))
+
+
+@pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
+def test_logits_buffer_keeps_the_steps_output_in_one_place_and_the_callers_logits_theirs(arch, rng):
+    """With ``logits_buffer`` (jax-cuda's, for its CUDA graphs) every step writes its logits to the
+    same device buffer, and what the caller gets is a copy that later steps leave alone: the
+    logits are the plain step's, token after token."""
+    from ssmbench.archs.transformer import Config as TransformerConfig
+
+    cfg = {"mamba": ODD, "mamba2": ODD2, "transformer": TransformerConfig(vocab=23, d_model=40, n_layers=1, n_head=2)}[arch]
+    b = registry.get("jax-cpu")
+    w, prompt, nxt = init_weights(arch, cfg, seed=4), rng.integers(0, cfg.vocab, (2, 5)), rng.integers(0, cfg.vocab, (2, 4))
+    got = {}
+    for buffered in (False, True):
+        m = b.build(arch, w, cfg)
+        m.logits_buffer = buffered
+        state, kept, written = b.prefill(m, b.tokens(prompt), 9), [], set()
+        for t in range(nxt.shape[1]):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("error", "Some donated buffers were not usable")  # the buffer is the output's
+                lg, state = b.decode_step(m, b.tokens(nxt[:, t]), state)
+            kept.append(lg)  # held across later steps, as a caller may
+            written |= {a.unsafe_buffer_pointer() for a in m._logits.values()}
+        got[buffered] = [b.to_numpy(lg) for lg in kept]
+        assert len(written) == (1 if buffered else 0)
+        assert all(lg.unsafe_buffer_pointer() not in written for lg in kept)
+    for a, r in zip(got[True], got[False]):
+        np.testing.assert_array_equal(a, r)
 
 
 @pytest.mark.parametrize("arch", ["mamba", "mamba2", "transformer"])
