@@ -18,9 +18,10 @@ MODIFIERS
   +fused     the backend's fused decode kernels (``fused_decode``); without it XLA's step
   +reuse     step and async: each call donates the last call's logits, so its output buffer is the
              same every call (is the host's cost XLA updating its command buffers for a new one?)
-  +slot      as +reuse, but the step writes into a buffer of its own and a second jitted call copies
-             the logits out (the caller's logits stay theirs, as torch-cuda's decoder clones its
-             graph's): the backend's ``logits_buffer``, which every other variant leaves off
+  +slot      the backend's ``logits_buffer`` as decode_step runs it: the step writes into a buffer of
+             the model's and a second jitted call copies the logits out (the caller's stay theirs, as
+             torch-cuda's decoder clones its graph's); +reuse is the same buffer without the copy.
+             Every other variant runs the step without the buffer
   +cblog     step: XLA's command-buffer log (TF_CPP_VMODULE) during the timed steps, counted: command
              buffers run a step, re-recorded ("updated") a step, and the median cost of one update
   @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take;
@@ -117,7 +118,7 @@ def main(spec: str) -> dict:
     if os.environ.get("LAYERS"):
         cfg = dataclasses.replace(cfg, n_layers=int(os.environ["LAYERS"]))
     m = b.build("mamba", init_weights("mamba", cfg, seed=0), cfg, dtype=os.environ.get("DTYPE", "bfloat16"))
-    m.fused_decode, m.logits_buffer = "fused" in mods, False  # the step as it is (+reuse and +slot add the buffer here)
+    m.fused_decode, m.logits_buffer = "fused" in mods, "reuse" in mods or "slot" in mods  # the step takes a logits buffer
     if "cast" not in mods:  # the fp32 weights as they are (stacked, for the fused step)
         stack = cfg.n_layers if any(k.startswith(STACKED) for k in m.decode_params()) else 0
         plain = decode_weights(m.params, m.net.LINEAR, m.net.EMBEDDING, jnp.float32, stack)
@@ -139,14 +140,14 @@ def main(spec: str) -> dict:
         return out
     if variant == "dispatch":
         fn = jax.jit(lambda p, t, s: (t + 1, s), donate_argnums=(2,))
-    if "reuse" in mods or "slot" in mods:  # the last logits donated back, so that every call writes them to one buffer
-        inner, last = fn, [jnp.zeros((batch, len(p[m.net.EMBEDDING])), jnp.float32)]
-        step = jax.jit(lambda p, t, s, _: inner(p, t, s), donate_argnums=(2, 3), keep_unused=True)  # kept, to be aliased
-        copy = jax.jit(lambda x: x * 1) if "slot" in mods else (lambda x: x)  # XLA copies a parameter to its output
+    if "slot" in mods:  # the backend's decode_step: the step's own buffer, a copy returned
+        fn = lambda p, t, s: m.step(t, s)  # noqa: E731
+    elif "reuse" in mods:  # the last logits donated back, so that every call writes them to one buffer
+        step, last = fn, [jnp.zeros((batch, len(p[m.net.EMBEDDING])), jnp.float32)]
 
         def fn(p, t, s):
             last[0], s = step(p, t, s, last[0])
-            return copy(last[0]), s
+            return last[0], s
 
     if variant == "loop":
         kw = {"fused": True} if m.fused_decode else {}
