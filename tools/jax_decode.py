@@ -1,6 +1,6 @@
 """Where a JAX decode step's time goes: one Mamba-1 model, one way of stepping it, one JSON line.
 
-    python tools/jax_decode.py VARIANT[+cast][+fused][+reuse|+slot|+pre][+cblog][@nocb|@cball]
+    python tools/jax_decode.py VARIANT[+cast][+fused][+reuse|+slot][+cblog][@nocb|@cball]
 
 VARIANT
   step       each step synced, as the harness times it: median, p10, p90 ms over 400 steps, and
@@ -19,11 +19,10 @@ MODIFIERS
   +reuse     step and async: each call donates the last call's logits, so its output buffer is the
              same every call (is the host's cost XLA updating its command buffers for a new one?)
   +slot      the backend's ``logits_buffer`` as decode_step runs it: the step writes into a buffer of
-             the model's and a second jitted call copies the logits out (the caller's stay theirs, as
+             the model's and a second jitted call copies the logits into a buffer made before the
+             step (the caller's stay theirs, as
              torch-cuda's decoder clones its graph's); +reuse is the same buffer without the copy.
-             Every other variant runs the step without the buffer. +pre: as +slot, but the copy's
-             buffer is made before the step and donated to the copy, so that nothing is allocated
-             between the step's temporaries and the next step's
+             Every other variant runs the step without the buffer
   +cblog     step: XLA's command-buffer log (TF_CPP_VMODULE) during the timed steps, counted: command
              buffers run a step, re-recorded ("updated") a step, and the median cost of one update
   @nocb      XLA's command buffers (CUDA graphs) off; @cball: over every op type it can take;
@@ -120,7 +119,7 @@ def main(spec: str) -> dict:
     if os.environ.get("LAYERS"):
         cfg = dataclasses.replace(cfg, n_layers=int(os.environ["LAYERS"]))
     m = b.build("mamba", init_weights("mamba", cfg, seed=0), cfg, dtype=os.environ.get("DTYPE", "bfloat16"))
-    m.fused_decode, m.logits_buffer = "fused" in mods, bool({"reuse", "slot", "pre"} & set(mods))  # the step takes a logits buffer
+    m.fused_decode, m.logits_buffer = "fused" in mods, "reuse" in mods or "slot" in mods  # the step takes a logits buffer
     if "cast" not in mods:  # the fp32 weights as they are (stacked, for the fused step)
         stack = cfg.n_layers if any(k.startswith(STACKED) for k in m.decode_params()) else 0
         plain = decode_weights(m.params, m.net.LINEAR, m.net.EMBEDDING, jnp.float32, stack)
@@ -149,16 +148,6 @@ def main(spec: str) -> dict:
             got = m.step(t, s)
             slots.add(m._logits[batch].unsafe_buffer_pointer())
             return got
-
-    elif "pre" in mods:  # as +slot, but the copy's buffer is made before the step and the copy writes into it
-        step, last, V = fn, [None], len(p[m.net.EMBEDDING])
-        blank = jax.jit(lambda: jnp.zeros((batch, V), jnp.float32))
-        into = jax.jit(lambda dst, src: jnp.copy(src), donate_argnums=0, keep_unused=True)
-
-        def fn(p, t, s):
-            dst = blank()
-            last[0], s = step(p, t, s, blank() if last[0] is None else last[0])
-            return into(dst, last[0]), s
 
     elif "reuse" in mods:  # the last logits donated back, so that every call writes them to one buffer
         step, last = fn, [jnp.zeros((batch, len(p[m.net.EMBEDDING])), jnp.float32)]

@@ -31,7 +31,8 @@ try:
 
     from .layers import cross_entropy, decode_weights, head_loss, head_weight
 
-    _copy = jax.jit(jnp.copy)  # a new buffer holding the array (XLA copies a parameter it returns undonated)
+    # src copied into dst, which is donated: the copy allocates nothing (_Model.step says why that matters)
+    _copy_into = jax.jit(lambda dst, src: jnp.copy(src), donate_argnums=0, keep_unused=True)
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
 
@@ -118,7 +119,12 @@ class _Model:
         the buffer it wrote them to last time, and the caller gets a copy (as torch-cuda's decoder
         clones its CUDA graph's). XLA replays the step as a CUDA graph holding the address of every
         buffer it touches; a new output buffer each call made it update all of the graph's nodes
-        first, some 0.4 ms a token at 130M on an H100 (docs/results.md)."""
+        first, some 0.4 ms a token at 130M on an H100 (docs/results.md).
+
+        The copy's buffer is made before the step runs, not by the copy after it: the caller still
+        holds the last step's logits then, and a copy allocated just after the step's temporaries
+        were freed took their place, so that the next step's temporaries moved and XLA updated the
+        graph for them instead."""
         p, step = self.decode_params(), self.jitted("step")
         if not self.logits_buffer:
             return step(p, token, state)
@@ -126,9 +132,10 @@ class _Model:
         if out is None:
             like = jax.eval_shape(step, p, token, state, 0)[0]
             out = jnp.zeros(like.shape, like.dtype, device=self.device)
+        mine = jnp.zeros_like(out)
         logits, state = step(p, token, state, out)
         self._logits[token.shape[0]] = logits
-        return _copy(logits), state
+        return _copy_into(mine, logits), state
 
 
 class JaxBackend(Backend):
