@@ -20,8 +20,8 @@ MODIFIERS
              same every call (is the host's cost XLA updating its command buffers for a new one?)
   +slot      the backend's ``logits_buffer`` as decode_step runs it: the step writes into a buffer of
              the model's and a second jitted call copies the logits into a buffer made before the
-             step (the caller's stay theirs, as
-             torch-cuda's decoder clones its graph's); +reuse is the same buffer without the copy.
+             step (the caller's stay theirs, as torch-cuda's decoder clones its graph's); +reuse is
+             the same buffer without the copy.
              Every other variant runs the step without the buffer
   +cblog     step: XLA's command-buffer log (TF_CPP_VMODULE) during the timed steps, counted: command
              buffers run a step, re-recorded ("updated") a step, and the median cost of one update
