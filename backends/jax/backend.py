@@ -31,7 +31,9 @@ try:
 
     from .layers import cross_entropy, decode_weights, head_loss, head_weight
 
-    # src copied into dst, which is donated: the copy allocates nothing (_Model.step says why that matters)
+    # _Model.step's copy of its logits: a buffer made (one jitted fill; eager zeros_like is several
+    # Python-dispatched ops), then src copied into it, donated, so that the copy allocates nothing
+    _blank = jax.jit(jnp.zeros_like)
     _copy_into = jax.jit(lambda dst, src: jnp.copy(src), donate_argnums=0, keep_unused=True)
 except ImportError:  # availability() says so; nothing below runs without jax
     jax = None
@@ -132,7 +134,7 @@ class _Model:
         if out is None:
             like = jax.eval_shape(step, p, token, state, 0)[0]
             out = jnp.zeros(like.shape, like.dtype, device=self.device)
-        mine = jnp.zeros_like(out)
+        mine = _blank(out)
         logits, state = step(p, token, state, out)
         self._logits[token.shape[0]] = logits
         return _copy_into(mine, logits), state
